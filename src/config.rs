@@ -1,0 +1,530 @@
+//! The plugin configuration an operator writes in Envoy YAML, in two steps: serde reads the
+//! JSON into raw types, then `check` resolves names and parses durations. Any error names the field.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::duration;
+use crate::health::CooldownPolicy;
+use crate::provider::{Auth, AuthStyle, Format, Provider};
+
+/// The header the router role hands the provider order in; `header_to_metadata` in the Envoy
+/// config must read this name.
+pub const ORDER_HEADER: &str = "x-llm-failover-order";
+
+#[derive(Debug)]
+pub enum Config {
+    Router(RouterConfig),
+    Attempt(AttemptConfig),
+    RouteRefresh,
+}
+
+#[derive(Debug)]
+pub struct RouterConfig {
+    pub chat_paths: Vec<String>,
+    pub max_request_bytes: usize,
+    pub providers: Vec<String>,
+    pub chains: Vec<Chain>,
+    model_chains: HashMap<String, usize>,
+    default_chain: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    pub name: String,
+    pub providers: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct AttemptConfig {
+    pub provider: Provider,
+    pub cooldowns: CooldownPolicy,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}", self.reason)
+        } else {
+            write!(f, "field `{}`: {}", self.field, self.reason)
+        }
+    }
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError { field: field.into(), reason: reason.into() }
+}
+
+impl RouterConfig {
+    pub fn is_chat_path(&self, path: &str) -> bool {
+        let path = path.split('?').next().unwrap_or(path);
+        self.chat_paths.iter().any(|p| p == path)
+    }
+
+    /// The chain serving `model`: its alias first, then the default chain.
+    pub fn chain_for(&self, model: &str) -> Option<&Chain> {
+        self.model_chains
+            .get(model)
+            .or(self.default_chain.as_ref())
+            .map(|&i| &self.chains[i])
+    }
+}
+
+/// Where the provider API key comes from: the VM's environment (Envoy's
+/// `vm_config.environment_variables`), so keys never sit in the plugin config.
+pub trait Environment {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+pub fn parse(json: &[u8], env: &dyn Environment) -> Result<Config, ConfigError> {
+    let header: RoleOnly = read(json)?;
+    match header.role.as_deref() {
+        Some("router") => check_router(read(json)?).map(Config::Router),
+        Some("attempt") => check_attempt(read(json)?, env).map(Config::Attempt),
+        Some("route-refresh") => read::<RawRouteRefresh>(json).map(|_| Config::RouteRefresh),
+        Some(other) => Err(invalid(
+            "role",
+            format!("unknown role `{other}`, expected `router`, `attempt` or `route-refresh`"),
+        )),
+        None => Err(invalid("role", "missing (one of `router`, `attempt`, `route-refresh`)")),
+    }
+}
+
+fn read<'de, T: Deserialize<'de>>(json: &'de [u8]) -> Result<T, ConfigError> {
+    let mut de = serde_json::Deserializer::from_slice(json);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let mut field = e.path().to_string();
+        let mut reason = e.inner().to_string();
+        if field == "." || field.contains('?') {
+            // Not a field but a syntax error: its position is the useful part.
+            field.clear();
+        } else if let Some(at) = reason.find(" at line ") {
+            reason.truncate(at);
+        }
+        invalid(field, reason)
+    })
+}
+
+#[derive(Deserialize)]
+struct RoleOnly {
+    role: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawRouteRefresh {
+    #[serde(rename = "role")]
+    _role: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawRouter {
+    #[serde(rename = "role")]
+    _role: String,
+    #[serde(default = "default_chat_paths")]
+    chat_paths: Vec<String>,
+    #[serde(default = "default_max_request_bytes")]
+    max_request_bytes: u64,
+    providers: Vec<String>,
+    chains: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    models: BTreeMap<String, String>,
+    #[serde(default)]
+    default_chain: Option<String>,
+}
+
+fn default_chat_paths() -> Vec<String> {
+    vec!["/v1/chat/completions".to_string()]
+}
+
+fn default_max_request_bytes() -> u64 {
+    1024 * 1024
+}
+
+fn check_router(raw: RawRouter) -> Result<RouterConfig, ConfigError> {
+    if raw.chat_paths.is_empty() {
+        return Err(invalid("chatPaths", "must list at least one path"));
+    }
+    for (i, path) in raw.chat_paths.iter().enumerate() {
+        if !path.starts_with('/') || path.contains('?') {
+            return Err(invalid(format!("chatPaths[{i}]"), format!("`{path}` must be a path starting with `/`, without a query")));
+        }
+    }
+    if raw.max_request_bytes == 0 {
+        return Err(invalid("maxRequestBytes", "must be greater than 0"));
+    }
+    if raw.providers.is_empty() {
+        return Err(invalid("providers", "must name at least one provider"));
+    }
+    for (i, name) in raw.providers.iter().enumerate() {
+        check_provider_name(name).map_err(|r| invalid(format!("providers[{i}]"), r))?;
+        if raw.providers[..i].contains(name) {
+            return Err(invalid(format!("providers[{i}]"), format!("`{name}` is listed twice")));
+        }
+    }
+    if raw.chains.is_empty() {
+        return Err(invalid("chains", "must define at least one chain"));
+    }
+    let mut chains = Vec::with_capacity(raw.chains.len());
+    for (name, members) in raw.chains {
+        if members.is_empty() {
+            return Err(invalid(format!("chains.{name}"), "must name at least one provider"));
+        }
+        for (i, member) in members.iter().enumerate() {
+            if !raw.providers.contains(member) {
+                return Err(invalid(
+                    format!("chains.{name}[{i}]"),
+                    format!("provider `{member}` is not in `providers`"),
+                ));
+            }
+            if members[..i].contains(member) {
+                return Err(invalid(format!("chains.{name}[{i}]"), format!("provider `{member}` appears twice")));
+            }
+        }
+        chains.push(Chain { name, providers: members });
+    }
+    let chain_index = |name: &str| chains.iter().position(|c| c.name == name);
+    let mut model_chains = HashMap::with_capacity(raw.models.len());
+    for (model, chain) in &raw.models {
+        let index = chain_index(chain)
+            .ok_or_else(|| invalid(format!("models.{model}"), format!("chain `{chain}` is not in `chains`")))?;
+        model_chains.insert(model.clone(), index);
+    }
+    let default_chain = match &raw.default_chain {
+        Some(name) => Some(
+            chain_index(name)
+                .ok_or_else(|| invalid("defaultChain", format!("chain `{name}` is not in `chains`")))?,
+        ),
+        None => None,
+    };
+    let max_request_bytes = usize::try_from(raw.max_request_bytes)
+        .map_err(|_| invalid("maxRequestBytes", "is too large"))?;
+    Ok(RouterConfig {
+        chat_paths: raw.chat_paths,
+        max_request_bytes,
+        providers: raw.providers,
+        chains,
+        model_chains,
+        default_chain,
+    })
+}
+
+/// Provider names become Envoy priority-group names, stat names and shared-data keys.
+fn check_provider_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("`{name}` must be 1-64 characters of a-z, 0-9, `-` or `_`"))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawAttempt {
+    #[serde(rename = "role")]
+    _role: String,
+    provider: RawProvider,
+    #[serde(default)]
+    cooldowns: RawCooldowns,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawProvider {
+    name: String,
+    format: Format,
+    host: String,
+    #[serde(default)]
+    base_path: Option<String>,
+    #[serde(default)]
+    auth: Option<RawAuth>,
+    #[serde(default)]
+    models: BTreeMap<String, String>,
+    #[serde(default)]
+    api_version: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawAuth {
+    #[serde(default)]
+    style: Option<AuthStyle>,
+    #[serde(default)]
+    api_key_env: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawCooldowns {
+    #[serde(default = "default_auth_failure")]
+    auth_failure: String,
+    #[serde(default = "default_rate_limited")]
+    rate_limited: String,
+    #[serde(default = "default_max_retry_after")]
+    max_retry_after: String,
+    #[serde(default = "default_failure_base")]
+    failure_base: String,
+    #[serde(default = "default_failure_max")]
+    failure_max: String,
+}
+
+impl Default for RawCooldowns {
+    fn default() -> Self {
+        RawCooldowns {
+            auth_failure: default_auth_failure(),
+            rate_limited: default_rate_limited(),
+            max_retry_after: default_max_retry_after(),
+            failure_base: default_failure_base(),
+            failure_max: default_failure_max(),
+        }
+    }
+}
+
+fn default_auth_failure() -> String {
+    "1h".into()
+}
+fn default_rate_limited() -> String {
+    "30s".into()
+}
+fn default_max_retry_after() -> String {
+    "1h".into()
+}
+fn default_failure_base() -> String {
+    "5s".into()
+}
+fn default_failure_max() -> String {
+    "5m".into()
+}
+
+fn check_attempt(raw: RawAttempt, env: &dyn Environment) -> Result<AttemptConfig, ConfigError> {
+    let p = raw.provider;
+    check_provider_name(&p.name).map_err(|r| invalid("provider.name", r))?;
+    if p.host.is_empty() || p.host.contains('/') || p.host.contains(char::is_whitespace) {
+        return Err(invalid("provider.host", format!("`{}` must be a host name with an optional port", p.host)));
+    }
+    let base_path = p.base_path.unwrap_or_else(|| p.format.default_base_path().to_string());
+    if !base_path.starts_with('/') || base_path.contains('?') {
+        return Err(invalid("provider.basePath", format!("`{base_path}` must start with `/` and have no query")));
+    }
+    let base_path = base_path.trim_end_matches('/').to_string();
+    if p.format.needs_api_version() && p.api_version.as_deref().unwrap_or("").is_empty() {
+        return Err(invalid("provider.apiVersion", format!("is required for format `{}`", p.format.name())));
+    }
+    let auth = match p.auth {
+        None => Auth::none(),
+        Some(raw) => {
+            let style = raw.style.unwrap_or(p.format.default_auth_style());
+            let key = match (style, raw.api_key_env) {
+                (AuthStyle::None, None) => String::new(),
+                (AuthStyle::None, Some(_)) => {
+                    return Err(invalid("provider.auth.apiKeyEnv", "makes no sense with style `none`"))
+                }
+                (_, None) => return Err(invalid("provider.auth.apiKeyEnv", "is required to send a key")),
+                (_, Some(name)) => match env.var(&name) {
+                    Some(key) if !key.trim().is_empty() => key.trim().to_string(),
+                    _ => {
+                        return Err(invalid(
+                            "provider.auth.apiKeyEnv",
+                            format!("environment variable `{name}` is not set in the VM (list it in vm_config.environment_variables)"),
+                        ))
+                    }
+                },
+            };
+            Auth::new(style, key)
+        }
+    };
+    for (model, target) in &p.models {
+        let unsafe_in_path = p.format.model_in_path() && target.contains(['"', '\\', '/', '?', '#', ' ']);
+        if target.is_empty() || unsafe_in_path {
+            return Err(invalid(format!("provider.models.{model}"), format!("`{target}` is not a usable model name")));
+        }
+    }
+    let cooldowns = check_cooldowns(&raw.cooldowns)?;
+    Ok(AttemptConfig {
+        provider: Provider {
+            name: p.name,
+            format: p.format,
+            host: p.host,
+            base_path,
+            auth,
+            models: p.models.into_iter().collect(),
+            api_version: p.api_version,
+        },
+        cooldowns,
+    })
+}
+
+fn check_cooldowns(raw: &RawCooldowns) -> Result<CooldownPolicy, ConfigError> {
+    let field = |name: &str, text: &str| -> Result<Duration, ConfigError> {
+        let d = duration::parse(text).map_err(|r| invalid(format!("cooldowns.{name}"), r))?;
+        if d.is_zero() {
+            return Err(invalid(format!("cooldowns.{name}"), "must be greater than 0"));
+        }
+        Ok(d)
+    };
+    let policy = CooldownPolicy {
+        auth_failure: field("authFailure", &raw.auth_failure)?,
+        rate_limited: field("rateLimited", &raw.rate_limited)?,
+        max_retry_after: field("maxRetryAfter", &raw.max_retry_after)?,
+        failure_base: field("failureBase", &raw.failure_base)?,
+        failure_max: field("failureMax", &raw.failure_max)?,
+    };
+    if policy.failure_max < policy.failure_base {
+        return Err(invalid("cooldowns.failureMax", "must not be shorter than `failureBase`"));
+    }
+    Ok(policy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Env(&'static [(&'static str, &'static str)]);
+    impl Environment for Env {
+        fn var(&self, name: &str) -> Option<String> {
+            self.0.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        }
+    }
+    const ENV: Env = Env(&[("OPENAI_KEY", "sk-test-openai"), ("EMPTY", "  ")]);
+
+    fn router(json: &str) -> Result<RouterConfig, ConfigError> {
+        match parse(json.as_bytes(), &ENV)? {
+            Config::Router(r) => Ok(r),
+            other => panic!("expected a router config, got {other:?}"),
+        }
+    }
+
+    fn attempt(json: &str) -> Result<AttemptConfig, ConfigError> {
+        match parse(json.as_bytes(), &ENV)? {
+            Config::Attempt(a) => Ok(a),
+            other => panic!("expected an attempt config, got {other:?}"),
+        }
+    }
+
+    const ROUTER: &str = r#"{"role":"router","providers":["openai","openrouter","ollama"],
+        "chains":{"default":["openai","openrouter","ollama"],"local":["ollama"]},
+        "models":{"llama3.3":"local"},"defaultChain":"default"}"#;
+
+    #[test]
+    fn router_config_resolves_aliases_and_default_chain() {
+        let r = router(ROUTER).unwrap();
+        assert_eq!(r.chat_paths, vec!["/v1/chat/completions"]);
+        assert_eq!(r.max_request_bytes, 1 << 20);
+        assert_eq!(r.chain_for("llama3.3").unwrap().providers, vec!["ollama"]);
+        assert_eq!(r.chain_for("gpt-4o").unwrap().name, "default");
+        assert!(r.is_chat_path("/v1/chat/completions?x=1"));
+        assert!(!r.is_chat_path("/v1/models"));
+    }
+
+    #[test]
+    fn without_default_chain_an_unknown_model_has_no_chain() {
+        let r = router(r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"models":{"m":"c"}}"#).unwrap();
+        assert!(r.chain_for("m").is_some());
+        assert!(r.chain_for("other").is_none());
+    }
+
+    #[test]
+    fn bad_router_configs_name_the_field() {
+        let cases: &[(&str, &str, &str)] = &[
+            (r#"{"providers":["a"],"chains":{"c":["a"]}}"#, "role", "missing"),
+            (r#"{"role":"proxy"}"#, "role", "unknown role `proxy`"),
+            (r#"{"role":"router","providers":["a"],"chains":{"c":["a","b"]}}"#, "chains.c[1]", "provider `b` is not in `providers`"),
+            (r#"{"role":"router","providers":["a"],"chains":{"c":[]}}"#, "chains.c", "at least one provider"),
+            (r#"{"role":"router","providers":["a"],"chains":{"c":["a","a"]}}"#, "chains.c[1]", "appears twice"),
+            (r#"{"role":"router","providers":["A b"],"chains":{"c":["A b"]}}"#, "providers[0]", "a-z, 0-9"),
+            (r#"{"role":"router","providers":["a","a"],"chains":{"c":["a"]}}"#, "providers[1]", "listed twice"),
+            (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"models":{"m":"nope"}}"#, "models.m", "chain `nope` is not in `chains`"),
+            (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"defaultChain":"x"}"#, "defaultChain", "chain `x`"),
+            (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"maxRequestBytes":0}"#, "maxRequestBytes", "greater than 0"),
+            (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"chatPaths":["v1"]}"#, "chatPaths[0]", "starting with `/`"),
+            (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"retries":3}"#, "retries", "unknown field `retries`"),
+            (r#"{"role":"router","providers":"a","chains":{"c":["a"]}}"#, "providers", "invalid type"),
+            (r#"{"role":"router","providers":[],"chains":{}}"#, "providers", "at least one"),
+        ];
+        for (json, field, reason) in cases {
+            let err = router(json).expect_err(json);
+            assert_eq!(err.field, *field, "{json}: {err}");
+            assert!(err.reason.contains(reason), "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn config_that_is_not_json_is_refused_with_its_position() {
+        let err = parse(b"{role: router", &ENV).unwrap_err();
+        assert!(err.to_string().contains("line 1"), "{err}");
+    }
+
+    const OPENAI: &str = r#"{"role":"attempt","provider":{"name":"openai","format":"openai",
+        "host":"api.openai.com","auth":{"apiKeyEnv":"OPENAI_KEY"},"models":{"smart":"gpt-4o"}}}"#;
+
+    #[test]
+    fn attempt_config_reads_the_key_from_the_environment() {
+        let a = attempt(OPENAI).unwrap();
+        assert_eq!(a.provider.name, "openai");
+        assert_eq!(a.provider.base_path, "/v1");
+        assert_eq!(a.provider.auth.style, AuthStyle::Bearer);
+        assert_eq!(a.provider.auth.header_value().as_deref(), Some("Bearer sk-test-openai"));
+        assert_eq!(a.cooldowns, CooldownPolicy::default());
+    }
+
+    #[test]
+    fn config_debug_output_never_shows_the_key() {
+        let a = attempt(OPENAI).unwrap();
+        let shown = format!("{a:?}");
+        assert!(!shown.contains("sk-test-openai"), "{shown}");
+        assert!(shown.contains("redacted"), "{shown}");
+    }
+
+    #[test]
+    fn bad_attempt_configs_name_the_field() {
+        let cases: &[(&str, &str, &str)] = &[
+            (r#"{"role":"attempt","provider":{"name":"x","format":"mistral-native","host":"h"}}"#, "provider.format", "unknown variant `mistral-native`"),
+            (r#"{"role":"attempt","provider":{"name":"x","format":"openai","host":"http://h/v1"}}"#, "provider.host", "host name"),
+            (r#"{"role":"attempt","provider":{"name":"x","format":"openai","host":"h","auth":{}}}"#, "provider.auth.apiKeyEnv", "required"),
+            (r#"{"role":"attempt","provider":{"name":"x","format":"openai","host":"h","auth":{"apiKeyEnv":"MISSING"}}}"#, "provider.auth.apiKeyEnv", "`MISSING` is not set"),
+            (r#"{"role":"attempt","provider":{"name":"x","format":"openai","host":"h","auth":{"apiKeyEnv":"EMPTY"}}}"#, "provider.auth.apiKeyEnv", "`EMPTY` is not set"),
+            (r#"{"role":"attempt","provider":{"name":"x","format":"openai","host":"h","auth":{"style":"basic","apiKeyEnv":"OPENAI_KEY"}}}"#, "provider.auth.style", "unknown variant `basic`"),
+            (r#"{"role":"attempt","provider":{"name":"x","format":"azure-openai","host":"h"}}"#, "provider.apiVersion", "required"),
+            (r#"{"role":"attempt","provider":{"name":"x","format":"openai","host":"h"},"cooldowns":{"authFailure":"1 hour"}}"#, "cooldowns.authFailure", "unknown unit"),
+            (r#"{"role":"attempt","provider":{"name":"x","format":"openai","host":"h"},"cooldowns":{"rateLimited":"0s"}}"#, "cooldowns.rateLimited", "greater than 0"),
+            (r#"{"role":"attempt","provider":{"name":"x","format":"openai","host":"h"},"cooldowns":{"failureBase":"10m","failureMax":"1m"}}"#, "cooldowns.failureMax", "not be shorter"),
+            (r#"{"role":"attempt","provider":{"name":"x","format":"openai","host":"h","apiKey":"sk-inline"}}"#, "provider.apiKey", "unknown field"),
+        ];
+        for (json, field, reason) in cases {
+            let err = attempt(json).expect_err(json);
+            assert_eq!(err.field, *field, "{json}: {err}");
+            assert!(err.reason.contains(reason), "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn azure_defaults_to_the_api_key_header() {
+        let a = attempt(
+            r#"{"role":"attempt","provider":{"name":"azure","format":"azure-openai","host":"x.openai.azure.com",
+            "apiVersion":"2024-10-21","auth":{"apiKeyEnv":"OPENAI_KEY"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(a.provider.auth.style, AuthStyle::ApiKey);
+        assert_eq!(a.provider.base_path, "/openai");
+    }
+
+    #[test]
+    fn route_refresh_role_takes_no_other_field() {
+        assert!(matches!(parse(br#"{"role":"route-refresh"}"#, &ENV), Ok(Config::RouteRefresh)));
+        let err = parse(br#"{"role":"route-refresh","x":1}"#, &ENV).unwrap_err();
+        assert_eq!(err.field, "x");
+    }
+}

@@ -1,0 +1,15 @@
+//! llm-failover: a Proxy-Wasm filter that lets Envoy fail over between LLM providers.
+//!
+//! The logic is plain Rust tested natively; `host` is the only part that talks to Envoy.
+
+pub mod chat;
+pub mod config;
+pub mod duration;
+pub mod health;
+pub mod openai_error;
+pub mod priority_groups;
+pub mod provider;
+pub mod routing;
+
+#[cfg(target_arch = "wasm32")]
+mod host;
