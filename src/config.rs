@@ -15,6 +15,10 @@ use crate::provider::{Auth, AuthStyle, Format, Provider};
 /// config must read this name.
 pub const ORDER_HEADER: &str = "x-llm-failover-order";
 
+/// Every chat path ends so, which is how the attempt role (which has no router config) knows a
+/// chat request when it sees one.
+pub const CHAT_SUFFIX: &str = "/chat/completions";
+
 #[derive(Debug)]
 pub enum Config {
     Router(RouterConfig),
@@ -158,6 +162,10 @@ fn check_router(raw: RawRouter) -> Result<RouterConfig, ConfigError> {
     for (i, path) in raw.chat_paths.iter().enumerate() {
         if !path.starts_with('/') || path.contains('?') {
             return Err(invalid(format!("chatPaths[{i}]"), format!("`{path}` must be a path starting with `/`, without a query")));
+        }
+        // The attempt role recognises chat requests by this ending.
+        if !path.ends_with(CHAT_SUFFIX) {
+            return Err(invalid(format!("chatPaths[{i}]"), format!("`{path}` must end with `{CHAT_SUFFIX}`")));
         }
     }
     if raw.max_request_bytes == 0 {
@@ -450,6 +458,7 @@ mod tests {
             (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"defaultChain":"x"}"#, "defaultChain", "chain `x`"),
             (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"maxRequestBytes":0}"#, "maxRequestBytes", "greater than 0"),
             (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"chatPaths":["v1"]}"#, "chatPaths[0]", "starting with `/`"),
+            (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"chatPaths":["/llm/chat"]}"#, "chatPaths[0]", "end with `/chat/completions`"),
             (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"retries":3}"#, "retries", "unknown field `retries`"),
             (r#"{"role":"router","providers":"a","chains":{"c":["a"]}}"#, "providers", "invalid type"),
             (r#"{"role":"router","providers":[],"chains":{}}"#, "providers", "at least one"),

@@ -40,6 +40,7 @@ STREAM_EVENT_GAP_S = 0.05
 
 Spec = Union[dict, Callable[["Received"], dict]]
 DEFAULT_SPEC: dict = {"echo": True}
+RESPONSE_KEYS = {"status", "body", "sse", "sse_raw", "close"}
 
 
 class BadRequest(Exception):
@@ -145,6 +146,11 @@ def _requested_model(request: Received) -> str:
 
 def _wants_stream(request: Received) -> bool:
     return isinstance(request.json, dict) and request.json.get("stream") is True
+
+
+def _is_echo(spec: dict) -> bool:
+    """Echo when asked, or when the spec says nothing about the response (e.g. only a delay)."""
+    return bool(spec.get("echo")) or not (RESPONSE_KEYS & spec.keys())
 
 
 def _encode_body(body: Any) -> tuple[bytes, str | None]:
@@ -471,7 +477,7 @@ class MockProvider:
             return
         headers = {"x-mock-provider": self.name, **_lower_keys(spec.get("headers"))}
         status = int(spec.get("status", 200))
-        if spec.get("echo"):
+        if _is_echo(spec):
             if _wants_stream(request):
                 events = echo_stream_events(self.name, request, number)
                 self._send_sse(handler, request, 200, headers, events)

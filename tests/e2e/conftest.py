@@ -64,5 +64,4 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    for envoy in harness.started_envoys:
-        envoy.stop()
+    harness.stop_all_envoys()

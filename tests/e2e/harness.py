@@ -6,6 +6,7 @@ print its log when a test fails and make sure it is stopped.
 
 from __future__ import annotations
 
+import atexit
 import http.client
 import itertools
 import json
@@ -31,6 +32,15 @@ started_envoys: list["Envoy"] = []
 # Distinct per process and per instance so concurrent Envoys (other test
 # runs, a demo in another shell) never share hot-restart shared memory.
 _base_ids = itertools.count((os.getpid() % 40_000) * 100 + 1)
+
+
+def stop_all_envoys() -> None:
+    for envoy in started_envoys:
+        envoy.stop()
+
+
+# A last resort for scripts and crashed sessions: never leave Envoys behind.
+atexit.register(stop_all_envoys)
 
 
 def free_port() -> int:
@@ -181,6 +191,7 @@ class Envoy:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.running:
+                self.stop()
                 raise RuntimeError(
                     f"envoy exited with {self.process.returncode} during startup:\n"
                     f"{tail(self.output())}")
@@ -204,14 +215,22 @@ class Envoy:
         return self.process is not None and self.process.poll() is None
 
     def stop(self) -> None:
-        if not self.running:
-            return
-        self.process.send_signal(signal.SIGTERM)
+        if self.running:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=STOP_GRACE_S)
+        if self.process is not None and not self.running:
+            self._remove_shared_memory()
+
+    def _remove_shared_memory(self) -> None:
+        # Envoy leaves its hot-restart segment behind even on a clean exit.
         try:
-            self.process.wait(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=STOP_GRACE_S)
+            os.unlink(f"/dev/shm/envoy_shared_memory_{self.base_id * 10}")
+        except OSError:
+            pass
 
     def wait_exit(self, timeout: float) -> int | None:
         """Waits for the process to exit by itself; its return code, or None if still running."""
@@ -327,9 +346,9 @@ def run_envoy_expect_failure(yaml_text: str, tmp_path: Path | str, timeout: floa
     """
     envoy = Envoy(yaml_text, tmp_path, admin_port=None).launch()
     returncode = envoy.wait_exit(timeout)
+    envoy.stop()
     text = envoy.output()
     if returncode is None:
-        envoy.stop()
         text += f"\n[harness] envoy still running after {timeout}s; killed\n"
     result = EnvoyOutput(text)
     result.returncode = returncode

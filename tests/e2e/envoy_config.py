@@ -1,0 +1,174 @@
+"""Envoy configs for the end-to-end tests, built as dicts (JSON is YAML to Envoy).
+
+The shape is the one envoy/demo.yaml documents: router role -> header_to_metadata ->
+route-refresh role -> router, and one provider cluster per provider with the attempt role as
+its upstream filter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+WASM = Path(os.environ.get("LLM_FAILOVER_WASM", ROOT / "target/wasm32-unknown-unknown/release/llm_failover.wasm"))
+ORDER_HEADER = "x-llm-failover-order"
+METADATA_NAMESPACE = "llm_failover"
+
+
+@dataclass
+class Provider:
+    name: str
+    port: int
+    format: str = "openai"
+    key_env: str | None = None      # env var the attempt role reads its key from
+    key: str | None = None          # its value, set in the VM's environment
+    auth_style: str | None = None
+    models: dict = field(default_factory=dict)
+    cooldowns: dict = field(default_factory=dict)
+    base_path: str | None = None
+    api_version: str | None = None
+    host: str | None = None
+
+    def plugin_config(self) -> dict:
+        provider: dict = {"name": self.name, "format": self.format,
+                          "host": self.host or f"{self.name}.provider.test"}
+        if self.key_env:
+            provider["auth"] = {"apiKeyEnv": self.key_env}
+            if self.auth_style:
+                provider["auth"]["style"] = self.auth_style
+        if self.models:
+            provider["models"] = self.models
+        if self.base_path:
+            provider["basePath"] = self.base_path
+        if self.api_version:
+            provider["apiVersion"] = self.api_version
+        config = {"role": "attempt", "provider": provider}
+        if self.cooldowns:
+            config["cooldowns"] = self.cooldowns
+        return config
+
+
+def wasm_filter(plugin_config: dict | str, env: dict[str, str], wasm: Path = WASM) -> dict:
+    configuration = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
+    return {
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": "llm_failover",
+                "allow_on_headers_stop_iteration": True,
+                "failure_policy": "FAIL_RELOAD",
+                "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                                  "value": configuration},
+                "vm_config": {
+                    "vm_id": "llm_failover",
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": str(wasm)}},
+                    "environment_variables": {"key_values": env},
+                },
+            },
+        },
+    }
+
+
+def provider_cluster(p: Provider, env: dict[str, str], attempt_config: dict | str | None = None) -> dict:
+    return {
+        "name": f"provider_{p.name}",
+        "type": "STATIC",
+        "connect_timeout": "0.5s",
+        "load_assignment": {
+            "cluster_name": f"provider_{p.name}",
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                "socket_address": {"address": "127.0.0.1", "port_value": p.port}}}}]}],
+        },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http_protocol_options": {}},
+                "http_filters": [
+                    wasm_filter(attempt_config if attempt_config is not None else p.plugin_config(), env),
+                    {"name": "envoy.filters.http.upstream_codec",
+                     "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}},
+                ],
+            },
+        },
+    }
+
+
+def render(*, listener_port: int, admin_port: int, providers: list[Provider],
+           chains: dict[str, list[str]], models: dict[str, str] | None = None,
+           default_chain: str | None = "default", router_extra: dict | None = None,
+           per_try_timeout: str = "2s", route_timeout: str = "20s",
+           body_buffer_limit: int | None = None, router_config: dict | str | None = None,
+           attempt_configs: dict[str, dict | str] | None = None) -> str:
+    env = {p.key_env: p.key for p in providers if p.key_env and p.key}
+    router = {"role": "router", "providers": [p.name for p in providers], "chains": chains}
+    if models:
+        router["models"] = models
+    if default_chain:
+        router["defaultChain"] = default_chain
+    router.update(router_extra or {})
+    route_action = {
+        "inline_cluster_specifier_plugin": {"extension": {
+            "name": "envoy.router.cluster_specifier_plugin.priority_group",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.router.cluster_specifiers.priority_group.v3.PriorityGroupClusterSpecifier",
+                "override_metadata_namespace": METADATA_NAMESPACE,
+                "priority_groups": [{"name": p.name, "clusters": [{"cluster_name": f"provider_{p.name}", "weight": 1}]}
+                                    for p in providers],
+            },
+        }},
+        "timeout": route_timeout,
+        "retry_policy": {
+            "retry_on": "5xx,reset,connect-failure,retriable-status-codes",
+            "retriable_status_codes": [401, 403, 408, 429],
+            "num_retries": len(providers) - 1,
+            "per_try_timeout": per_try_timeout,
+            "refresh_cluster_on_retry": True,
+            "retry_back_off": {"base_interval": "0.005s", "max_interval": "0.02s"},
+        },
+    }
+    route = {"match": {"prefix": "/v1/"}, "route": route_action}
+    if body_buffer_limit:
+        route["request_body_buffer_limit"] = body_buffer_limit
+    attempt_configs = attempt_configs or {}
+    config = {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "static_resources": {
+            "listeners": [{
+                "name": "llm",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": listener_port}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "llm",
+                        "route_config": {"virtual_hosts": [{
+                            "name": "llm", "domains": ["*"],
+                            "include_request_attempt_count": True,
+                            "routes": [route],
+                        }]},
+                        "http_filters": [
+                            wasm_filter(router_config if router_config is not None else router, env),
+                            {"name": "envoy.filters.http.header_to_metadata",
+                             "typed_config": {
+                                 "@type": "type.googleapis.com/envoy.extensions.filters.http.header_to_metadata.v3.Config",
+                                 "request_rules": [{
+                                     "header": ORDER_HEADER, "remove": True,
+                                     "on_header_present": {"metadata_namespace": METADATA_NAMESPACE,
+                                                           "key": "priority_groups",
+                                                           "type": "PROTOBUF_VALUE", "encode": "BASE64"}}]}},
+                            wasm_filter({"role": "route-refresh"}, env),
+                            {"name": "envoy.filters.http.router",
+                             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
+                        ],
+                    },
+                }]}],
+            }],
+            "clusters": [provider_cluster(p, env, attempt_configs.get(p.name)) for p in providers],
+        },
+    }
+    return json.dumps(config, indent=1)
