@@ -175,6 +175,8 @@ class Envoy:
             "--base-id", str(self.base_id),
             "--log-level", "info",
             "--log-path", str(self.log_path),
+            # Envoy flushes its log file every 10 s by default; tests read it right away.
+            "--file-flush-interval-msec", "50",
         ]
 
     def launch(self) -> "Envoy":
