@@ -53,6 +53,7 @@ def test_a_good_config_starts(tmp_path, mock):
     a = mock("a")
     listener, admin = harness.free_port(), harness.free_port()
     text = render(listener_port=listener, admin_port=admin, providers=[Provider("a", a.port)],
-                  chains={"default": ["a"]}, router_config=json.dumps(ROUTER_OK | {"providers": ["a"], "chains": {"default": ["a"]}}))
+                  chains={"default": ["a"]}, router_config=json.dumps(ROUTER_OK | {"providers": ["a"], "chains": {"default": ["a"]},
+                                                                       "defaultChain": "default"}))
     envoy = harness.Envoy(text, tmp_path, admin_port=admin, listener_ports=[listener]).start()
     assert envoy.post_json("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "x"}]}).status == 200
