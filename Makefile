@@ -4,7 +4,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test bench setup build unit e2e clean
+.PHONY: run test bench setup build unit lint e2e clean
 
 setup:
 	@scripts/toolchain.sh setup
@@ -14,6 +14,14 @@ build: setup
 
 unit:
 	cargo test --locked
+
+# clippy denies unwrap/expect/panic outside tests; the host layer only compiles for wasm32,
+# so it is linted there when rustup's wasm32 target is installed.
+lint:
+	cargo clippy --locked --all-targets -- -D warnings
+	@if rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then \
+	  cargo clippy --locked --release --target wasm32-unknown-unknown -- -D warnings; \
+	else echo "lint: no rustup wasm32 target, host layer not linted"; fi
 
 e2e: build
 	$(PYTHON) -m pytest tests/e2e -q

@@ -104,9 +104,9 @@ pub fn with_model(body: &[u8], model: &str) -> Option<Vec<u8>> {
     }
     let quoted = serde_json::to_string(model).ok()?;
     let mut out = Vec::with_capacity(body.len() + quoted.len());
-    out.extend_from_slice(&body[..range.start]);
+    out.extend_from_slice(body.get(..range.start)?);
     out.extend_from_slice(quoted.as_bytes());
-    out.extend_from_slice(&body[range.end..]);
+    out.extend_from_slice(body.get(range.end..)?);
     Some(out)
 }
 

@@ -79,7 +79,7 @@ impl RouterConfig {
         self.model_chains
             .get(model)
             .or(self.default_chain.as_ref())
-            .map(|&i| &self.chains[i])
+            .and_then(|&i| self.chains.get(i))
     }
 }
 
@@ -176,7 +176,7 @@ fn check_router(raw: RawRouter) -> Result<RouterConfig, ConfigError> {
     }
     for (i, name) in raw.providers.iter().enumerate() {
         check_provider_name(name).map_err(|r| invalid(format!("providers[{i}]"), r))?;
-        if raw.providers[..i].contains(name) {
+        if raw.providers.iter().take(i).any(|p| p == name) {
             return Err(invalid(format!("providers[{i}]"), format!("`{name}` is listed twice")));
         }
     }
@@ -195,7 +195,7 @@ fn check_router(raw: RawRouter) -> Result<RouterConfig, ConfigError> {
                     format!("provider `{member}` is not in `providers`"),
                 ));
             }
-            if members[..i].contains(member) {
+            if members.iter().take(i).any(|m| m == member) {
                 return Err(invalid(format!("chains.{name}[{i}]"), format!("provider `{member}` appears twice")));
             }
         }

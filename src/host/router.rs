@@ -116,7 +116,9 @@ impl RouterFilter {
                 LogLevel::Warn,
                 &format!(
                     "llm-failover #{}: every provider of chain `{}` is cooling down; trying `{}`, the first to recover",
-                    self.context_id, chain.name, plan.order[0]
+                    self.context_id,
+                    chain.name,
+                    plan.order.first().copied().unwrap_or_default()
                 ),
             );
         }
@@ -131,7 +133,10 @@ impl RouterFilter {
 
     /// Every attempt failed: answer once, in OpenAI's shape, with when to come back.
     fn exhausted(&mut self, chain: usize, model: &str, status: u16) -> Action {
-        let chain = &self.role.config.chains[chain];
+        let role = self.role.clone();
+        let Some(chain) = role.config.chains.get(chain) else {
+            return Action::Continue;
+        };
         let retry_after = routing::retry_after_secs(chain, |p| health::read(&HostStore, p), now_ms());
         self.role.counters.inc("llm_failover.exhausted");
         log(
