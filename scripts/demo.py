@@ -71,7 +71,11 @@ def smoke() -> None:
     assert body["model"] == "openai/gpt-4o", body
     status, headers, _ = post_chat()
     assert headers["x-llm-provider"] == "openrouter" and headers["x-llm-skipped"] == "openai", headers
-    print("demo smoke check: failover and skip seen", flush=True)
+    with urllib.request.urlopen(f"http://127.0.0.1:{ADMIN}/stats/prometheus", timeout=5) as r:
+        prometheus = r.read().decode()
+    tagged = 'llm_failover_provider_failover{llm_reason="rate_limited",llm_provider="openai"} 1'
+    assert tagged in prometheus, "stats_tags did not give the provider and reason labels"
+    print("demo smoke check: failover, skip and tagged metrics seen", flush=True)
 
 
 def mock_command(name: str, port: int, schedule: str, retry_after: str | None) -> list[str]:

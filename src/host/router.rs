@@ -7,6 +7,7 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 
 use super::abi::{self, HostStore};
+use super::attempt::ATTEMPTS_HEADER;
 use super::counters::Counters;
 use super::{log, now_ms};
 use crate::chat::{self, BadRequest};
@@ -36,7 +37,16 @@ pub struct RouterRole {
 impl RouterRole {
     pub fn new(config: RouterConfig) -> RouterRole {
         let counters = Counters::default();
-        for name in ["requests", "last_resort", "exhausted", "rejected.bad_request", "rejected.too_large", "rejected.unknown_model"] {
+        for name in [
+            "requests",
+            "last_resort",
+            "exhausted",
+            "retries_cut_short",
+            "rejected.bad_request",
+            "rejected.too_large",
+            "rejected.unknown_model",
+            "rejected.body_timeout",
+        ] {
             counters.define(&format!("llm_failover.{name}"));
         }
         for provider in &config.providers {
@@ -53,7 +63,7 @@ enum Stage {
     /// Not a chat request: only the internal headers were stripped.
     Passthrough,
     AwaitingBody,
-    Routed { chain: usize, model: String, skipped: String },
+    Routed { chain: usize, model: String, skipped: String, planned_attempts: usize },
     Answered,
 }
 
@@ -123,8 +133,47 @@ impl RouterFilter {
             );
         }
         let chain_index = config.chains.iter().position(|c| c.name == chain.name).unwrap_or(0);
-        self.stage = Stage::Routed { chain: chain_index, model: request.model.into_owned(), skipped: plan.skipped.join(",") };
+        self.stage = Stage::Routed {
+            chain: chain_index,
+            model: request.model.into_owned(),
+            skipped: plan.skipped.join(","),
+            planned_attempts: plan.order.len(),
+        };
         Action::Continue
+    }
+
+    /// The last attempt role stamped its attempt number on the response. Fewer attempts than
+    /// planned means Envoy stopped retrying by itself: most often a body larger than the
+    /// route's `request_body_buffer_limit`, which Envoy does not keep for a retry.
+    fn warn_if_cut_short(&self, planned_attempts: usize) {
+        let made = abi::header(MapType::HttpResponseHeaders, ATTEMPTS_HEADER).and_then(|v| v.parse::<usize>().ok());
+        if let Some(made) = made.filter(|&made| made < planned_attempts) {
+            self.role.counters.inc("llm_failover.retries_cut_short");
+            log(
+                LogLevel::Warn,
+                &format!(
+                    "llm-failover #{}: Envoy stopped after {made} of {planned_attempts} attempts; check that the route's \
+                     request_body_buffer_limit is at least maxRequestBytes ({}) and the retry budget",
+                    self.context_id, self.role.config.max_request_bytes
+                ),
+            );
+        }
+    }
+
+    /// Envoy itself refused the request while this filter held it (its own buffer limit, or
+    /// a body that never finished arriving): same answer, in OpenAI's shape.
+    fn refused_by_envoy(&mut self, status: u16) -> Action {
+        match status {
+            413 => self.too_large(),
+            408 => self.reject(
+                408,
+                "body_timeout",
+                "the request body did not arrive in time",
+                "invalid_request_error",
+                None,
+            ),
+            _ => Action::Continue,
+        }
     }
 
     fn bad_request(&mut self, bad: &BadRequest) -> Action {
@@ -132,11 +181,12 @@ impl RouterFilter {
     }
 
     /// Every attempt failed: answer once, in OpenAI's shape, with when to come back.
-    fn exhausted(&mut self, chain: usize, model: &str, status: u16) -> Action {
+    fn exhausted(&mut self, chain: usize, model: &str, status: u16, planned_attempts: usize) -> Action {
         let role = self.role.clone();
         let Some(chain) = role.config.chains.get(chain) else {
             return Action::Continue;
         };
+        self.warn_if_cut_short(planned_attempts);
         let retry_after = routing::retry_after_secs(chain, |p| health::read(&HostStore, p), now_ms());
         self.role.counters.inc("llm_failover.exhausted");
         log(
@@ -202,13 +252,16 @@ impl HttpContext for RouterFilter {
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        let Stage::Routed { chain, model, skipped } = &self.stage else {
+        let status: u16 = abi::header(MapType::HttpResponseHeaders, ":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let Stage::Routed { chain, model, skipped, planned_attempts } = &self.stage else {
+            if matches!(self.stage, Stage::AwaitingBody) {
+                return self.refused_by_envoy(status);
+            }
             return Action::Continue;
         };
-        let status: u16 = abi::header(MapType::HttpResponseHeaders, ":status").and_then(|s| s.parse().ok()).unwrap_or(0);
         if health::Failure::from_status(status).is_some() {
-            let (chain, model) = (*chain, model.clone());
-            return self.exhausted(chain, &model, status);
+            let (chain, model, planned) = (*chain, model.clone(), *planned_attempts);
+            return self.exhausted(chain, &model, status, planned);
         }
         if !skipped.is_empty() {
             abi::set_header(MapType::HttpResponseHeaders, SKIPPED_HEADER, skipped);

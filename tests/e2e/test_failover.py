@@ -363,3 +363,45 @@ def test_counters_match_what_the_mocks_saw(tmp_path, mock):
     assert stat("provider.a.served") == 1
     assert stat("provider.b.served") == 4
     assert stat("requests") == 5
+
+
+def test_envoys_own_buffer_limit_answers_413_in_openai_form(tmp_path, mock):
+    """The plugin allows 4 MiB but Envoy buffers 1 MiB by default: Envoy refuses, and the
+    client still gets an OpenAI-style error, not Envoy's plain text."""
+    a = mock("a")
+    envoy = gateway(tmp_path, [Provider("a", a.port)], router_extra={"maxRequestBytes": 4 << 20})
+    big = json.dumps({**CHAT, "messages": [{"role": "user", "content": "x" * (2 << 20)}]}).encode()
+    chunked = harness.http_request(envoy.listener_ports[0], "POST", CHAT_PATH,
+                                   iter([big[i:i + 16384] for i in range(0, len(big), 16384)]),
+                                   {"content-type": "application/json"})
+    assert chunked.status == 413
+    assert chunked.headers["content-type"] == "application/json"
+    assert chunked.json()["error"]["code"] == "too_large"
+    assert a.requests == []
+
+
+def test_bodies_over_a_mebibyte_fail_over_when_the_route_buffers_them(tmp_path, mock):
+    a, b = mock("a"), mock("b")
+    envoy = gateway(tmp_path, [Provider("a", a.port), Provider("b", b.port)],
+                    router_extra={"maxRequestBytes": 4 << 20}, body_buffer_limit=4 << 20)
+    a.script(openai_error(503))
+    big = json.dumps({**CHAT, "messages": [{"role": "user", "content": "x" * (2 << 20)}]}).encode()
+    response = envoy.post_raw(CHAT_PATH, big, {"content-type": "application/json"})
+    assert response.status == 200
+    assert response.headers["x-llm-provider"] == "b"
+    assert b.requests[0].body == big
+
+
+def test_envoy_cutting_the_chain_short_is_logged_and_counted(tmp_path, mock):
+    """A route buffering less than maxRequestBytes makes Envoy stop retrying: the operator
+    must learn why the healthy fallback was never tried."""
+    a, b = mock("a"), mock("b")
+    envoy = gateway(tmp_path, [Provider("a", a.port), Provider("b", b.port)],
+                    router_extra={"maxRequestBytes": 1 << 20}, body_buffer_limit=64 << 10)
+    a.script(openai_error(503))
+    big = json.dumps({**CHAT, "messages": [{"role": "user", "content": "x" * (200 << 10)}]}).encode()
+    response = envoy.post_raw(CHAT_PATH, big, {"content-type": "application/json"})
+    assert response.status == 503
+    assert [len(a.requests), len(b.requests)] == [1, 0]
+    envoy.wait_for_log(r"Envoy stopped after 1 of 2 attempts; check that the route's request_body_buffer_limit")
+    assert counter(envoy, "retries_cut_short") == 1
