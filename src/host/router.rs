@@ -143,8 +143,9 @@ impl RouterFilter {
     }
 
     /// The last attempt role stamped its attempt number on the response. Fewer attempts than
-    /// planned means Envoy stopped retrying by itself: most often a body larger than the
-    /// route's `request_body_buffer_limit`, which Envoy does not keep for a retry.
+    /// planned means Envoy stopped retrying by itself: its retry circuit breaker overflowed
+    /// (3 concurrent retries by default), or the body was larger than the route's
+    /// `request_body_buffer_limit`, which Envoy does not keep for a retry.
     fn warn_if_cut_short(&self, planned_attempts: usize) {
         let made = abi::header(MapType::HttpResponseHeaders, ATTEMPTS_HEADER).and_then(|v| v.parse::<usize>().ok());
         if let Some(made) = made.filter(|&made| made < planned_attempts) {
@@ -152,8 +153,9 @@ impl RouterFilter {
             log(
                 LogLevel::Warn,
                 &format!(
-                    "llm-failover #{}: Envoy stopped after {made} of {planned_attempts} attempts; check that the route's \
-                     request_body_buffer_limit is at least maxRequestBytes ({}) and the retry budget",
+                    "llm-failover #{}: Envoy stopped after {made} of {planned_attempts} attempts; check the provider \
+                     clusters' circuit_breakers max_retries (Envoy's default allows 3 concurrent retries) and that the \
+                     route's request_body_buffer_limit is at least maxRequestBytes ({})",
                     self.context_id, self.role.config.max_request_bytes
                 ),
             );

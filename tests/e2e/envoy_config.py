@@ -79,6 +79,9 @@ def provider_cluster(p: Provider, env: dict[str, str], attempt_config: dict | st
         "name": f"provider_{p.name}",
         "type": "STATIC",
         "connect_timeout": "0.5s",
+        # Envoy allows 3 concurrent retries per cluster by default: under load the rest would
+        # not fail over at all.
+        "circuit_breakers": {"thresholds": [{"priority": "DEFAULT", "max_retries": 1024}]},
         "load_assignment": {
             "cluster_name": f"provider_{p.name}",
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {

@@ -403,5 +403,44 @@ def test_envoy_cutting_the_chain_short_is_logged_and_counted(tmp_path, mock):
     response = envoy.post_raw(CHAT_PATH, big, {"content-type": "application/json"})
     assert response.status == 503
     assert [len(a.requests), len(b.requests)] == [1, 0]
-    envoy.wait_for_log(r"Envoy stopped after 1 of 2 attempts; check that the route's request_body_buffer_limit")
+    envoy.wait_for_log(r"Envoy stopped after 1 of 2 attempts; check the provider clusters' circuit_breakers "
+                       r"max_retries .* and that the route's request_body_buffer_limit is at least maxRequestBytes")
     assert counter(envoy, "retries_cut_short") == 1
+
+
+def test_concurrent_failures_on_two_workers_are_all_counted_in_shared_health(tmp_path, mock):
+    """Ten requests reach `a` together and all fail at once, spread over both workers. Each
+    failure doubles the backoff, so if no update is lost the ten cooldowns logged are exactly
+    1, 2, 4 ... 512 seconds: a lost update (no compare-and-swap) would repeat one."""
+    import re
+    from concurrent.futures import ThreadPoolExecutor
+
+    a, b = mock("a"), mock("b")
+    envoy = gateway(tmp_path, [Provider("a", a.port, cooldowns={"failureBase": "1s", "failureMax": "1h"}),
+                               Provider("b", b.port)])
+    a.set_default({**openai_error(503), "delay": 0.5})
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        responses = list(pool.map(lambda _: chat(envoy, timeout=15), range(10)))
+    assert [r.status for r in responses] == [200] * 10
+    assert {r.headers["x-llm-provider"] for r in responses} == {"b"}
+    assert len(a.requests) == 10
+    envoy.wait_for_stat("wasmcustom.llm_failover.provider.a.failover.server_error", 10)
+    time.sleep(0.1)
+    cooldowns = sorted(int(s) for s in re.findall(r"provider `a` failed \(503 server_error\) on attempt 1; cooling down (\d+)s",
+                                                   envoy.log()))
+    assert cooldowns == [2 ** i for i in range(10)]
+    workers = set(re.findall(r"\]\[(\d+)\]\[warning\]\[wasm\].*provider `a` failed", envoy.log()))
+    assert len(workers) == 2, "the failures should have been recorded by both workers"
+
+
+def test_other_paths_pass_through_to_the_first_provider_with_its_credentials(tmp_path, mock):
+    a, b = mock("a"), mock("b")
+    envoy = gateway(tmp_path, [Provider("a", a.port, key_env="A_KEY", key="sk-a"), Provider("b", b.port)])
+    a.script({"body": {"object": "list", "data": [{"id": "gpt-4o"}]}})
+    response = envoy.get("/v1/models", headers={"authorization": "Bearer client"})
+    assert response.status == 200
+    assert response.headers["x-llm-provider"] == "a"
+    [received] = a.requests
+    assert received.path == "/v1/models"
+    assert received.header("authorization") == "Bearer sk-a"
+    assert received.header("host") == "a.provider.test"
