@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub struct CooldownPolicy {
     /// 401/403: a bad key does not heal by itself, so this is long; it still ends.
     pub auth_failure: Duration,
-    /// 429 without a usable `Retry-After`.
+    /// 429 without a usable `Retry-After`. (A `Retry-After` on a 5xx extends its backoff.)
     pub rate_limited: Duration,
     /// The longest `Retry-After` believed.
     pub max_retry_after: Duration,
@@ -161,7 +161,9 @@ fn cooldown_ms(failure: Failure, failures: u32, retry_after_ms: Option<u64>, pol
         },
         Failure::ServerError | Failure::ConnectFailure | Failure::NoResponse => {
             let doublings = failures.saturating_sub(1).min(32);
-            ms(policy.failure_base).saturating_mul(1u64 << doublings).min(ms(policy.failure_max))
+            let backoff = ms(policy.failure_base).saturating_mul(1u64 << doublings).min(ms(policy.failure_max));
+            // An overloaded provider may say when to come back (HTTP allows it on 503).
+            backoff.max(retry_after_ms.unwrap_or(0).min(ms(policy.max_retry_after)))
         }
     }
 }
@@ -324,6 +326,15 @@ pub mod tests {
             seen.push(h.remaining_ms(now) / S);
         }
         assert_eq!(seen, vec![5, 10, 20, 40, 80, 160, 300, 300, 300, 300]);
+    }
+
+    #[test]
+    fn retry_after_on_a_server_error_extends_the_backoff_never_shortens_it() {
+        let now = 0;
+        let with = |after| Outcome::Failed { failure: Failure::ServerError, status: 503, retry_after_ms: after };
+        assert_eq!(Health::default().after(&with(Some(60 * S)), now, &policy()).remaining_ms(now), 60 * S);
+        assert_eq!(Health::default().after(&with(Some(S)), now, &policy()).remaining_ms(now), 5 * S);
+        assert_eq!(Health::default().after(&with(Some(99_999 * S)), now, &policy()).remaining_ms(now), 3600 * S);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use proxy_wasm::types::{MapType, Status};
 
 use crate::config::Environment;
 use crate::health::{SharedStore, StoreError};
+use crate::provider::HeaderMap;
 
 #[link(wasm_import_module = "env")]
 extern "C" {
@@ -39,6 +40,19 @@ pub fn set_header(map: MapType, name: &str, value: &str) -> bool {
 pub fn remove_header(map: MapType, name: &str) {
     unsafe {
         proxy_remove_header_map_value(map, name.as_ptr(), name.len());
+    }
+}
+
+/// The request headers of the current stream, for the plain-Rust rewrites.
+pub struct RequestHeaders;
+
+impl HeaderMap for RequestHeaders {
+    fn set(&mut self, name: &str, value: &str) {
+        set_header(MapType::HttpRequestHeaders, name, value);
+    }
+
+    fn remove(&mut self, name: &str) {
+        remove_header(MapType::HttpRequestHeaders, name);
     }
 }
 

@@ -12,7 +12,6 @@ use super::counters::Counters;
 use super::{log, now_ms};
 use crate::config::{AttemptConfig, CHAT_SUFFIX};
 use crate::health::{self, Failure, Outcome};
-use crate::provider::CREDENTIAL_HEADERS;
 use crate::chat;
 
 pub const PROVIDER_HEADER: &str = "x-llm-provider";
@@ -116,15 +115,9 @@ impl HttpContext for AttemptFilter {
         self.role.counters.inc(&format!("llm_failover.provider.{}.attempts", self.provider_name()));
         self.attempt = abi::header(MapType::HttpRequestHeaders, "x-envoy-attempt-count");
         let provider = &self.role.config.provider;
-        // Envoy shares these headers between attempts: whatever an earlier attempt set for
-        // another provider is still here, so every credential goes before ours is added.
-        for name in CREDENTIAL_HEADERS {
-            abi::remove_header(MapType::HttpRequestHeaders, name);
-        }
-        if let (Some(name), Some(value)) = (provider.auth.header_name(), provider.auth.header_value()) {
-            abi::set_header(MapType::HttpRequestHeaders, name, &value);
-        }
-        abi::set_header(MapType::HttpRequestHeaders, ":authority", &provider.host);
+        // Envoy shares these headers between attempts: what an earlier attempt set for another
+        // provider is still here.
+        provider.rewrite_headers(&mut abi::RequestHeaders);
         let path = abi::header(MapType::HttpRequestHeaders, ":path").unwrap_or_default();
         let is_chat = path.split('?').next().unwrap_or_default().ends_with(CHAT_SUFFIX);
         if !is_chat {

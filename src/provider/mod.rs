@@ -66,7 +66,26 @@ impl Format {
     }
 }
 
+/// The request headers of one attempt, as the attempt role sees them: Envoy's map, shared by
+/// every attempt of a request.
+pub trait HeaderMap {
+    fn set(&mut self, name: &str, value: &str);
+    fn remove(&mut self, name: &str);
+}
+
 impl Provider {
+    /// Makes the headers this provider's: no credential but its own, its host. The map may
+    /// still hold what an earlier attempt set for another provider.
+    pub fn rewrite_headers(&self, headers: &mut dyn HeaderMap) {
+        for name in CREDENTIAL_HEADERS {
+            headers.remove(name);
+        }
+        if let (Some(name), Some(value)) = (self.auth.header_name(), self.auth.header_value()) {
+            headers.set(name, &value);
+        }
+        headers.set(":authority", &self.host);
+    }
+
     /// The model name this provider knows the client's `model` by: an exact mapping, then the
     /// `*` mapping, else the name the client sent.
     pub fn target_model<'a>(&'a self, requested: &'a str) -> &'a str {
@@ -187,6 +206,40 @@ mod tests {
             if let Some(name) = name {
                 assert!(CREDENTIAL_HEADERS.contains(&name), "{name} must be stripped by every attempt");
             }
+        }
+    }
+
+    #[derive(Default)]
+    struct Headers(std::collections::BTreeMap<String, String>);
+    impl HeaderMap for Headers {
+        fn set(&mut self, name: &str, value: &str) {
+            self.0.insert(name.to_string(), value.to_string());
+        }
+        fn remove(&mut self, name: &str) {
+            self.0.remove(name);
+        }
+    }
+
+    #[test]
+    fn each_attempt_on_a_shared_map_carries_only_its_own_credential() {
+        let mut headers = Headers::default();
+        for (name, value) in [("authorization", "Bearer client"), ("x-api-key", "client"), ("cookie", "s=1"), ("accept", "*/*")] {
+            headers.set(name, value);
+        }
+        let styles = [AuthStyle::Bearer, AuthStyle::XApiKey, AuthStyle::ApiKey, AuthStyle::XGoogApiKey, AuthStyle::None];
+        for (i, style) in styles.into_iter().enumerate() {
+            let mut p = provider(Format::Openai, &[]);
+            p.auth = Auth::new(style, format!("key-{i}"));
+            p.host = format!("host-{i}");
+            p.rewrite_headers(&mut headers);
+            let credentials: Vec<_> =
+                headers.0.iter().filter(|(k, _)| CREDENTIAL_HEADERS.contains(&k.as_str())).collect();
+            match p.auth.header_name() {
+                Some(name) => assert_eq!(credentials, vec![(&name.to_string(), &p.auth.header_value().unwrap())]),
+                None => assert!(credentials.is_empty(), "{credentials:?}"),
+            }
+            assert_eq!(headers.0[":authority"], format!("host-{i}"));
+            assert_eq!(headers.0["accept"], "*/*");
         }
     }
 
