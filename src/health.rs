@@ -55,6 +55,19 @@ impl Failure {
         Failure::ALL.into_iter().find(|f| f.name() == name)
     }
 
+    /// Why an attempt ended without response headers, or `None` when that was not the
+    /// provider's doing: the client went away and Envoy cancelled the attempt.
+    pub fn from_unanswered(transport_failure_reason: &str, downstream: &Downstream) -> Option<Failure> {
+        if downstream.gone() {
+            return None;
+        }
+        if transport_failure_reason.is_empty() {
+            Some(Failure::NoResponse)
+        } else {
+            Some(Failure::ConnectFailure)
+        }
+    }
+
     /// What a response status says about the provider; `None` for statuses that are the
     /// request's fault (400, 404, 422...) or a success.
     pub fn from_status(status: u16) -> Option<Failure> {
@@ -64,6 +77,25 @@ impl Failure {
             408 | 500..=599 => Some(Failure::ServerError),
             _ => None,
         }
+    }
+}
+
+/// The client's side of the request when an attempt ends, from Envoy's stream info.
+#[derive(Debug, Default)]
+pub struct Downstream<'a> {
+    /// `response.flags`: Envoy's legacy response-flag bits.
+    pub response_flags: u64,
+    /// `response.code_details`, set once the client's response is decided.
+    pub code_details: &'a str,
+}
+
+impl Downstream<'_> {
+    /// Envoy's DC flag: the downstream connection was terminated.
+    const DOWNSTREAM_CONNECTION_TERMINATION: u64 = 0x4000;
+
+    pub fn gone(&self) -> bool {
+        self.response_flags & Self::DOWNSTREAM_CONNECTION_TERMINATION != 0
+            || self.code_details.starts_with("downstream_remote_disconnect")
     }
 }
 
@@ -297,6 +329,22 @@ pub mod tests {
         assert_eq!(Failure::from_status(400), None);
         assert_eq!(Failure::from_status(404), None);
         assert_eq!(Failure::from_status(200), None);
+    }
+
+    #[test]
+    fn an_attempt_the_client_abandoned_is_not_the_providers_failure() {
+        let still_there = Downstream::default();
+        assert_eq!(Failure::from_unanswered("", &still_there), Some(Failure::NoResponse));
+        assert_eq!(
+            Failure::from_unanswered("delayed connect error: Connection refused", &still_there),
+            Some(Failure::ConnectFailure)
+        );
+        let flag = Downstream { response_flags: 0x4000, code_details: "" };
+        let details = Downstream { response_flags: 0, code_details: "downstream_remote_disconnect" };
+        assert_eq!(Failure::from_unanswered("", &flag), None);
+        assert_eq!(Failure::from_unanswered("", &details), None);
+        let other_flags = Downstream { response_flags: 0x20 | 0x2, code_details: "upstream_per_try_timeout" };
+        assert_eq!(Failure::from_unanswered("", &other_flags), Some(Failure::NoResponse));
     }
 
     #[test]

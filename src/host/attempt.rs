@@ -11,7 +11,7 @@ use super::abi::{self, HostStore};
 use super::counters::Counters;
 use super::{log, now_ms};
 use crate::config::{AttemptConfig, CHAT_SUFFIX};
-use crate::health::{self, Failure, Outcome};
+use crate::health::{self, Downstream, Failure, Outcome};
 use crate::chat;
 
 pub const PROVIDER_HEADER: &str = "x-llm-provider";
@@ -99,11 +99,19 @@ impl AttemptFilter {
 impl Context for AttemptFilter {
     fn on_done(&mut self) -> bool {
         if !self.answered && self.started_ms != 0 {
-            // No response headers: the connection failed, was reset, or the per-try timeout fired.
-            let reason = hostcalls::get_property(vec!["upstream", "transport_failure_reason"]).ok().flatten();
-            let failure =
-                if reason.is_some_and(|r| !r.is_empty()) { Failure::ConnectFailure } else { Failure::NoResponse };
-            self.record(Outcome::Failed { failure, status: 0, retry_after_ms: None });
+            // No response headers: the connection failed, was reset, the per-try timeout fired,
+            // or the client went away and Envoy cancelled us (not the provider's fault).
+            let property = |path: Vec<&str>| hostcalls::get_property(path).ok().flatten().unwrap_or_default();
+            let reason = property(vec!["upstream", "transport_failure_reason"]);
+            let flags = property(vec!["response", "flags"]);
+            let details = property(vec!["response", "code_details"]);
+            let downstream = Downstream {
+                response_flags: flags.get(..8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes),
+                code_details: std::str::from_utf8(&details).unwrap_or_default(),
+            };
+            if let Some(failure) = Failure::from_unanswered(std::str::from_utf8(&reason).unwrap_or("?"), &downstream) {
+                self.record(Outcome::Failed { failure, status: 0, retry_after_ms: None });
+            }
         }
         true
     }

@@ -444,3 +444,16 @@ def test_other_paths_pass_through_to_the_first_provider_with_its_credentials(tmp
     assert received.path == "/v1/models"
     assert received.header("authorization") == "Bearer sk-a"
     assert received.header("host") == "a.provider.test"
+
+
+def test_a_client_that_gives_up_does_not_put_the_provider_in_cooldown(tmp_path, mock):
+    a, b = mock("a"), mock("b")
+    envoy = gateway(tmp_path, [Provider("a", a.port), Provider("b", b.port)])
+    a.script({"delay": 1.0})
+    with pytest.raises(OSError):
+        chat(envoy, timeout=0.2)
+    time.sleep(1.0)
+    after = chat(envoy)
+    assert after.headers["x-llm-provider"] == "a"
+    assert "x-llm-skipped" not in after.headers
+    assert counter(envoy, "provider.a.failover.no_response") == 0
