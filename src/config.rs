@@ -74,12 +74,11 @@ impl RouterConfig {
         self.chat_paths.iter().any(|p| p == path)
     }
 
-    /// The chain serving `model`: its alias first, then the default chain.
-    pub fn chain_for(&self, model: &str) -> Option<&Chain> {
-        self.model_chains
-            .get(model)
-            .or(self.default_chain.as_ref())
-            .and_then(|&i| self.chains.get(i))
+    /// The chain serving `model` and its index in `chains`: its alias first, then the
+    /// default chain.
+    pub fn chain_for(&self, model: &str) -> Option<(usize, &Chain)> {
+        let index = *self.model_chains.get(model).or(self.default_chain.as_ref())?;
+        Some((index, self.chains.get(index)?))
     }
 }
 
@@ -431,8 +430,8 @@ mod tests {
         let r = router(ROUTER).unwrap();
         assert_eq!(r.chat_paths, vec!["/v1/chat/completions"]);
         assert_eq!(r.max_request_bytes, 1 << 20);
-        assert_eq!(r.chain_for("llama3.3").unwrap().providers, vec!["ollama"]);
-        assert_eq!(r.chain_for("gpt-4o").unwrap().name, "default");
+        assert_eq!(r.chain_for("llama3.3").unwrap().1.providers, vec!["ollama"]);
+        assert_eq!(r.chain_for("gpt-4o").unwrap().1.name, "default");
         assert!(r.is_chat_path("/v1/chat/completions?x=1"));
         assert!(!r.is_chat_path("/v1/models"));
     }

@@ -231,19 +231,67 @@ pub trait SharedStore {
 
 const CAS_ATTEMPTS: usize = 10;
 
-pub fn key(provider: &str) -> String {
-    format!("llm-failover/v1/health/{provider}")
+/// Every provider's record under one key, so a request reads all the health it needs in a
+/// single host call.
+pub const TABLE_KEY: &str = "llm-failover/v1/health";
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HealthTable {
+    records: Vec<(String, Health)>,
 }
 
-pub fn read(store: &dyn SharedStore, provider: &str) -> Health {
-    store.get(&key(provider)).and_then(|(bytes, _)| Health::decode(&bytes)).unwrap_or_default()
+impl HealthTable {
+    /// A provider never recorded is healthy.
+    pub fn get(&self, provider: &str) -> Health {
+        self.records.iter().find(|(name, _)| name == provider).map(|(_, h)| h.clone()).unwrap_or_default()
+    }
+
+    fn set(&mut self, provider: &str, health: Health) {
+        match self.records.iter_mut().find(|(name, _)| name == provider) {
+            Some((_, record)) => *record = health,
+            None => self.records.push((provider.to_string(), health)),
+        }
+    }
+
+    /// One line per provider: its name, then its record.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.records.len() * 48);
+        for (name, health) in &self.records {
+            out.extend_from_slice(name.as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(&health.encode());
+            out.push(b'\n');
+        }
+        out
+    }
+
+    /// Lines that do not read as a record are left out: that provider reads as healthy.
+    pub fn decode(bytes: &[u8]) -> HealthTable {
+        let records = bytes
+            .split(|&b| b == b'\n')
+            .filter_map(|line| {
+                let text = std::str::from_utf8(line).ok()?;
+                let (name, record) = text.split_once(' ')?;
+                Some((name.to_string(), Health::decode(record.as_bytes())?))
+            })
+            .collect();
+        HealthTable { records }
+    }
 }
 
-/// Makes sure the record exists, so that every later update can be a compare-and-swap (a
+/// The table and its version (0 when it does not exist yet).
+pub fn read(store: &dyn SharedStore) -> (HealthTable, u32) {
+    match store.get(TABLE_KEY) {
+        Some((bytes, version)) => (HealthTable::decode(&bytes), version),
+        None => (HealthTable::default(), 0),
+    }
+}
+
+/// Makes sure the table exists, so that every later update can be a compare-and-swap (a
 /// write to a missing key cannot be one).
-pub fn ensure_record(store: &dyn SharedStore, provider: &str) -> Result<(), StoreError> {
-    if store.get(&key(provider)).is_none() {
-        store.set(&key(provider), &Health::default().encode(), None)?;
+pub fn ensure_table(store: &dyn SharedStore) -> Result<(), StoreError> {
+    if store.get(TABLE_KEY).is_none() {
+        store.set(TABLE_KEY, &HealthTable::default().encode(), None)?;
     }
     Ok(())
 }
@@ -257,20 +305,27 @@ pub fn record(
     now_ms: u64,
     policy: &CooldownPolicy,
 ) -> Result<Health, StoreError> {
-    let key = key(provider);
     for _ in 0..CAS_ATTEMPTS {
-        let (current, version) = match store.get(&key) {
-            Some((bytes, version)) => (Health::decode(&bytes).unwrap_or_default(), Some(version)),
-            None => (Health::default(), None),
+        let (mut table, version) = match store.get(TABLE_KEY) {
+            Some((bytes, version)) => (HealthTable::decode(&bytes), Some(version)),
+            None => (HealthTable::default(), None),
         };
-        let next = current.after(outcome, now_ms, policy);
-        match store.set(&key, &next.encode(), version) {
+        let next = table.get(provider).after(outcome, now_ms, policy);
+        table.set(provider, next.clone());
+        match store.set(TABLE_KEY, &table.encode(), version) {
             Ok(()) => return Ok(next),
             Err(StoreError::CasMismatch) => continue,
             Err(other) => return Err(other),
         }
     }
     Err(StoreError::CasMismatch)
+}
+
+impl Health {
+    /// Nothing a success would change but the latency: writing it can wait.
+    pub fn is_clean(&self, now_ms: u64) -> bool {
+        self.consecutive_failures == 0 && self.last_failure.is_none() && !self.is_cooling(now_ms)
+    }
 }
 
 #[cfg(test)]
@@ -431,40 +486,55 @@ pub mod tests {
         assert_eq!(Health::decode(b"v1 1 2 3"), None);
         assert_eq!(Health::decode(b"v1 1 2 bogus 4 5 6"), None);
         assert_eq!(Health::decode(b"v0 1 2 - 4 5 6"), None);
-        let store = MemoryStore::default();
-        store.set(&key("p"), b"\xff garbage", None).unwrap();
-        assert_eq!(read(&store, "p"), Health::default());
+        let table = HealthTable::decode(b"p v1 1 2 - 4 5 6\n\xff garbage\nq v1 x\nr v1 9 0 - 200 7 8\n");
+        assert_eq!(table.get("p").consecutive_failures, 2);
+        assert_eq!(table.get("q"), Health::default());
+        assert_eq!(table.get("r").cooldown_until_ms, 9);
+        assert_eq!(HealthTable::decode(&table.encode()), table);
     }
 
     #[test]
     fn record_retries_through_cas_conflicts() {
         let store = MemoryStore::default();
-        ensure_record(&store, "p").unwrap();
+        ensure_table(&store).unwrap();
         store.conflicts.set(3);
         let h = record(&store, "p", &failed(Failure::ServerError, 503), 0, &policy()).unwrap();
         assert_eq!(h.consecutive_failures, 1);
-        assert_eq!(read(&store, "p"), h);
+        assert_eq!(read(&store).0.get("p"), h);
     }
 
     #[test]
     fn record_gives_up_after_bounded_conflicts() {
         let store = MemoryStore::default();
-        ensure_record(&store, "p").unwrap();
+        ensure_table(&store).unwrap();
         store.conflicts.set(CAS_ATTEMPTS);
         assert_eq!(record(&store, "p", &failed(Failure::ServerError, 503), 0, &policy()), Err(StoreError::CasMismatch));
-        assert_eq!(read(&store, "p"), Health::default());
+        assert_eq!(read(&store).0.get("p"), Health::default());
     }
 
     #[test]
     fn concurrent_updates_are_not_lost() {
         // Two "workers" interleave: one reads, the other writes, then the first writes.
         let store = MemoryStore::default();
-        ensure_record(&store, "p").unwrap();
-        let (_, stale) = store.get(&key("p")).unwrap();
+        ensure_table(&store).unwrap();
+        let (_, stale) = store.get(TABLE_KEY).unwrap();
         record(&store, "p", &failed(Failure::ServerError, 503), 0, &policy()).unwrap();
-        let lost = store.set(&key("p"), &Health::default().encode(), Some(stale));
+        let lost = store.set(TABLE_KEY, &HealthTable::default().encode(), Some(stale));
         assert_eq!(lost, Err(StoreError::CasMismatch));
+        record(&store, "q", &failed(Failure::RateLimited, 429), 0, &policy()).unwrap();
         record(&store, "p", &failed(Failure::ServerError, 503), 0, &policy()).unwrap();
-        assert_eq!(read(&store, "p").consecutive_failures, 2);
+        let (table, _) = read(&store);
+        assert_eq!(table.get("p").consecutive_failures, 2);
+        assert_eq!(table.get("q").last_failure, Some(Failure::RateLimited));
+    }
+
+    #[test]
+    fn a_clean_record_is_one_a_success_would_not_change() {
+        let h = Health::default();
+        assert!(h.is_clean(0));
+        let failed_once = h.after(&failed(Failure::ServerError, 503), 0, &policy());
+        assert!(!failed_once.is_clean(0));
+        assert!(!failed_once.is_clean(10 * 60 * S), "failures still to reset after the cooldown");
+        assert!(failed_once.after(&Outcome::Success { latency_ms: 1 }, 1, &policy()).is_clean(1));
     }
 }

@@ -11,6 +11,7 @@ pub mod health;
 pub mod openai_error;
 pub mod priority_groups;
 pub mod provider;
+pub mod proxy_map;
 pub mod routing;
 
 #[cfg(target_arch = "wasm32")]

@@ -1,5 +1,6 @@
-//! Host calls the SDK would panic on when Envoy answers with an ordinary error (a header map
-//! that can no longer change, say): here every status is handled, and nothing panics the VM.
+//! Host calls made directly, where the SDK would panic on an ordinary answer from Envoy: a
+//! header value that is not UTF-8, a header map that can no longer change. Every status is
+//! handled here, and nothing panics the VM.
 
 use std::ptr::{null, null_mut};
 
@@ -9,9 +10,19 @@ use proxy_wasm::types::{MapType, Status};
 use crate::config::Environment;
 use crate::health::{SharedStore, StoreError};
 use crate::provider::HeaderMap;
+use crate::proxy_map::{self, HeaderPairs};
 
 #[link(wasm_import_module = "env")]
 extern "C" {
+    fn proxy_get_header_map_pairs(map_type: MapType, return_map_data: *mut *mut u8, return_map_size: *mut usize)
+        -> Status;
+    fn proxy_get_header_map_value(
+        map_type: MapType,
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> Status;
     fn proxy_replace_header_map_value(
         map_type: MapType,
         key_data: *const u8,
@@ -32,6 +43,41 @@ extern "C" {
     ) -> Status;
 }
 
+/// Takes ownership of memory the host filled: it was allocated through the SDK's exported
+/// allocator, as a `Vec<u8>` of exactly `size` bytes.
+unsafe fn host_bytes(data: *mut u8, size: usize) -> Vec<u8> {
+    if data.is_null() {
+        Vec::new()
+    } else {
+        Vec::from_raw_parts(data, size, size)
+    }
+}
+
+/// Every header of a map in one host call.
+pub fn headers(map: MapType) -> HeaderPairs {
+    let mut data = null_mut();
+    let mut size = 0;
+    match unsafe { proxy_get_header_map_pairs(map, &mut data, &mut size) } {
+        Status::Ok => HeaderPairs::parse(unsafe { host_bytes(data, size) }),
+        _ => HeaderPairs::default(),
+    }
+}
+
+/// One header's value as bytes.
+pub fn header(map: MapType, name: &str) -> Option<Vec<u8>> {
+    let mut data = null_mut();
+    let mut size = 0;
+    match unsafe { proxy_get_header_map_value(map, name.as_ptr(), name.len(), &mut data, &mut size) } {
+        Status::Ok => Some(unsafe { host_bytes(data, size) }),
+        _ => None,
+    }
+}
+
+/// One header's value as text; `None` when absent or not UTF-8.
+pub fn header_str(map: MapType, name: &str) -> Option<String> {
+    header(map, name).and_then(|v| String::from_utf8(v).ok())
+}
+
 pub fn set_header(map: MapType, name: &str, value: &str) -> bool {
     let status = unsafe { proxy_replace_header_map_value(map, name.as_ptr(), name.len(), value.as_ptr(), value.len()) };
     matches!(status, Status::Ok)
@@ -43,10 +89,17 @@ pub fn remove_header(map: MapType, name: &str) {
     }
 }
 
-/// The request headers of the current stream, for the plain-Rust rewrites.
-pub struct RequestHeaders;
+/// The request headers of the current stream, as the plain-Rust rewrites see them; `present`
+/// is the snapshot read at the start, so absent headers cost no host call.
+pub struct RequestHeaders<'a> {
+    pub present: &'a HeaderPairs,
+}
 
-impl HeaderMap for RequestHeaders {
+impl HeaderMap for RequestHeaders<'_> {
+    fn contains(&self, name: &str) -> bool {
+        self.present.contains(name)
+    }
+
     fn set(&mut self, name: &str, value: &str) {
         set_header(MapType::HttpRequestHeaders, name, value);
     }
@@ -56,13 +109,9 @@ impl HeaderMap for RequestHeaders {
     }
 }
 
-pub fn header(map: MapType, name: &str) -> Option<String> {
-    hostcalls::get_map_value(map, name).ok().flatten()
-}
-
 /// A local reply; `details` shows in Envoy's access log as %RESPONSE_CODE_DETAILS%.
 pub fn send_response(status: u32, details: &str, headers: &[(&str, &str)], body: &[u8]) -> bool {
-    let serialized = serialize_headers(headers);
+    let serialized = proxy_map::serialize(headers);
     let result = unsafe {
         proxy_send_local_response(
             status,
@@ -76,23 +125,6 @@ pub fn send_response(status: u32, details: &str, headers: &[(&str, &str)], body:
         )
     };
     matches!(result, Status::Ok)
-}
-
-/// Proxy-wasm's map encoding: count, then each key and value size, then the NUL-ended bytes.
-fn serialize_headers(headers: &[(&str, &str)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(&(headers.len() as u32).to_le_bytes());
-    for (name, value) in headers {
-        out.extend_from_slice(&(name.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-    }
-    for (name, value) in headers {
-        out.extend_from_slice(name.as_bytes());
-        out.push(0);
-        out.extend_from_slice(value.as_bytes());
-        out.push(0);
-    }
-    out
 }
 
 pub struct HostStore;

@@ -1,41 +1,54 @@
 //! Attempt role: an upstream HTTP filter on one provider's cluster, run once per attempt. It
 //! rewrites the attempt for its provider and records how the provider answered.
 
+use std::cell::Cell;
 use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 
-use super::abi::{self, HostStore};
-use super::counters::Counters;
-use super::{log, now_ms};
+use super::abi::{self, HostStore, RequestHeaders};
+use super::counters::Counter;
+use super::{health_view, log, now_ms};
+use crate::chat;
 use crate::config::{AttemptConfig, CHAT_SUFFIX};
 use crate::health::{self, Downstream, Failure, Outcome};
-use crate::chat;
 
 pub const PROVIDER_HEADER: &str = "x-llm-provider";
 pub const MODEL_HEADER: &str = "x-llm-model";
 pub const ATTEMPTS_HEADER: &str = "x-llm-attempts";
 
+/// How long a worker may keep a healthy provider's latency to itself before writing it to
+/// shared health. Failures and recoveries are written at once.
+const LATENCY_WRITE_INTERVAL_MS: u64 = 10_000;
+
+struct Counters {
+    attempts: Counter,
+    served: Counter,
+    /// In the order of `Failure::ALL`.
+    failover: Vec<Counter>,
+}
+
 pub struct AttemptRole {
     config: AttemptConfig,
     counters: Counters,
+    latency_written_ms: Cell<u64>,
 }
 
 impl AttemptRole {
     pub fn new(config: AttemptConfig) -> AttemptRole {
-        let counters = Counters::default();
         let name = &config.provider.name;
-        counters.define(&format!("llm_failover.provider.{name}.attempts"));
-        counters.define(&format!("llm_failover.provider.{name}.served"));
-        for failure in Failure::ALL {
-            counters.define(&format!("llm_failover.provider.{name}.failover.{}", failure.name()));
+        let counter = |event: &str| Counter::define(&format!("llm_failover.provider.{name}.{event}"));
+        let counters = Counters {
+            attempts: counter("attempts"),
+            served: counter("served"),
+            failover: Failure::ALL.iter().map(|f| counter(&format!("failover.{}", f.name()))).collect(),
+        };
+        if let Err(error) = health::ensure_table(&HostStore) {
+            log(LogLevel::Warn, &format!("llm-failover: cannot create the health table: {error:?}"));
         }
-        if let Err(error) = health::ensure_record(&HostStore, name) {
-            log(LogLevel::Warn, &format!("llm-failover: cannot create the health record of `{name}`: {error:?}"));
-        }
-        AttemptRole { config, counters }
+        AttemptRole { config, counters, latency_written_ms: Cell::new(0) }
     }
 }
 
@@ -58,41 +71,59 @@ impl AttemptFilter {
         &self.role.config.provider.name
     }
 
-    fn record(&self, outcome: Outcome) {
+    fn succeeded(&self, now: u64) {
+        let role = &self.role;
+        role.counters.served.inc();
+        // A success changes nothing but the latency when the provider was clean: skip the
+        // shared write (a lock every worker takes) unless the latency is due.
+        let clean = health_view::last_seen().get(self.provider_name()).is_clean(now);
+        if clean && now.saturating_sub(role.latency_written_ms.get()) < LATENCY_WRITE_INTERVAL_MS {
+            return;
+        }
+        role.latency_written_ms.set(now);
+        self.record(Outcome::Success { latency_ms: now.saturating_sub(self.started_ms) }, now);
+    }
+
+    fn failed(&self, failure: Failure, status: u16, retry_after_ms: Option<u64>, now: u64) {
+        let index = Failure::ALL.iter().position(|f| *f == failure);
+        if let Some(counter) = index.and_then(|i| self.role.counters.failover.get(i)) {
+            counter.inc();
+        }
+        let Some(health) = self.record(Outcome::Failed { failure, status, retry_after_ms }, now) else {
+            return;
+        };
+        let status = if status == 0 { String::new() } else { format!("{status} ") };
+        log(
+            LogLevel::Warn,
+            &format!(
+                "llm-failover #{}: provider `{}` failed ({status}{}) on attempt {}; cooling down {}s, failing over",
+                self.context_id,
+                self.provider_name(),
+                failure.name(),
+                self.attempt.as_deref().unwrap_or("?"),
+                health.remaining_ms(now).div_ceil(1000)
+            ),
+        );
+    }
+
+    fn record(&self, outcome: Outcome, now: u64) -> Option<health::Health> {
         let provider = self.provider_name();
-        let now = now_ms();
-        let health = match health::record(&HostStore, provider, &outcome, now, &self.role.config.cooldowns) {
-            Ok(health) => health,
+        match health::record(&HostStore, provider, &outcome, now, &self.role.config.cooldowns) {
+            Ok(health) => Some(health),
             Err(error) => {
                 log(LogLevel::Warn, &format!("llm-failover #{}: health of `{provider}` not recorded: {error:?}", self.context_id));
-                return;
-            }
-        };
-        let counters = &self.role.counters;
-        match outcome {
-            Outcome::Success { .. } => counters.inc(&format!("llm_failover.provider.{provider}.served")),
-            Outcome::Failed { failure, status, .. } => {
-                counters.inc(&format!("llm_failover.provider.{provider}.failover.{}", failure.name()));
-                let status = if status == 0 { String::new() } else { format!("{status} ") };
-                log(
-                    LogLevel::Warn,
-                    &format!(
-                        "llm-failover #{}: provider `{provider}` failed ({status}{}) on attempt {}; cooling down {}s, failing over",
-                        self.context_id,
-                        failure.name(),
-                        self.attempt.as_deref().unwrap_or("?"),
-                        health.remaining_ms(now).div_ceil(1000)
-                    ),
-                );
+                None
             }
         }
     }
 
     /// Sets the path once the model is known (Azure puts its deployment there).
-    fn set_chat_path(&self, requested_model: &str) {
+    fn set_chat_path(&self, requested_model: &str, current: Option<&str>) {
         let provider = &self.role.config.provider;
         let path = provider.chat_path(provider.target_model(requested_model));
-        abi::set_header(MapType::HttpRequestHeaders, ":path", &path);
+        if current != Some(path.as_str()) {
+            abi::set_header(MapType::HttpRequestHeaders, ":path", &path);
+        }
     }
 }
 
@@ -110,7 +141,7 @@ impl Context for AttemptFilter {
                 code_details: std::str::from_utf8(&details).unwrap_or_default(),
             };
             if let Some(failure) = Failure::from_unanswered(std::str::from_utf8(&reason).unwrap_or("?"), &downstream) {
-                self.record(Outcome::Failed { failure, status: 0, retry_after_ms: None });
+                self.failed(failure, 0, None, now_ms());
             }
         }
         true
@@ -120,22 +151,22 @@ impl Context for AttemptFilter {
 impl HttpContext for AttemptFilter {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
         self.started_ms = now_ms();
-        self.role.counters.inc(&format!("llm_failover.provider.{}.attempts", self.provider_name()));
-        self.attempt = abi::header(MapType::HttpRequestHeaders, "x-envoy-attempt-count");
+        self.role.counters.attempts.inc();
+        let headers = abi::headers(MapType::HttpRequestHeaders);
+        self.attempt = headers.get_str("x-envoy-attempt-count").map(str::to_string);
         let provider = &self.role.config.provider;
         // Envoy shares these headers between attempts: what an earlier attempt set for another
         // provider is still here.
-        provider.rewrite_headers(&mut abi::RequestHeaders);
-        let path = abi::header(MapType::HttpRequestHeaders, ":path").unwrap_or_default();
-        let is_chat = path.split('?').next().unwrap_or_default().ends_with(CHAT_SUFFIX);
-        if !is_chat {
+        provider.rewrite_headers(&mut RequestHeaders { present: &headers });
+        let path = headers.get_str(":path").unwrap_or_default();
+        if !path.split('?').next().unwrap_or_default().ends_with(CHAT_SUFFIX) {
             return Action::Continue;
         }
         if provider.needs_body() && !end_of_stream {
             self.awaiting_body = true;
             return Action::Pause;
         }
-        self.set_chat_path("");
+        self.set_chat_path("", Some(path));
         Action::Continue
     }
 
@@ -155,21 +186,21 @@ impl HttpContext for AttemptFilter {
                 abi::remove_header(MapType::HttpRequestHeaders, "content-length");
             }
         }
-        self.set_chat_path(&requested);
+        self.set_chat_path(&requested, None);
         self.model = Some(target);
         Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
         self.answered = true;
-        let status: u16 = abi::header(MapType::HttpResponseHeaders, ":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let headers = abi::headers(MapType::HttpResponseHeaders);
+        let status: u16 = headers.get_str(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
         let now = now_ms();
         if (200..300).contains(&status) {
-            self.record(Outcome::Success { latency_ms: now.saturating_sub(self.started_ms) });
+            self.succeeded(now);
         } else if let Some(failure) = Failure::from_status(status) {
-            let retry_after_ms = abi::header(MapType::HttpResponseHeaders, "retry-after")
-                .and_then(|v| health::parse_retry_after(&v, now));
-            self.record(Outcome::Failed { failure, status, retry_after_ms });
+            let retry_after_ms = headers.get_str("retry-after").and_then(|v| health::parse_retry_after(v, now));
+            self.failed(failure, status, retry_after_ms, now);
         }
         abi::set_header(MapType::HttpResponseHeaders, PROVIDER_HEADER, self.provider_name());
         if let Some(model) = &self.model {

@@ -1,28 +1,18 @@
-//! Envoy counters (they show in /stats as `wasmcustom.<name>`), defined once per name.
-
-use std::cell::RefCell;
-use std::collections::HashMap;
+//! Envoy counters (they show in /stats as `wasmcustom.<name>`), defined once at configure
+//! time so that counting is one host call with no name to build.
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
-#[derive(Default)]
-pub struct Counters {
-    ids: RefCell<HashMap<String, u32>>,
-}
+pub struct Counter(Option<u32>);
 
-impl Counters {
-    pub fn define(&self, name: &str) -> Option<u32> {
-        if let Some(&id) = self.ids.borrow().get(name) {
-            return Some(id);
-        }
-        let id = hostcalls::define_metric(MetricType::Counter, name).ok()?;
-        self.ids.borrow_mut().insert(name.to_string(), id);
-        Some(id)
+impl Counter {
+    pub fn define(name: &str) -> Counter {
+        Counter(hostcalls::define_metric(MetricType::Counter, name).ok())
     }
 
-    pub fn inc(&self, name: &str) {
-        if let Some(id) = self.define(name) {
+    pub fn inc(&self) {
+        if let Some(id) = self.0 {
             let _ = hostcalls::increment_metric(id, 1);
         }
     }

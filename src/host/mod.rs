@@ -5,6 +5,7 @@
 mod abi;
 mod attempt;
 mod counters;
+mod health_view;
 mod route_refresh;
 mod router;
 

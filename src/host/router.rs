@@ -2,14 +2,17 @@
 //! provider order from shared health and hands it to Envoy; on the way back it turns "every
 //! attempt failed" into one OpenAI-style 503.
 
+use std::collections::HashMap;
+use std::rc::Rc;
+
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 
 use super::abi::{self, HostStore};
 use super::attempt::ATTEMPTS_HEADER;
-use super::counters::Counters;
-use super::{log, now_ms};
+use super::counters::Counter;
+use super::{health_view, log, now_ms};
 use crate::chat::{self, BadRequest};
 use crate::config::{RouterConfig, ORDER_HEADER};
 use crate::{health, openai_error, priority_groups, routing};
@@ -29,6 +32,17 @@ const INTERNAL_HEADERS: &[&str] = &[
 
 pub const SKIPPED_HEADER: &str = "x-llm-skipped";
 
+struct Counters {
+    requests: Counter,
+    last_resort: Counter,
+    exhausted: Counter,
+    retries_cut_short: Counter,
+    rejected: HashMap<&'static str, Counter>,
+    skipped: HashMap<String, Counter>,
+}
+
+const REJECTIONS: [&str; 4] = ["bad_request", "too_large", "unknown_model", "body_timeout"];
+
 pub struct RouterRole {
     config: RouterConfig,
     counters: Counters,
@@ -36,24 +50,17 @@ pub struct RouterRole {
 
 impl RouterRole {
     pub fn new(config: RouterConfig) -> RouterRole {
-        let counters = Counters::default();
-        for name in [
-            "requests",
-            "last_resort",
-            "exhausted",
-            "retries_cut_short",
-            "rejected.bad_request",
-            "rejected.too_large",
-            "rejected.unknown_model",
-            "rejected.body_timeout",
-        ] {
-            counters.define(&format!("llm_failover.{name}"));
-        }
-        for provider in &config.providers {
-            counters.define(&format!("llm_failover.provider.{provider}.skipped"));
-            if let Err(error) = health::ensure_record(&HostStore, provider) {
-                log(LogLevel::Warn, &format!("llm-failover: cannot create the health record of `{provider}`: {error:?}"));
-            }
+        let counter = |name: &str| Counter::define(&format!("llm_failover.{name}"));
+        let counters = Counters {
+            requests: counter("requests"),
+            last_resort: counter("last_resort"),
+            exhausted: counter("exhausted"),
+            retries_cut_short: counter("retries_cut_short"),
+            rejected: REJECTIONS.iter().map(|r| (*r, counter(&format!("rejected.{r}")))).collect(),
+            skipped: config.providers.iter().map(|p| (p.clone(), counter(&format!("provider.{p}.skipped")))).collect(),
+        };
+        if let Err(error) = health::ensure_table(&HostStore) {
+            log(LogLevel::Warn, &format!("llm-failover: cannot create the health table: {error:?}"));
         }
         RouterRole { config, counters }
     }
@@ -69,32 +76,32 @@ enum Stage {
 
 pub struct RouterFilter {
     context_id: u32,
-    role: std::rc::Rc<RouterRole>,
+    role: Rc<RouterRole>,
     stage: Stage,
 }
 
 impl RouterFilter {
-    pub fn new(context_id: u32, role: std::rc::Rc<RouterRole>) -> RouterFilter {
+    pub fn new(context_id: u32, role: Rc<RouterRole>) -> RouterFilter {
         RouterFilter { context_id, role, stage: Stage::Passthrough }
     }
 
-    fn reject(&mut self, status: u32, reason: &str, message: &str, kind: &str, param: Option<&str>) -> Action {
-        self.role.counters.inc(&format!("llm_failover.rejected.{reason}"));
+    fn reject(&mut self, status: u32, reason: &'static str, message: &str, param: Option<&str>) -> Action {
+        if let Some(counter) = self.role.counters.rejected.get(reason) {
+            counter.inc();
+        }
         self.stage = Stage::Answered;
-        let body = openai_error::body(message, kind, reason, param);
+        let body = openai_error::body(message, "invalid_request_error", reason, param);
         abi::send_response(status, &format!("llm_failover_{reason}"), &[("content-type", "application/json")], &body);
         Action::Pause
     }
 
     fn too_large(&mut self) -> Action {
         let limit = self.role.config.max_request_bytes;
-        self.reject(
-            413,
-            "too_large",
-            &format!("request body is larger than the {limit} bytes this gateway accepts"),
-            "invalid_request_error",
-            None,
-        )
+        self.reject(413, "too_large", &format!("request body is larger than the {limit} bytes this gateway accepts"), None)
+    }
+
+    fn bad_request(&mut self, bad: &BadRequest) -> Action {
+        self.reject(400, "bad_request", &bad.message(), bad.param())
     }
 
     fn route(&mut self, body: &[u8]) -> Action {
@@ -102,26 +109,28 @@ impl RouterFilter {
             Ok(request) => request,
             Err(bad) => return self.bad_request(&bad),
         };
-        let config = &self.role.config;
-        let Some(chain) = config.chain_for(&request.model) else {
+        let role = self.role.clone();
+        let Some((chain_index, chain)) = role.config.chain_for(&request.model) else {
             let message = format!("The model `{}` does not exist or no provider chain serves it", request.model);
-            return self.reject(404, "unknown_model", &message, "invalid_request_error", Some("model"));
+            return self.reject(404, "unknown_model", &message, Some("model"));
         };
-        let now = now_ms();
-        let plan = routing::plan(chain, |p| health::read(&HostStore, p), now);
+        let health = health_view::current();
+        let plan = routing::plan(chain, |p| health.get(p), now_ms());
         let order_ok = abi::set_header(MapType::HttpRequestHeaders, ORDER_HEADER, &priority_groups::header_value(&plan.order));
         let retries_ok =
             abi::set_header(MapType::HttpRequestHeaders, "x-envoy-max-retries", &(plan.order.len() - 1).to_string());
         if !(order_ok && retries_ok) {
             log(LogLevel::Error, &format!("llm-failover #{}: could not hand the provider order to Envoy", self.context_id));
         }
-        let counters = &self.role.counters;
-        counters.inc("llm_failover.requests");
+        let counters = &role.counters;
+        counters.requests.inc();
         for skipped in &plan.skipped {
-            counters.inc(&format!("llm_failover.provider.{skipped}.skipped"));
+            if let Some(counter) = counters.skipped.get(*skipped) {
+                counter.inc();
+            }
         }
         if plan.last_resort {
-            counters.inc("llm_failover.last_resort");
+            counters.last_resort.inc();
             log(
                 LogLevel::Warn,
                 &format!(
@@ -132,7 +141,6 @@ impl RouterFilter {
                 ),
             );
         }
-        let chain_index = config.chains.iter().position(|c| c.name == chain.name).unwrap_or(0);
         self.stage = Stage::Routed {
             chain: chain_index,
             model: request.model.into_owned(),
@@ -142,46 +150,6 @@ impl RouterFilter {
         Action::Continue
     }
 
-    /// The last attempt role stamped its attempt number on the response. Fewer attempts than
-    /// planned means Envoy stopped retrying by itself: its retry circuit breaker overflowed
-    /// (3 concurrent retries by default), or the body was larger than the route's
-    /// `request_body_buffer_limit`, which Envoy does not keep for a retry.
-    fn warn_if_cut_short(&self, planned_attempts: usize) {
-        let made = abi::header(MapType::HttpResponseHeaders, ATTEMPTS_HEADER).and_then(|v| v.parse::<usize>().ok());
-        if let Some(made) = made.filter(|&made| made < planned_attempts) {
-            self.role.counters.inc("llm_failover.retries_cut_short");
-            log(
-                LogLevel::Warn,
-                &format!(
-                    "llm-failover #{}: Envoy stopped after {made} of {planned_attempts} attempts; check the provider \
-                     clusters' circuit_breakers max_retries (Envoy's default allows 3 concurrent retries) and that the \
-                     route's request_body_buffer_limit is at least maxRequestBytes ({})",
-                    self.context_id, self.role.config.max_request_bytes
-                ),
-            );
-        }
-    }
-
-    /// Envoy itself refused the request while this filter held it (its own buffer limit, or
-    /// a body that never finished arriving): same answer, in OpenAI's shape.
-    fn refused_by_envoy(&mut self, status: u16) -> Action {
-        match status {
-            413 => self.too_large(),
-            408 => self.reject(
-                408,
-                "body_timeout",
-                "the request body did not arrive in time",
-                "invalid_request_error",
-                None,
-            ),
-            _ => Action::Continue,
-        }
-    }
-
-    fn bad_request(&mut self, bad: &BadRequest) -> Action {
-        self.reject(400, "bad_request", &bad.message(), "invalid_request_error", bad.param())
-    }
-
     /// Every attempt failed: answer once, in OpenAI's shape, with when to come back.
     fn exhausted(&mut self, chain: usize, model: &str, status: u16, planned_attempts: usize) -> Action {
         let role = self.role.clone();
@@ -189,8 +157,9 @@ impl RouterFilter {
             return Action::Continue;
         };
         self.warn_if_cut_short(planned_attempts);
-        let retry_after = routing::retry_after_secs(chain, |p| health::read(&HostStore, p), now_ms());
-        self.role.counters.inc("llm_failover.exhausted");
+        let health = health_view::current();
+        let retry_after = routing::retry_after_secs(chain, |p| health.get(p), now_ms());
+        role.counters.exhausted.inc();
         log(
             LogLevel::Warn,
             &format!(
@@ -213,22 +182,54 @@ impl RouterFilter {
         );
         Action::Pause
     }
+
+    /// The last attempt role stamped its attempt number on the response. Fewer attempts than
+    /// planned means Envoy stopped retrying by itself: its retry circuit breaker overflowed
+    /// (3 concurrent retries by default), or the body was larger than the route's
+    /// `request_body_buffer_limit`, which Envoy does not keep for a retry.
+    fn warn_if_cut_short(&self, planned_attempts: usize) {
+        let made = abi::header_str(MapType::HttpResponseHeaders, ATTEMPTS_HEADER).and_then(|v| v.parse::<usize>().ok());
+        if let Some(made) = made.filter(|&made| made < planned_attempts) {
+            self.role.counters.retries_cut_short.inc();
+            log(
+                LogLevel::Warn,
+                &format!(
+                    "llm-failover #{}: Envoy stopped after {made} of {planned_attempts} attempts; check the provider \
+                     clusters' circuit_breakers max_retries (Envoy's default allows 3 concurrent retries) and that the \
+                     route's request_body_buffer_limit is at least maxRequestBytes ({})",
+                    self.context_id, self.role.config.max_request_bytes
+                ),
+            );
+        }
+    }
+
+    /// Envoy itself refused the request while this filter held it (its own buffer limit, or
+    /// a body that never finished arriving): same answer, in OpenAI's shape.
+    fn refused_by_envoy(&mut self, status: u16) -> Action {
+        match status {
+            413 => self.too_large(),
+            408 => self.reject(408, "body_timeout", "the request body did not arrive in time", None),
+            _ => Action::Continue,
+        }
+    }
 }
 
 impl Context for RouterFilter {}
 
 impl HttpContext for RouterFilter {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+        let headers = abi::headers(MapType::HttpRequestHeaders);
         for name in INTERNAL_HEADERS {
-            abi::remove_header(MapType::HttpRequestHeaders, name);
+            if headers.contains(name) {
+                abi::remove_header(MapType::HttpRequestHeaders, name);
+            }
         }
-        let path = abi::header(MapType::HttpRequestHeaders, ":path").unwrap_or_default();
-        let method = abi::header(MapType::HttpRequestHeaders, ":method").unwrap_or_default();
-        if method != "POST" || !self.role.config.is_chat_path(&path) {
+        let config = &self.role.config;
+        if headers.get(":method") != Some(b"POST") || !config.is_chat_path(headers.get_str(":path").unwrap_or_default()) {
             return Action::Continue;
         }
-        let declared = abi::header(MapType::HttpRequestHeaders, "content-length").and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|len| len > self.role.config.max_request_bytes) {
+        let declared = headers.get_str("content-length").and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|len| len > config.max_request_bytes) {
             return self.too_large();
         }
         if end_of_stream {
@@ -254,12 +255,12 @@ impl HttpContext for RouterFilter {
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        let status: u16 = abi::header(MapType::HttpResponseHeaders, ":status").and_then(|s| s.parse().ok()).unwrap_or(0);
-        let Stage::Routed { chain, model, skipped, planned_attempts } = &self.stage else {
-            if matches!(self.stage, Stage::AwaitingBody) {
-                return self.refused_by_envoy(status);
-            }
+        if matches!(self.stage, Stage::Passthrough | Stage::Answered) {
             return Action::Continue;
+        }
+        let status: u16 = abi::header_str(MapType::HttpResponseHeaders, ":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let Stage::Routed { chain, model, skipped, planned_attempts } = &self.stage else {
+            return self.refused_by_envoy(status);
         };
         if health::Failure::from_status(status).is_some() {
             let (chain, model, planned) = (*chain, model.clone(), *planned_attempts);

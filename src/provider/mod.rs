@@ -69,6 +69,7 @@ impl Format {
 /// The request headers of one attempt, as the attempt role sees them: Envoy's map, shared by
 /// every attempt of a request.
 pub trait HeaderMap {
+    fn contains(&self, name: &str) -> bool;
     fn set(&mut self, name: &str, value: &str);
     fn remove(&mut self, name: &str);
 }
@@ -78,7 +79,9 @@ impl Provider {
     /// still hold what an earlier attempt set for another provider.
     pub fn rewrite_headers(&self, headers: &mut dyn HeaderMap) {
         for name in CREDENTIAL_HEADERS {
-            headers.remove(name);
+            if headers.contains(name) {
+                headers.remove(name);
+            }
         }
         if let (Some(name), Some(value)) = (self.auth.header_name(), self.auth.header_value()) {
             headers.set(name, &value);
@@ -212,6 +215,9 @@ mod tests {
     #[derive(Default)]
     struct Headers(std::collections::BTreeMap<String, String>);
     impl HeaderMap for Headers {
+        fn contains(&self, name: &str) -> bool {
+            self.0.contains_key(name)
+        }
         fn set(&mut self, name: &str, value: &str) {
             self.0.insert(name.to_string(), value.to_string());
         }

@@ -457,3 +457,17 @@ def test_a_client_that_gives_up_does_not_put_the_provider_in_cooldown(tmp_path, 
     assert after.headers["x-llm-provider"] == "a"
     assert "x-llm-skipped" not in after.headers
     assert counter(envoy, "provider.a.failover.no_response") == 0
+
+
+def test_non_utf8_header_values_do_not_crash_the_filter(tmp_path, mock):
+    """Header values may carry obs-text bytes; a provider's odd Retry-After must not take the
+    VM down (the SDK's string getters panic on them)."""
+    a, b = mock("a"), mock("b")
+    envoy = gateway(tmp_path, [Provider("a", a.port), Provider("b", b.port)])
+    a.script({**openai_error(429), "headers": {"retry-after": "\xff\xfe"}})
+    response = chat(envoy, headers={"x-client-note": "caf\xe9"})
+    assert response.status == 200
+    assert response.headers["x-llm-provider"] == "b"
+    assert "panicked" not in envoy.log()
+    for _ in range(3):
+        assert chat(envoy).status == 200
