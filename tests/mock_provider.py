@@ -20,6 +20,7 @@ import itertools
 import json
 import signal
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -58,6 +59,8 @@ class Received:
     at: float
     # Every header line as received, in order: [(lower-cased name, value), ...]
     header_list: list[tuple[str, str]] = field(default_factory=list)
+    # With TLS: the server name the client asked for in its handshake (SNI).
+    sni: str | None = None
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -235,6 +238,7 @@ class _Handler(BaseHTTPRequestHandler):
         return Received(
             method=self.command, path=path, query=query, headers=headers,
             body=body, json=_parse_json(body), at=arrived, header_list=header_list,
+            sni=self.provider._sni_of(self.connection),
         )
 
     def _read_body(self) -> bytes:
@@ -352,9 +356,12 @@ class _Server(ThreadingHTTPServer):
 # ---------------------------------------------------------------- the provider
 
 class MockProvider:
-    def __init__(self, name: str, port: int = 0):
+    def __init__(self, name: str, port: int = 0, tls: tuple[str, str] | None = None):
+        """`tls`: (certificate file, key file) to serve HTTPS instead of plain HTTP."""
         self.name = name
         self.port = port
+        self.tls = tls
+        self._sni: dict[int, str | None] = {}
         self.requests: list[Received] = []
         self.log_requests = False
         self._queue: collections.deque[Spec] = collections.deque()
@@ -385,6 +392,11 @@ class MockProvider:
     def start(self) -> "MockProvider":
         self._stopping.clear()
         self._server = _Server((LOOPBACK, self.port), _Handler)
+        if self.tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.tls)
+            context.sni_callback = lambda sock, name, _ctx: self._sni.__setitem__(id(sock), name)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self._server.provider = self  # type: ignore[attr-defined]
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(
@@ -440,6 +452,10 @@ class MockProvider:
             return list(self.requests)
 
     # -- called from handler threads
+
+    def _sni_of(self, conn: socket.socket) -> str | None:
+        with self._lock:
+            return self._sni.get(id(conn))
 
     def _track(self, conn: socket.socket) -> None:
         with self._lock:

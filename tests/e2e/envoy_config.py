@@ -31,6 +31,7 @@ class Provider:
     base_path: str | None = None
     api_version: str | None = None
     host: str | None = None
+    tls_ca: str | None = None       # CA file: talk TLS, with SNI and SAN check for `host`
 
     def plugin_config(self) -> dict:
         provider: dict = {"name": self.name, "format": self.format,
@@ -74,8 +75,23 @@ def wasm_filter(plugin_config: dict | str, env: dict[str, str], wasm: Path = WAS
     }
 
 
-def provider_cluster(p: Provider, env: dict[str, str], attempt_config: dict | str | None = None) -> dict:
+def tls_socket(host: str, ca_file: str) -> dict:
+    """As in envoy/real-providers.yaml: SNI and SAN are the provider's host."""
     return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": host,
+            "common_tls_context": {"validation_context": {
+                "trusted_ca": {"filename": ca_file},
+                "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": host}}],
+            }},
+        },
+    }
+
+
+def provider_cluster(p: Provider, env: dict[str, str], attempt_config: dict | str | None = None) -> dict:
+    cluster = {
         "name": f"provider_{p.name}",
         "type": "STATIC",
         "connect_timeout": "0.5s",
@@ -99,6 +115,9 @@ def provider_cluster(p: Provider, env: dict[str, str], attempt_config: dict | st
             },
         },
     }
+    if p.tls_ca:
+        cluster["transport_socket"] = tls_socket(p.plugin_config()["provider"]["host"], p.tls_ca)
+    return cluster
 
 
 def render(*, listener_port: int, admin_port: int, providers: list[Provider],
