@@ -23,6 +23,10 @@ pub const ATTEMPTS_HEADER: &str = "x-llm-attempts";
 /// shared health. Failures and recoveries are written at once.
 const LATENCY_WRITE_INTERVAL_MS: u64 = 10_000;
 
+/// How old this worker's view of shared health may be when a success decides whether it has
+/// anything to write.
+const VIEW_MAX_AGE_MS: u64 = 1_000;
+
 struct Counters {
     attempts: Counter,
     served: Counter,
@@ -76,7 +80,7 @@ impl AttemptFilter {
         role.counters.served.inc();
         // A success changes nothing but the latency when the provider was clean: skip the
         // shared write (a lock every worker takes) unless the latency is due.
-        let clean = health_view::last_seen().get(self.provider_name()).is_clean(now);
+        let clean = health_view::recent(now, VIEW_MAX_AGE_MS).get(self.provider_name()).is_clean(now);
         if clean && now.saturating_sub(role.latency_written_ms.get()) < LATENCY_WRITE_INTERVAL_MS {
             return;
         }

@@ -114,8 +114,9 @@ impl RouterFilter {
             let message = format!("The model `{}` does not exist or no provider chain serves it", request.model);
             return self.reject(404, "unknown_model", &message, Some("model"));
         };
-        let health = health_view::current();
-        let plan = routing::plan(chain, |p| health.get(p), now_ms());
+        let now = now_ms();
+        let health = health_view::current(now);
+        let plan = routing::plan(chain, |p| health.get(p), now);
         let order_ok = abi::set_header(MapType::HttpRequestHeaders, ORDER_HEADER, &priority_groups::header_value(&plan.order));
         let retries_ok =
             abi::set_header(MapType::HttpRequestHeaders, "x-envoy-max-retries", &(plan.order.len() - 1).to_string());
@@ -157,8 +158,9 @@ impl RouterFilter {
             return Action::Continue;
         };
         self.warn_if_cut_short(planned_attempts);
-        let health = health_view::current();
-        let retry_after = routing::retry_after_secs(chain, |p| health.get(p), now_ms());
+        let now = now_ms();
+        let health = health_view::current(now);
+        let retry_after = routing::retry_after_secs(chain, |p| health.get(p), now);
         role.counters.exhausted.inc();
         log(
             LogLevel::Warn,
