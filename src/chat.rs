@@ -146,6 +146,17 @@ mod tests {
     }
 
     #[test]
+    fn absurd_nesting_is_read_without_recursion() {
+        // Skipped raw values are walked iteratively: deep but balanced is valid JSON, passed on
+        // for the provider to judge; unbalanced is a bad request. Neither overflows the stack.
+        let deep = format!(r#"{{"model":"m","messages":[{}{}]}}"#, "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(inspect(deep.as_bytes()).map(|r| r.model), Ok("m".into()));
+        assert_eq!(requested_model(deep.as_bytes()).as_deref(), Some("m"));
+        let unbalanced = format!(r#"{{"model":"m","messages":[{}]}}"#, "[".repeat(100_000));
+        assert!(matches!(inspect(unbalanced.as_bytes()), Err(BadRequest::NotJson(_))));
+    }
+
+    #[test]
     fn model_rewrite_keeps_every_other_byte() {
         let body = br#"{ "temperature": 1.50, "model" : "smart", "messages":[{"role":"user","content":"model \"smart\""}] }"#;
         let out = with_model(body, "gpt-4o").unwrap();
