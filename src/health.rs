@@ -221,6 +221,17 @@ pub enum StoreError {
     Failed(String),
 }
 
+/// What proxy-wasm's `get_shared_data` answered, as a stored value: a key holding an empty
+/// value comes back with no bytes but a version, and it exists. Taking it for a missing key
+/// would make the next write unconditional, and concurrent writers would lose updates.
+pub fn stored(value: Option<Vec<u8>>, version: Option<u32>) -> Option<(Vec<u8>, u32)> {
+    match (value, version) {
+        (Some(bytes), version) => Some((bytes, version.unwrap_or(0))),
+        (None, Some(version)) => Some((Vec::new(), version)),
+        (None, None) => None,
+    }
+}
+
 /// Proxy-wasm shared data as the health logic needs it; the host layer implements it.
 pub trait SharedStore {
     /// The value and its version (`None` when the key does not exist).
@@ -491,6 +502,13 @@ pub mod tests {
         assert_eq!(table.get("q"), Health::default());
         assert_eq!(table.get("r").cooldown_until_ms, 9);
         assert_eq!(HealthTable::decode(&table.encode()), table);
+    }
+
+    #[test]
+    fn an_empty_stored_value_still_exists_with_its_version() {
+        assert_eq!(stored(None, Some(7)), Some((Vec::new(), 7)));
+        assert_eq!(stored(Some(b"x".to_vec()), Some(3)), Some((b"x".to_vec(), 3)));
+        assert_eq!(stored(None, None), None);
     }
 
     #[test]

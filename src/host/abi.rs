@@ -8,7 +8,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{MapType, Status};
 
 use crate::config::Environment;
-use crate::health::{SharedStore, StoreError};
+use crate::health::{self, SharedStore, StoreError};
 use crate::provider::HeaderMap;
 use crate::proxy_map::{self, HeaderPairs};
 
@@ -131,10 +131,8 @@ pub struct HostStore;
 
 impl SharedStore for HostStore {
     fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        match hostcalls::get_shared_data(key) {
-            Ok((Some(bytes), version)) => Some((bytes, version.unwrap_or(0))),
-            _ => None,
-        }
+        let (value, version) = hostcalls::get_shared_data(key).ok()?;
+        health::stored(value, version)
     }
 
     fn set(&self, key: &str, value: &[u8], version: Option<u32>) -> Result<(), StoreError> {
