@@ -194,3 +194,15 @@ def render(*, listener_port: int, admin_port: int, providers: list[Provider],
         },
     }
     return json.dumps(config, indent=1)
+
+
+def start_gateway(tmp_path, providers: list[Provider], chains: dict[str, list[str]] | None = None,
+                  **kwargs):
+    """Envoy with the filter in front of `providers` (one chain through all of them unless
+    `chains` says otherwise), started and ready."""
+    import harness  # noqa: PLC0415 (harness is only needed by tests, not by config builders)
+
+    listener, admin = harness.free_port(), harness.free_port()
+    text = render(listener_port=listener, admin_port=admin, providers=providers,
+                  chains=chains or {"default": [p.name for p in providers]}, **kwargs)
+    return harness.Envoy(text, tmp_path, admin_port=admin, listener_ports=[listener]).start()

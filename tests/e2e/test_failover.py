@@ -9,18 +9,14 @@ import time
 import pytest
 
 import harness
-from envoy_config import Provider, render
+from envoy_config import Provider, start_gateway
 from mock_provider import openai_error
 
 CHAT_PATH = "/v1/chat/completions"
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]}
 
 
-def gateway(tmp_path, providers, chains=None, **kwargs) -> harness.Envoy:
-    listener, admin = harness.free_port(), harness.free_port()
-    text = render(listener_port=listener, admin_port=admin, providers=providers,
-                  chains=chains or {"default": [p.name for p in providers]}, **kwargs)
-    return harness.Envoy(text, tmp_path, admin_port=admin, listener_ports=[listener]).start()
+gateway = start_gateway
 
 
 def chat(envoy, body=CHAT, headers=None, timeout=10) -> harness.Response:

@@ -7,8 +7,7 @@ import subprocess
 
 import pytest
 
-import harness
-from envoy_config import Provider, render
+from envoy_config import Provider, start_gateway
 from mock_provider import MockProvider, openai_error
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]}
@@ -37,17 +36,10 @@ def tls_mock(tmp_path):
         provider.stop()
 
 
-def gateway(tmp_path, providers) -> harness.Envoy:
-    listener, admin = harness.free_port(), harness.free_port()
-    text = render(listener_port=listener, admin_port=admin, providers=providers,
-                  chains={"default": [p.name for p in providers]})
-    return harness.Envoy(text, tmp_path, admin_port=admin, listener_ports=[listener]).start()
-
-
 def test_fallback_over_tls_sends_the_providers_host_as_sni(tmp_path, mock, tls_mock):
     a = mock("a")
     secure, ca = tls_mock("secure", "api.secure-provider.test")
-    envoy = gateway(tmp_path, [Provider("a", a.port),
+    envoy = start_gateway(tmp_path, [Provider("a", a.port),
                                Provider("secure", secure.port, host="api.secure-provider.test", tls_ca=ca,
                                         key_env="SECURE_KEY", key="sk-secure")])
     a.script(openai_error(503))
@@ -63,7 +55,7 @@ def test_fallback_over_tls_sends_the_providers_host_as_sni(tmp_path, mock, tls_m
 def test_a_certificate_for_another_host_is_refused_and_failed_over(tmp_path, mock, tls_mock):
     impostor, ca = tls_mock("impostor", "somebody-else.test")
     b = mock("b")
-    envoy = gateway(tmp_path, [Provider("impostor", impostor.port, host="api.secure-provider.test", tls_ca=ca,
+    envoy = start_gateway(tmp_path, [Provider("impostor", impostor.port, host="api.secure-provider.test", tls_ca=ca,
                                         key_env="IMPOSTOR_KEY", key="sk-not-for-them"),
                                Provider("b", b.port)])
     response = envoy.post_json("/v1/chat/completions", CHAT)
