@@ -290,14 +290,6 @@ impl HealthTable {
     }
 }
 
-/// The table and its version (0 when it does not exist yet).
-pub fn read(store: &dyn SharedStore) -> (HealthTable, u32) {
-    match store.get(TABLE_KEY) {
-        Some((bytes, version)) => (HealthTable::decode(&bytes), version),
-        None => (HealthTable::default(), 0),
-    }
-}
-
 /// Makes sure the table exists, so that every later update can be a compare-and-swap (a
 /// write to a missing key cannot be one).
 pub fn ensure_table(store: &dyn SharedStore) -> Result<(), StoreError> {
@@ -373,6 +365,13 @@ pub mod tests {
             self.next_version.set(self.next_version.get() + 1);
             entries.insert(key.to_string(), (value.to_vec(), self.next_version.get()));
             Ok(())
+        }
+    }
+
+    fn read(store: &dyn SharedStore) -> (HealthTable, u32) {
+        match store.get(TABLE_KEY) {
+            Some((bytes, version)) => (HealthTable::decode(&bytes), version),
+            None => (HealthTable::default(), 0),
         }
     }
 
