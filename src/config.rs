@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::duration;
 use crate::health::CooldownPolicy;
-use crate::provider::{Auth, AuthStyle, Format, Provider};
+use crate::provider::{Auth, AuthStyle, Format, FormatOptions, Provider};
 
 /// The header the router role hands the provider order in; `header_to_metadata` in the Envoy
 /// config must read this name.
@@ -262,6 +262,10 @@ struct RawProvider {
     models: BTreeMap<String, String>,
     #[serde(default)]
     api_version: Option<String>,
+    #[serde(default)]
+    default_max_tokens: Option<u64>,
+    #[serde(default)]
+    anthropic_version: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -359,6 +363,19 @@ fn check_attempt(raw: RawAttempt, env: &dyn Environment) -> Result<AttemptConfig
             return Err(invalid(format!("provider.models.{model}"), format!("`{target}` is not a usable model name")));
         }
     }
+    let mut options = FormatOptions::default();
+    if let Some(max) = p.default_max_tokens {
+        if max == 0 {
+            return Err(invalid("provider.defaultMaxTokens", "must be greater than 0"));
+        }
+        options.default_max_tokens = max;
+    }
+    if let Some(version) = p.anthropic_version {
+        if version.is_empty() || !version.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid("provider.anthropicVersion", format!("`{version}` is not a header value")));
+        }
+        options.anthropic_version = version;
+    }
     let cooldowns = check_cooldowns(&raw.cooldowns)?;
     Ok(AttemptConfig {
         provider: Provider {
@@ -369,6 +386,7 @@ fn check_attempt(raw: RawAttempt, env: &dyn Environment) -> Result<AttemptConfig
             auth,
             models: p.models.into_iter().collect(),
             api_version: p.api_version,
+            options,
         },
         cooldowns,
     })

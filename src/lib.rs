@@ -13,6 +13,7 @@ pub mod priority_groups;
 pub mod provider;
 pub mod proxy_map;
 pub mod routing;
+pub mod sse;
 
 #[cfg(target_arch = "wasm32")]
 mod host;

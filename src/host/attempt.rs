@@ -124,7 +124,7 @@ impl AttemptFilter {
     /// Sets the path once the model is known (Azure puts its deployment there).
     fn set_chat_path(&self, requested_model: &str, current: Option<&str>) {
         let provider = &self.role.config.provider;
-        let path = provider.chat_path(provider.target_model(requested_model));
+        let path = provider.chat_path(provider.target_model(requested_model), false);
         if current != Some(path.as_str()) {
             abi::set_header(MapType::HttpRequestHeaders, ":path", &path);
         }

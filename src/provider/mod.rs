@@ -1,8 +1,11 @@
 //! Providers as the attempt role sees them: where a provider lives, how it authenticates, what
-//! it calls each model. One module per wire format builds that format's request path.
+//! it calls each model. One module per wire format translates requests to it and answers back.
 
+pub mod anthropic;
 mod azure;
-mod openai;
+pub mod gemini;
+pub mod ollama;
+pub mod openai;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -23,6 +26,34 @@ pub struct Provider {
     pub auth: Auth,
     pub models: HashMap<String, String>,
     pub api_version: Option<String>,
+    pub options: FormatOptions,
+}
+
+/// What some formats need beyond where and who: settings with defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormatOptions {
+    /// Anthropic requires `max_tokens`; this is sent when the client sets none.
+    pub default_max_tokens: u64,
+    /// The `anthropic-version` header.
+    pub anthropic_version: String,
+}
+
+impl Default for FormatOptions {
+    fn default() -> Self {
+        FormatOptions { default_max_tokens: 4096, anthropic_version: "2023-06-01".into() }
+    }
+}
+
+/// A request the target format cannot carry without changing its meaning: answered 400.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsupported(pub String);
+
+/// A provider's answer translated as it streams: each chunk in, the OpenAI SSE bytes to send
+/// for it out (often none, when a chunk ends mid-event).
+pub trait StreamTranslator {
+    fn feed(&mut self, chunk: &[u8]) -> Vec<u8>;
+    /// The rest once the provider's stream ends, `data: [DONE]` included.
+    fn finish(&mut self) -> Vec<u8>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -31,6 +62,12 @@ pub enum Format {
     /// OpenAI chat completions, also spoken by OpenRouter, DeepSeek, Groq, vLLM and Ollama's `/v1`.
     Openai,
     AzureOpenai,
+    /// Anthropic Messages (`/v1/messages`).
+    Anthropic,
+    /// Google Gemini (`models/{model}:generateContent`).
+    Gemini,
+    /// Ollama's native `/api/chat` (NDJSON streams).
+    Ollama,
 }
 
 impl Format {
@@ -38,6 +75,9 @@ impl Format {
         match self {
             Format::Openai => "openai",
             Format::AzureOpenai => "azure-openai",
+            Format::Anthropic => "anthropic",
+            Format::Gemini => "gemini",
+            Format::Ollama => "ollama",
         }
     }
 
@@ -45,6 +85,9 @@ impl Format {
         match self {
             Format::Openai => openai::DEFAULT_BASE_PATH,
             Format::AzureOpenai => azure::DEFAULT_BASE_PATH,
+            Format::Anthropic => anthropic::DEFAULT_BASE_PATH,
+            Format::Gemini => gemini::DEFAULT_BASE_PATH,
+            Format::Ollama => ollama::DEFAULT_BASE_PATH,
         }
     }
 
@@ -52,6 +95,9 @@ impl Format {
         match self {
             Format::Openai => AuthStyle::Bearer,
             Format::AzureOpenai => AuthStyle::ApiKey,
+            Format::Anthropic => AuthStyle::XApiKey,
+            Format::Gemini => AuthStyle::XGoogApiKey,
+            Format::Ollama => AuthStyle::None,
         }
     }
 
@@ -62,7 +108,50 @@ impl Format {
     /// Whether the model (Azure: the deployment) is part of the URL, so the body must be read
     /// before the path can be set.
     pub fn model_in_path(self) -> bool {
-        matches!(self, Format::AzureOpenai)
+        matches!(self, Format::AzureOpenai | Format::Gemini)
+    }
+
+    /// Whether requests and answers are in another API than OpenAI's and must be translated.
+    pub fn translates(self) -> bool {
+        matches!(self, Format::Anthropic | Format::Gemini | Format::Ollama)
+    }
+
+    /// The status health and Envoy's retry policy should see: Anthropic's 529 `overloaded`
+    /// is a 503 by any other name.
+    pub fn effective_status(self, status: u16) -> u16 {
+        match (self, status) {
+            (Format::Anthropic, 529) => 503,
+            _ => status,
+        }
+    }
+
+    /// A successful, complete answer in OpenAI's form.
+    pub fn answer(self, body: &[u8], context: &openai::AnswerContext) -> Result<Vec<u8>, String> {
+        match self {
+            Format::Anthropic => anthropic::answer(body, context),
+            Format::Gemini => gemini::answer(body, context),
+            Format::Ollama => ollama::answer(body, context),
+            Format::Openai | Format::AzureOpenai => Ok(body.to_vec()),
+        }
+    }
+
+    pub fn stream(self, context: openai::AnswerContext) -> Option<Box<dyn StreamTranslator>> {
+        match self {
+            Format::Anthropic => Some(Box::new(anthropic::Stream::new(context))),
+            Format::Gemini => Some(Box::new(gemini::Stream::new(context))),
+            Format::Ollama => Some(Box::new(ollama::Stream::new(context))),
+            Format::Openai | Format::AzureOpenai => None,
+        }
+    }
+
+    /// A provider's error body as an OpenAI error body.
+    pub fn error(self, status: u16, body: &[u8]) -> Vec<u8> {
+        match self {
+            Format::Anthropic => anthropic::error(status, body),
+            Format::Gemini => gemini::error(status, body),
+            Format::Ollama => ollama::error(status, body),
+            Format::Openai | Format::AzureOpenai => body.to_vec(),
+        }
     }
 }
 
@@ -101,13 +190,34 @@ impl Provider {
 
     /// Whether the attempt must see the request body before it can send the headers.
     pub fn needs_body(&self) -> bool {
-        !self.models.is_empty() || self.format.model_in_path()
+        !self.models.is_empty() || self.format.model_in_path() || self.format.translates()
     }
 
-    pub fn chat_path(&self, model: &str) -> String {
+    pub fn chat_path(&self, model: &str, stream: bool) -> String {
         match self.format {
             Format::Openai => openai::chat_path(self),
             Format::AzureOpenai => azure::chat_path(self, model),
+            Format::Anthropic => anthropic::chat_path(self),
+            Format::Gemini => gemini::chat_path(self, model, stream),
+            Format::Ollama => ollama::chat_path(self),
+        }
+    }
+
+    /// The client's OpenAI request in this provider's format, for `model`.
+    pub fn translate_request(&self, request: &openai::ChatRequest, model: &str) -> Result<Vec<u8>, Unsupported> {
+        match self.format {
+            Format::Anthropic => anthropic::request(request, model, &self.options),
+            Format::Gemini => gemini::request(request, model, &self.options),
+            Format::Ollama => ollama::request(request, model, &self.options),
+            Format::Openai | Format::AzureOpenai => Err(Unsupported("nothing to translate".into())),
+        }
+    }
+
+    /// Headers the format requires besides the credential (`anthropic-version`).
+    pub fn format_headers(&self) -> Vec<(&'static str, String)> {
+        match self.format {
+            Format::Anthropic => vec![("anthropic-version", self.options.anthropic_version.clone())],
+            _ => Vec::new(),
         }
     }
 }
@@ -179,6 +289,7 @@ mod tests {
             auth: Auth::new(format.default_auth_style(), "k".into()),
             models: models.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
             api_version: Some("2024-10-21".into()),
+            options: FormatOptions::default(),
         }
     }
 
@@ -253,6 +364,6 @@ mod tests {
     fn azure_always_needs_the_body_for_its_deployment_path() {
         let p = provider(Format::AzureOpenai, &[]);
         assert!(p.needs_body());
-        assert_eq!(p.chat_path("gpt-4o"), "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21");
+        assert_eq!(p.chat_path("gpt-4o", false), "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21");
     }
 }

@@ -1,5 +1,9 @@
-//! OpenAI chat completions and every vendor that copies it (OpenRouter, DeepSeek, Groq, vLLM,
-//! Ollama's `/v1`): only the host, the base path and the key differ.
+//! OpenAI chat completions: the API every client speaks to us, and that OpenRouter, DeepSeek,
+//! Groq, vLLM and Ollama's `/v1` copy. Its request, response and stream chunk models live here;
+//! for OpenAI-compatible providers only the host, the base path and the key differ.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use super::Provider;
 
@@ -9,9 +13,446 @@ pub fn chat_path(provider: &Provider) -> String {
     format!("{}/chat/completions", provider.base_path)
 }
 
+/// A chat completion request as a client sends it. Fields no translation reads stay in `other`,
+/// so each format can say which ones it drops.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ChatRequest {
+    pub model: String,
+    pub messages: Vec<Message>,
+    #[serde(default)]
+    pub stream: bool,
+    #[serde(default)]
+    pub stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
+    #[serde(default)]
+    pub max_completion_tokens: Option<u64>,
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    #[serde(default)]
+    pub top_p: Option<f64>,
+    #[serde(default)]
+    pub stop: Option<Stop>,
+    #[serde(default)]
+    pub seed: Option<i64>,
+    #[serde(default)]
+    pub presence_penalty: Option<f64>,
+    #[serde(default)]
+    pub frequency_penalty: Option<f64>,
+    #[serde(default)]
+    pub tools: Option<Vec<Tool>>,
+    #[serde(default)]
+    pub tool_choice: Option<ToolChoice>,
+    #[serde(default)]
+    pub parallel_tool_calls: Option<bool>,
+    #[serde(default)]
+    pub response_format: Option<Value>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+impl ChatRequest {
+    pub fn parse(body: &[u8]) -> Result<ChatRequest, String> {
+        serde_json::from_slice(body).map_err(|e| e.to_string())
+    }
+
+    /// The output limit the client asked for, under either of its names.
+    pub fn max_output_tokens(&self) -> Option<u64> {
+        self.max_completion_tokens.or(self.max_tokens)
+    }
+
+    pub fn include_usage(&self) -> bool {
+        self.stream_options.as_ref().is_some_and(|o| o.include_usage)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Stop {
+    pub fn sequences(&self) -> Vec<String> {
+        match self {
+            Stop::One(s) => vec![s.clone()],
+            Stop::Many(v) => v.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    /// The newer name for `system` in OpenAI's API.
+    Developer,
+    User,
+    Assistant,
+    Tool,
+    /// The deprecated function-result role.
+    Function,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Message {
+    pub role: Role,
+    #[serde(default)]
+    pub content: Option<Content>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    #[serde(default)]
+    pub tool_call_id: Option<String>,
+    /// An assistant turn's refusal text (OpenAI's structured refusals).
+    #[serde(default)]
+    pub refusal: Option<String>,
+}
+
+impl Message {
+    /// The message's text: the string, or its text parts joined by newlines.
+    pub fn text(&self) -> String {
+        match &self.content {
+            None => String::new(),
+            Some(Content::Text(text)) => text.clone(),
+            Some(Content::Parts(parts)) => parts
+                .iter()
+                .filter_map(|p| match p {
+                    Part::Text { text } => Some(text.as_str()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<Part>),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Part {
+    Text { text: String },
+    ImageUrl { image_url: ImageUrl },
+    InputAudio { input_audio: Value },
+    File { file: Value },
+    Refusal { refusal: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ImageUrl {
+    pub url: String,
+    #[serde(default)]
+    pub detail: Option<String>,
+}
+
+/// An image as a provider that takes inline bytes needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Image<'a> {
+    /// A `data:<media type>;base64,<data>` URI, split.
+    Inline { media_type: &'a str, data: &'a str },
+    Url(&'a str),
+}
+
+impl ImageUrl {
+    /// The image, or `None` for a `data:` URI that is not base64 (which no provider takes).
+    pub fn image(&self) -> Option<Image<'_>> {
+        let Some(rest) = self.url.strip_prefix("data:") else {
+            return Some(Image::Url(&self.url));
+        };
+        let (meta, data) = rest.split_once(',')?;
+        let media_type = meta.strip_suffix(";base64")?;
+        Some(Image::Inline { media_type, data })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct ToolCall {
+    pub id: String,
+    #[serde(rename = "type", default = "function_type")]
+    pub kind: String,
+    pub function: FunctionCall,
+}
+
+fn function_type() -> String {
+    "function".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct FunctionCall {
+    pub name: String,
+    /// JSON text, as OpenAI sends it.
+    pub arguments: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Tool {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: FunctionDefinition,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct FunctionDefinition {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub parameters: Option<Value>,
+    #[serde(default)]
+    pub strict: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum ToolChoice {
+    /// `none`, `auto` or `required`.
+    Mode(String),
+    Function { function: FunctionName },
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct FunctionName {
+    pub name: String,
+}
+
+/// What the translated answer says about itself where the provider's answer is silent: the
+/// attempt decides these once, so every chunk of a stream agrees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnswerContext {
+    /// Used when the provider's answer has no id of its own.
+    pub id: String,
+    /// Unix seconds.
+    pub created: u64,
+    /// The model the provider was asked for.
+    pub model: String,
+    /// The client asked for a final usage chunk (`stream_options.include_usage`).
+    pub include_usage: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    Stop,
+    Length,
+    ToolCalls,
+    ContentFilter,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+}
+
+impl Usage {
+    pub fn new(prompt_tokens: u64, completion_tokens: u64) -> Usage {
+        Usage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatCompletion {
+    pub id: String,
+    pub object: String,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<Choice>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+impl ChatCompletion {
+    pub fn new(context: &AnswerContext, id: Option<String>, message: AssistantMessage, finish_reason: FinishReason, usage: Option<Usage>) -> ChatCompletion {
+        ChatCompletion {
+            id: id.unwrap_or_else(|| context.id.clone()),
+            object: "chat.completion".into(),
+            created: context.created,
+            model: context.model.clone(),
+            choices: vec![Choice { index: 0, message, finish_reason: Some(finish_reason), logprobs: None }],
+            usage,
+        }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Choice {
+    pub index: u32,
+    pub message: AssistantMessage,
+    pub finish_reason: Option<FinishReason>,
+    pub logprobs: Option<Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AssistantMessage {
+    pub role: String,
+    pub content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+}
+
+impl AssistantMessage {
+    pub fn new(content: Option<String>, tool_calls: Vec<ToolCall>) -> AssistantMessage {
+        AssistantMessage {
+            role: "assistant".into(),
+            content,
+            tool_calls: if tool_calls.is_empty() { None } else { Some(tool_calls) },
+        }
+    }
+}
+
+/// One `chat.completion.chunk` of a stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatChunk {
+    pub id: String,
+    pub object: String,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<ChunkChoice>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+impl ChatChunk {
+    pub fn new(context: &AnswerContext, id: &str, delta: Delta, finish_reason: Option<FinishReason>) -> ChatChunk {
+        ChatChunk {
+            id: id.to_string(),
+            object: "chat.completion.chunk".into(),
+            created: context.created,
+            model: context.model.clone(),
+            choices: vec![ChunkChoice { index: 0, delta, finish_reason, logprobs: None }],
+            usage: None,
+        }
+    }
+
+    /// The final chunk of a stream whose client asked for usage: no choices, only usage.
+    pub fn usage(context: &AnswerContext, id: &str, usage: Usage) -> ChatChunk {
+        ChatChunk {
+            id: id.to_string(),
+            object: "chat.completion.chunk".into(),
+            created: context.created,
+            model: context.model.clone(),
+            choices: Vec::new(),
+            usage: Some(usage),
+        }
+    }
+
+    /// The chunk as one SSE event.
+    pub fn to_sse(&self) -> Vec<u8> {
+        crate::sse::data_event(&serde_json::to_vec(self).unwrap_or_default())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkChoice {
+    pub index: u32,
+    pub delta: Delta,
+    pub finish_reason: Option<FinishReason>,
+    pub logprobs: Option<Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Delta {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
+}
+
+impl Delta {
+    pub fn role() -> Delta {
+        Delta { role: Some("assistant".into()), content: Some(String::new()), tool_calls: None }
+    }
+
+    pub fn text(text: impl Into<String>) -> Delta {
+        Delta { content: Some(text.into()), ..Delta::default() }
+    }
+
+    pub fn tool_call(call: ToolCallDelta) -> Delta {
+        Delta { tool_calls: Some(vec![call]), ..Delta::default() }
+    }
+}
+
+/// A piece of a streamed tool call: the first carries id and name, later ones argument text.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ToolCallDelta {
+    pub index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    pub function: FunctionCallDelta,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FunctionCallDelta {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<String>,
+}
+
+impl ToolCallDelta {
+    pub fn start(index: u32, id: &str, name: &str) -> ToolCallDelta {
+        ToolCallDelta {
+            index,
+            id: Some(id.to_string()),
+            kind: Some("function".into()),
+            function: FunctionCallDelta { name: Some(name.to_string()), arguments: Some(String::new()) },
+        }
+    }
+
+    pub fn arguments(index: u32, arguments: &str) -> ToolCallDelta {
+        ToolCallDelta { index, id: None, kind: None, function: FunctionCallDelta { name: None, arguments: Some(arguments.to_string()) } }
+    }
+}
+
+/// An error as OpenAI sends it, also inside a stream (`data: {"error": ...}`), which the SDKs
+/// raise as an API error.
+pub fn error_body(message: &str, kind: &str, code: Option<&str>) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "error": { "message": message, "type": kind, "param": null, "code": code }
+    }))
+    .unwrap_or_default()
+}
+
+/// The OpenAI error `type` for an HTTP status, for providers whose errors have other names.
+pub fn error_type_for_status(status: u16) -> &'static str {
+    match status {
+        400 | 404 | 413 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        429 => "rate_limit_error",
+        _ => "api_error",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{Auth, Format, Provider};
+    use super::*;
 
     #[test]
     fn base_path_then_chat_completions() {
@@ -23,7 +464,53 @@ mod tests {
             auth: Auth::none(),
             models: Default::default(),
             api_version: None,
+            options: Default::default(),
         };
-        assert_eq!(p.chat_path("ignored"), "/api/v1/chat/completions");
+        assert_eq!(p.chat_path("ignored", false), "/api/v1/chat/completions");
+    }
+
+    #[test]
+    fn reads_every_message_shape_a_client_sends() {
+        let body = br#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"max_tokens":5,
+            "stop":"END","logit_bias":{"1":2},
+            "messages":[
+              {"role":"developer","content":"be brief"},
+              {"role":"user","content":[{"type":"text","text":"what is"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AAA="}}]},
+              {"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}}]},
+              {"role":"tool","tool_call_id":"call_1","content":"42"}],
+            "tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}],
+            "tool_choice":{"type":"function","function":{"name":"f"}}}"#;
+        let r = ChatRequest::parse(body).unwrap();
+        assert!(r.stream && r.include_usage());
+        assert_eq!(r.max_output_tokens(), Some(5));
+        assert_eq!(r.stop.unwrap().sequences(), vec!["END"]);
+        assert_eq!(r.messages[0].role, Role::Developer);
+        assert_eq!(r.messages[1].text(), "what is");
+        let Some(Content::Parts(parts)) = &r.messages[1].content else { panic!() };
+        let Part::ImageUrl { image_url } = &parts[1] else { panic!() };
+        assert_eq!(image_url.image(), Some(Image::Inline { media_type: "image/png", data: "AAA=" }));
+        assert_eq!(r.messages[2].tool_calls.as_ref().unwrap()[0].function.arguments, r#"{"a":1}"#);
+        assert_eq!(r.tool_choice, Some(ToolChoice::Function { function: FunctionName { name: "f".into() } }));
+        assert!(r.other.contains_key("logit_bias"));
+    }
+
+    #[test]
+    fn image_urls_and_data_uris() {
+        let url = |u: &str| ImageUrl { url: u.into(), detail: None };
+        assert_eq!(url("https://x/y.png").image(), Some(Image::Url("https://x/y.png")));
+        assert_eq!(url("data:image/jpeg;base64,/9j=").image(), Some(Image::Inline { media_type: "image/jpeg", data: "/9j=" }));
+        assert_eq!(url("data:text/plain,hello").image(), None);
+    }
+
+    #[test]
+    fn chunks_serialize_as_the_sdk_expects() {
+        let context = AnswerContext { id: "chatcmpl-1".into(), created: 7, model: "m".into(), include_usage: false };
+        let chunk = ChatChunk::new(&context, "chatcmpl-1", Delta::tool_call(ToolCallDelta::start(0, "call_1", "f")), None);
+        let v: Value = serde_json::from_slice(&serde_json::to_vec(&chunk).unwrap()).unwrap();
+        assert_eq!(v["object"], "chat.completion.chunk");
+        assert_eq!(v["choices"][0]["delta"]["tool_calls"][0]["function"]["name"], "f");
+        assert_eq!(v["choices"][0]["finish_reason"], Value::Null);
+        assert!(v.get("usage").is_none());
+        assert!(chunk.to_sse().starts_with(b"data: {"));
     }
 }
