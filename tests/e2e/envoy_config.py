@@ -32,6 +32,7 @@ class Provider:
     api_version: str | None = None
     host: str | None = None
     tls_ca: str | None = None       # CA file: talk TLS, with SNI and SAN check for `host`
+    extra: dict = field(default_factory=dict)   # more `provider` fields (defaultMaxTokens...)
 
     def plugin_config(self) -> dict:
         provider: dict = {"name": self.name, "format": self.format,
@@ -46,6 +47,7 @@ class Provider:
             provider["basePath"] = self.base_path
         if self.api_version:
             provider["apiVersion"] = self.api_version
+        provider.update(self.extra)
         config = {"role": "attempt", "provider": provider}
         if self.cooldowns:
             config["cooldowns"] = self.cooldowns
