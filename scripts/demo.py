@@ -21,12 +21,13 @@ CONFIG = ROOT / "envoy/demo.yaml"
 WASM = ROOT / "target/wasm32-unknown-unknown/release/llm_failover.wasm"
 LISTENER, ADMIN = 10000, 9901
 MOCKS = [
-    # name, port, status schedule (repeats), Retry-After on 429
-    ("openai", 18081, "429,200,200,503,200,200", "5"),
-    ("openrouter", 18082, "200", None),
-    ("ollama", 18083, "200", None),
+    # name, port, status schedule (repeats), Retry-After on 429, API it speaks
+    ("openai", 18081, "429,200,200,503,200,200", "5", "openai"),
+    ("openrouter", 18082, "200", None, "openai"),
+    ("ollama", 18083, "200", None, "ollama"),
 ]
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Say hello"}]}
+LOCAL_CHAT = {"model": "llama3.3", "messages": [{"role": "user", "content": "Say hello"}]}
 
 CURL_FAILOVER = (f"curl -si http://127.0.0.1:{LISTENER}/v1/chat/completions "
                  "-H 'content-type: application/json' "
@@ -55,9 +56,9 @@ def envoy_ready() -> bool:
         return False
 
 
-def post_chat() -> tuple[int, dict[str, str], dict]:
+def post_chat(chat: dict = CHAT) -> tuple[int, dict[str, str], dict]:
     request = urllib.request.Request(f"http://127.0.0.1:{LISTENER}/v1/chat/completions",
-                                     data=json.dumps(CHAT).encode(),
+                                     data=json.dumps(chat).encode(),
                                      headers={"content-type": "application/json"})
     with urllib.request.urlopen(request, timeout=10) as r:
         return r.status, {k.lower(): v for k, v in r.headers.items()}, json.loads(r.read())
@@ -75,12 +76,15 @@ def smoke() -> None:
         prometheus = r.read().decode()
     tagged = 'llm_failover_provider_failover{llm_reason="rate_limited",llm_provider="openai"} 1'
     assert tagged in prometheus, "stats_tags did not give the provider and reason labels"
-    print("demo smoke check: failover, skip and tagged metrics seen", flush=True)
+    status, headers, body = post_chat(LOCAL_CHAT)
+    assert status == 200 and headers["x-llm-provider"] == "ollama", (status, headers)
+    assert body["object"] == "chat.completion" and body["choices"][0]["message"]["content"] == "hello from ollama", body
+    print("demo smoke check: failover, skip, tagged metrics and the Ollama translation seen", flush=True)
 
 
-def mock_command(name: str, port: int, schedule: str, retry_after: str | None) -> list[str]:
+def mock_command(name: str, port: int, schedule: str, retry_after: str | None, api: str) -> list[str]:
     command = [sys.executable, str(ROOT / "tests/mock_provider.py"), "--name", name,
-               "--port", str(port), "--schedule", schedule]
+               "--port", str(port), "--schedule", schedule, "--format", api]
     return command + (["--retry-after", retry_after] if retry_after else [])
 
 
@@ -116,7 +120,7 @@ def main() -> int:
     try:
         for mock in MOCKS:
             processes.append(subprocess.Popen(mock_command(*mock), cwd=ROOT))
-        for _, port, _, _ in MOCKS:
+        for _, port, _, _, _ in MOCKS:
             wait_until(lambda: not port_free(port), 10, f"mock on port {port}")
         envoy = subprocess.Popen(["envoy", "-c", str(CONFIG), "--concurrency", "2", "--log-level", "warn",
                                   "--base-id", "40100"], cwd=ROOT)
@@ -129,7 +133,7 @@ def main() -> int:
         print(f"""
 llm-failover demo is up: Envoy on 127.0.0.1:{LISTENER}, admin on 127.0.0.1:{ADMIN}.
 Mock providers: openai :18081 (fails on a schedule: 429, 200, 200, 503, ...), openrouter :18082,
-ollama :18083. Try:
+ollama :18083 (speaks Ollama's native /api/chat: the filter translates). Try:
 
   {CURL_FAILOVER}
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import importlib
 import itertools
 import json
 import signal
@@ -26,6 +27,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Union
 
@@ -544,16 +546,17 @@ def str_or_bytes(value: str | bytes) -> bytes:
 
 # ---------------------------------------------------------------- CLI
 
-def schedule_spec(statuses: list[int], retry_after: str | None) -> Callable[[Received], dict]:
-    """A default spec that cycles through statuses; 200 means echo."""
+def schedule_spec(statuses: list[int], retry_after: str | None,
+                  answer: Callable[[Received], dict] | None = None) -> Callable[[Received], dict]:
+    """A default spec that cycles through statuses; 200 means echo (or `answer`)."""
     cycle = itertools.cycle(statuses)
     lock = threading.Lock()
 
-    def next_spec(_request: Received) -> dict:
+    def next_spec(request: Received) -> dict:
         with lock:
             status = next(cycle)
         if status == 200:
-            return {"echo": True}
+            return answer(request) if answer else {"echo": True}
         return openai_error(status, retry_after=retry_after if status == 429 else None)
 
     return next_spec
@@ -574,12 +577,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma list of statuses, repeated cyclically (200 = echo)")
     parser.add_argument("--retry-after", default=None,
                         help="retry-after header value for scheduled 429s")
+    parser.add_argument("--format", choices=["openai", "anthropic", "gemini", "ollama"], default="openai",
+                        help="the API the fake speaks (tests/fake_api); openai echoes")
+    parser.add_argument("--api-key", default=None, help="the key a non-openai fake expects")
     args = parser.parse_args(argv)
 
     provider = MockProvider(args.name, args.port)
     provider.log_requests = True
+    answer = None
+    if args.format != "openai":
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        fake = importlib.import_module(f"fake_api.{args.format}")
+        answer = fake.responder(args.name, args.api_key)
+        provider.set_default(answer)
     if args.schedule:
-        provider.set_default(schedule_spec(args.schedule, args.retry_after))
+        provider.set_default(schedule_spec(args.schedule, args.retry_after, answer))
 
     done = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

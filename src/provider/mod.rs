@@ -146,6 +146,14 @@ impl Format {
         }
     }
 
+    /// The status an error means, once its body is read (Gemini's 400 for a wrong key is a 401).
+    pub fn error_status(self, status: u16, body: &[u8]) -> u16 {
+        match self {
+            Format::Gemini => gemini::error_status(status, body),
+            _ => self.effective_status(status),
+        }
+    }
+
     /// A provider's error body as an OpenAI error body.
     pub fn error(self, status: u16, body: &[u8]) -> Vec<u8> {
         match self {
@@ -213,6 +221,20 @@ impl Provider {
             Format::Ollama => ollama::request(request, model, &self.options),
             Format::Openai | Format::AzureOpenai => Err(Unsupported("nothing to translate".into())),
         }
+    }
+
+    /// A fingerprint of where and as whom this provider is reached (the key included, never
+    /// shown): when it changes, what was learned about the provider no longer holds.
+    pub fn fingerprint(&self) -> u64 {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        let parts = [self.format.name(), &self.host, &self.base_path, self.api_version.as_deref().unwrap_or(""), &self.auth.key];
+        for part in parts.iter().map(|p| p.as_bytes()).chain([format!("{:?}", self.auth.style).as_bytes()]) {
+            for byte in part.iter().chain([&0u8]) {
+                hash ^= u64::from(*byte);
+                hash = hash.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        hash
     }
 
     /// Headers the format requires besides the credential (`anthropic-version`).

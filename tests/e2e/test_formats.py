@@ -188,7 +188,7 @@ def test_anthropic_overloaded_counts_as_unavailable(tmp_path, mock):
     first = envoy.post_json("/v1/chat/completions", {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})
     assert first.status == 200, first.text()
     assert first.headers["x-llm-provider"] == "backup"
-    envoy.wait_for_log(r"provider `claude` failed \(503 server_error\) on attempt 1")
+    envoy.wait_for_log(r"provider `claude` failed \(503 server_error\) for model `gpt-4o` on attempt 1")
     again = envoy.post_json("/v1/chat/completions", {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})
     assert again.headers["x-llm-skipped"] == "claude"
     assert len(claude.requests) == 1
@@ -228,3 +228,22 @@ def test_next_attempt_after_a_translated_one_is_clean(tmp_path, mock):
     assert to_backup.header("authorization") == "Bearer sk-backup"
     assert to_backup.header("x-api-key") is None and to_backup.header("anthropic-version") is None
     assert to_backup.json == body
+
+
+def test_gemini_wrong_key_fails_over_as_unauthorized(tmp_path, mock):
+    """Gemini answers a wrong key with 400 API_KEY_INVALID; it must count as the 401 it is."""
+    google, backup = mock("google"), mock("backup")
+    google.set_default(gemini.responder("google", "the-right-key"))
+    envoy = start_gateway(tmp_path, [
+        Provider("google", google.port, format="gemini", key_env="GEMINI_KEY", key="a-revoked-key",
+                 models={"*": "gemini-2.5-flash"}),
+        Provider("backup", backup.port),
+    ])
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    first = envoy.post_json("/v1/chat/completions", body)
+    assert first.status == 200, first.text()
+    assert first.headers["x-llm-provider"] == "backup"
+    assert google.requests[0].header("x-goog-api-key") == "a-revoked-key"
+    envoy.wait_for_log(r"provider `google` failed \(401 unauthorized\) on attempt 1; cooling down until an operator resets it")
+    assert envoy.post_json("/v1/chat/completions", body).headers["x-llm-skipped"] == "google"
+    assert len(google.requests) == 1
