@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::budget::{self, Budget, Price, Prices};
 use crate::duration;
-use crate::health::CooldownPolicy;
+use crate::health::{BreakerPolicy, CooldownPolicy, ErrorRate, HealthPolicy, LatencyPolicy};
 use crate::provider::{Auth, AuthStyle, Format, FormatOptions, Provider};
 
 /// The header the router role hands the provider order in; `header_to_metadata` in the Envoy
@@ -22,7 +23,7 @@ pub const CHAT_SUFFIX: &str = "/chat/completions";
 #[derive(Debug)]
 pub enum Config {
     Router(RouterConfig),
-    Attempt(AttemptConfig),
+    Attempt(Box<AttemptConfig>),
     RouteRefresh,
 }
 
@@ -34,6 +35,24 @@ pub struct RouterConfig {
     pub chains: Vec<Chain>,
     model_chains: HashMap<String, usize>,
     default_chain: Option<usize>,
+    /// How long a half-open provider's single probe stays reserved for the request that
+    /// claimed it.
+    pub probe_timeout: Duration,
+    pub admin: Option<Admin>,
+}
+
+/// The health endpoint: read every provider's health, reset one or all.
+pub struct Admin {
+    pub path: String,
+    /// Callers must send it in `x-llm-failover-admin-secret`; `None` only when the config
+    /// says the listener is internal.
+    pub secret: Option<String>,
+}
+
+impl fmt::Debug for Admin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Admin").field("path", &self.path).field("secret", &self.secret.as_ref().map(|_| "<redacted>")).finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +64,27 @@ pub struct Chain {
 #[derive(Debug)]
 pub struct AttemptConfig {
     pub provider: Provider,
-    pub cooldowns: CooldownPolicy,
+    pub health: HealthPolicy,
+    pub rate_limit: RateLimitPolicy,
+    pub budget: Option<Budget>,
+    pub prices: Prices,
+}
+
+/// When rate-limit headers move a provider behind the others before it answers 429.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitPolicy {
+    /// Demoted while fewer requests than this remain in the provider's window.
+    pub min_remaining_requests: u64,
+    /// Demoted while fewer tokens than this remain.
+    pub min_remaining_tokens: u64,
+    /// How long a demotion lasts when the provider does not say when its window resets.
+    pub default_reset: Duration,
+}
+
+impl Default for RateLimitPolicy {
+    fn default() -> Self {
+        RateLimitPolicy { min_remaining_requests: 1, min_remaining_tokens: 1, default_reset: Duration::from_secs(10) }
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -91,8 +130,8 @@ pub trait Environment {
 pub fn parse(json: &[u8], env: &dyn Environment) -> Result<Config, ConfigError> {
     let header: RoleOnly = read(json)?;
     match header.role.as_deref() {
-        Some("router") => check_router(read(json)?).map(Config::Router),
-        Some("attempt") => check_attempt(read(json)?, env).map(Config::Attempt),
+        Some("router") => check_router(read(json)?, env).map(Config::Router),
+        Some("attempt") => check_attempt(read(json)?, env).map(|a| Config::Attempt(Box::new(a))),
         Some("route-refresh") => read::<RawRouteRefresh>(json).map(|_| Config::RouteRefresh),
         Some(other) => Err(invalid(
             "role",
@@ -144,6 +183,21 @@ struct RawRouter {
     models: BTreeMap<String, String>,
     #[serde(default)]
     default_chain: Option<String>,
+    #[serde(default)]
+    probe_timeout: Option<String>,
+    #[serde(default)]
+    admin: Option<RawAdmin>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawAdmin {
+    path: String,
+    #[serde(default)]
+    secret_env: Option<String>,
+    /// Only for a listener no client can reach (an internal or admin-only listener).
+    #[serde(default)]
+    internal_listener: bool,
 }
 
 fn default_chat_paths() -> Vec<String> {
@@ -154,7 +208,30 @@ fn default_max_request_bytes() -> u64 {
     1024 * 1024
 }
 
-fn check_router(raw: RawRouter) -> Result<RouterConfig, ConfigError> {
+fn check_admin(raw: &RawAdmin, env: &dyn Environment) -> Result<Admin, ConfigError> {
+    if !raw.path.starts_with('/') || raw.path.contains('?') || raw.path.len() < 2 {
+        return Err(invalid("admin.path", format!("`{}` must be a path starting with `/`, without a query", raw.path)));
+    }
+    let secret = match (&raw.secret_env, raw.internal_listener) {
+        (Some(name), _) => match env.var(name) {
+            Some(secret) if secret.trim().len() >= 16 => Some(secret.trim().to_string()),
+            Some(_) => return Err(invalid("admin.secretEnv", format!("the secret in `{name}` must be at least 16 characters"))),
+            None => {
+                return Err(invalid(
+                    "admin.secretEnv",
+                    format!("environment variable `{name}` is not set in the VM (list it in vm_config.environment_variables)"),
+                ))
+            }
+        },
+        (None, true) => None,
+        (None, false) => {
+            return Err(invalid("admin", "set `secretEnv`, or `internalListener: true` when only operators can reach this listener"))
+        }
+    };
+    Ok(Admin { path: raw.path.trim_end_matches('/').to_string(), secret })
+}
+
+fn check_router(raw: RawRouter, env: &dyn Environment) -> Result<RouterConfig, ConfigError> {
     if raw.chat_paths.is_empty() {
         return Err(invalid("chatPaths", "must list at least one path"));
     }
@@ -216,6 +293,16 @@ fn check_router(raw: RawRouter) -> Result<RouterConfig, ConfigError> {
     };
     let max_request_bytes = usize::try_from(raw.max_request_bytes)
         .map_err(|_| invalid("maxRequestBytes", "is too large"))?;
+    let probe_timeout = match &raw.probe_timeout {
+        Some(text) => positive_duration("probeTimeout", text)?,
+        None => Duration::from_secs(30),
+    };
+    let admin = raw.admin.as_ref().map(|a| check_admin(a, env)).transpose()?;
+    if let Some(admin) = &admin {
+        if raw.chat_paths.iter().any(|p| p.starts_with(&admin.path)) {
+            return Err(invalid("admin.path", "must not overlap `chatPaths`"));
+        }
+    }
     Ok(RouterConfig {
         chat_paths: raw.chat_paths,
         max_request_bytes,
@@ -223,6 +310,8 @@ fn check_router(raw: RawRouter) -> Result<RouterConfig, ConfigError> {
         chains,
         model_chains,
         default_chain,
+        probe_timeout,
+        admin,
     })
 }
 
@@ -246,6 +335,82 @@ struct RawAttempt {
     provider: RawProvider,
     #[serde(default)]
     cooldowns: RawCooldowns,
+    #[serde(default)]
+    breaker: RawBreaker,
+    #[serde(default)]
+    latency: RawLatency,
+    #[serde(default)]
+    rate_limit: RawRateLimit,
+    #[serde(default)]
+    budget: Option<RawBudget>,
+    #[serde(default)]
+    prices: BTreeMap<String, RawPrice>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawBreaker {
+    #[serde(default)]
+    consecutive_failures: Option<u32>,
+    #[serde(default)]
+    error_rate: Option<RawErrorRate>,
+    #[serde(default)]
+    probe_timeout: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawErrorRate {
+    percent: u32,
+    #[serde(default = "default_min_requests")]
+    min_requests: u32,
+    #[serde(default = "default_window")]
+    window: String,
+}
+
+fn default_min_requests() -> u32 {
+    10
+}
+fn default_window() -> String {
+    "60s".into()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawLatency {
+    #[serde(default)]
+    slow_ttfb: Option<String>,
+    #[serde(default)]
+    memory: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawRateLimit {
+    #[serde(default)]
+    min_remaining_requests: Option<u64>,
+    #[serde(default)]
+    min_remaining_tokens: Option<u64>,
+    #[serde(default)]
+    default_reset: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawBudget {
+    #[serde(default)]
+    requests_per_day: Option<u64>,
+    #[serde(default)]
+    tokens_per_day: Option<u64>,
+    #[serde(default)]
+    reset_utc_offset: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawPrice {
+    input_per_m_tok: f64,
+    output_per_m_tok: f64,
 }
 
 #[derive(Deserialize)]
@@ -305,8 +470,11 @@ impl Default for RawCooldowns {
 }
 
 fn default_auth_failure() -> String {
-    "1h".into()
+    UNTIL_RESET.into()
 }
+
+/// `cooldowns.authFailure` value: a bad key stays out until an operator resets it.
+const UNTIL_RESET: &str = "until-reset";
 fn default_rate_limited() -> String {
     "30s".into()
 }
@@ -376,7 +544,22 @@ fn check_attempt(raw: RawAttempt, env: &dyn Environment) -> Result<AttemptConfig
         }
         options.anthropic_version = version;
     }
-    let cooldowns = check_cooldowns(&raw.cooldowns)?;
+    let health = HealthPolicy {
+        cooldowns: check_cooldowns(&raw.cooldowns)?,
+        breaker: check_breaker(&raw.breaker)?,
+        latency: check_latency(&raw.latency)?,
+    };
+    let rate_limit = check_rate_limit(&raw.rate_limit)?;
+    let budget = raw.budget.as_ref().map(check_budget).transpose()?;
+    let mut prices = Prices::default();
+    for (model, price) in &raw.prices {
+        for (name, value) in [("inputPerMTok", price.input_per_m_tok), ("outputPerMTok", price.output_per_m_tok)] {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(invalid(format!("prices.{model}.{name}"), "must be a price of 0 or more"));
+            }
+        }
+        prices.0.insert(model.clone(), Price { input_per_mtok: price.input_per_m_tok, output_per_mtok: price.output_per_m_tok });
+    }
     Ok(AttemptConfig {
         provider: Provider {
             name: p.name,
@@ -388,8 +571,79 @@ fn check_attempt(raw: RawAttempt, env: &dyn Environment) -> Result<AttemptConfig
             api_version: p.api_version,
             options,
         },
-        cooldowns,
+        health,
+        rate_limit,
+        budget,
+        prices,
     })
+}
+
+fn positive_duration(field: &str, text: &str) -> Result<Duration, ConfigError> {
+    let d = duration::parse(text).map_err(|r| invalid(field, r))?;
+    if d.is_zero() {
+        return Err(invalid(field, "must be greater than 0"));
+    }
+    Ok(d)
+}
+
+fn check_breaker(raw: &RawBreaker) -> Result<BreakerPolicy, ConfigError> {
+    let mut policy = BreakerPolicy::default();
+    if let Some(n) = raw.consecutive_failures {
+        if n == 0 {
+            return Err(invalid("breaker.consecutiveFailures", "must be at least 1"));
+        }
+        policy.consecutive_failures = n;
+    }
+    if let Some(rate) = &raw.error_rate {
+        if !(1..=100).contains(&rate.percent) {
+            return Err(invalid("breaker.errorRate.percent", "must be between 1 and 100"));
+        }
+        if rate.min_requests == 0 {
+            return Err(invalid("breaker.errorRate.minRequests", "must be at least 1"));
+        }
+        let window = positive_duration("breaker.errorRate.window", &rate.window)?;
+        policy.error_rate = Some(ErrorRate { percent: rate.percent, min_requests: rate.min_requests, window });
+    }
+    if let Some(text) = &raw.probe_timeout {
+        policy.probe_timeout = positive_duration("breaker.probeTimeout", text)?;
+    }
+    Ok(policy)
+}
+
+fn check_latency(raw: &RawLatency) -> Result<LatencyPolicy, ConfigError> {
+    let mut policy = LatencyPolicy::default();
+    if let Some(text) = &raw.slow_ttfb {
+        policy.slow_ttfb = Some(positive_duration("latency.slowTtfb", text)?);
+    }
+    if let Some(text) = &raw.memory {
+        policy.memory = positive_duration("latency.memory", text)?;
+    }
+    Ok(policy)
+}
+
+fn check_rate_limit(raw: &RawRateLimit) -> Result<RateLimitPolicy, ConfigError> {
+    let mut policy = RateLimitPolicy::default();
+    if let Some(n) = raw.min_remaining_requests {
+        policy.min_remaining_requests = n;
+    }
+    if let Some(n) = raw.min_remaining_tokens {
+        policy.min_remaining_tokens = n;
+    }
+    if let Some(text) = &raw.default_reset {
+        policy.default_reset = positive_duration("rateLimit.defaultReset", text)?;
+    }
+    Ok(policy)
+}
+
+fn check_budget(raw: &RawBudget) -> Result<Budget, ConfigError> {
+    if raw.requests_per_day.is_none() && raw.tokens_per_day.is_none() {
+        return Err(invalid("budget", "set `requestsPerDay`, `tokensPerDay` or both"));
+    }
+    let utc_offset_minutes = match &raw.reset_utc_offset {
+        Some(text) => budget::parse_utc_offset(text).map_err(|r| invalid("budget.resetUtcOffset", r))?,
+        None => 0,
+    };
+    Ok(Budget { requests_per_day: raw.requests_per_day, tokens_per_day: raw.tokens_per_day, utc_offset_minutes })
 }
 
 fn check_cooldowns(raw: &RawCooldowns) -> Result<CooldownPolicy, ConfigError> {
@@ -400,8 +654,12 @@ fn check_cooldowns(raw: &RawCooldowns) -> Result<CooldownPolicy, ConfigError> {
         }
         Ok(d)
     };
+    let auth_failure = match raw.auth_failure.as_str() {
+        UNTIL_RESET => None,
+        text => Some(field("authFailure", text)?),
+    };
     let policy = CooldownPolicy {
-        auth_failure: field("authFailure", &raw.auth_failure)?,
+        auth_failure,
         rate_limited: field("rateLimited", &raw.rate_limited)?,
         max_retry_after: field("maxRetryAfter", &raw.max_retry_after)?,
         failure_base: field("failureBase", &raw.failure_base)?,
@@ -434,7 +692,7 @@ mod tests {
 
     fn attempt(json: &str) -> Result<AttemptConfig, ConfigError> {
         match parse(json.as_bytes(), &ENV)? {
-            Config::Attempt(a) => Ok(a),
+            Config::Attempt(a) => Ok(*a),
             other => panic!("expected an attempt config, got {other:?}"),
         }
     }
@@ -503,7 +761,9 @@ mod tests {
         assert_eq!(a.provider.base_path, "/v1");
         assert_eq!(a.provider.auth.style, AuthStyle::Bearer);
         assert_eq!(a.provider.auth.header_value().as_deref(), Some("Bearer sk-test-openai"));
-        assert_eq!(a.cooldowns, CooldownPolicy::default());
+        assert_eq!(a.health, HealthPolicy::default());
+        assert_eq!(a.rate_limit, RateLimitPolicy::default());
+        assert_eq!(a.budget, None);
     }
 
     #[test]
@@ -527,6 +787,13 @@ mod tests {
             (r#"{"role":"attempt","provider":{"name":"x","format":"openai","host":"h"},"cooldowns":{"authFailure":"1 hour"}}"#, "cooldowns.authFailure", "unknown unit"),
             (r#"{"role":"attempt","provider":{"name":"x","format":"openai","host":"h"},"cooldowns":{"rateLimited":"0s"}}"#, "cooldowns.rateLimited", "greater than 0"),
             (r#"{"role":"attempt","provider":{"name":"x","format":"openai","host":"h"},"cooldowns":{"failureBase":"10m","failureMax":"1m"}}"#, "cooldowns.failureMax", "not be shorter"),
+            (r#"{"role":"attempt","provider":{"name":"x","format":"openai","host":"h"},"breaker":{"consecutiveFailures":0}}"#, "breaker.consecutiveFailures", "at least 1"),
+            (r#"{"role":"attempt","provider":{"name":"x","format":"openai","host":"h"},"breaker":{"errorRate":{"percent":120}}}"#, "breaker.errorRate.percent", "between 1 and 100"),
+            (r#"{"role":"attempt","provider":{"name":"x","format":"openai","host":"h"},"latency":{"slowTtfb":"fast"}}"#, "latency.slowTtfb", ""),
+            (r#"{"role":"attempt","provider":{"name":"x","format":"openai","host":"h"},"budget":{}}"#, "budget", "requestsPerDay"),
+            (r#"{"role":"attempt","provider":{"name":"x","format":"openai","host":"h"},"budget":{"requestsPerDay":5,"resetUtcOffset":"KST"}}"#, "budget.resetUtcOffset", "UTC offset"),
+            (r#"{"role":"attempt","provider":{"name":"x","format":"openai","host":"h"},"prices":{"m":{"inputPerMTok":-1,"outputPerMTok":1}}}"#, "prices.m.inputPerMTok", "0 or more"),
+            (r#"{"role":"attempt","provider":{"name":"x","format":"openai","host":"h"},"breaker":{"halfOpen":1}}"#, "breaker.halfOpen", "unknown field"),
             (r#"{"role":"attempt","provider":{"name":"x","format":"openai","host":"h","apiKey":"sk-inline"}}"#, "provider.apiKey", "unknown field"),
         ];
         for (json, field, reason) in cases {

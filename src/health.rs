@@ -5,8 +5,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CooldownPolicy {
-    /// 401/403: a bad key does not heal by itself, so this is long; it still ends.
-    pub auth_failure: Duration,
+    /// 401/403: a bad key does not heal by itself. `None`: until an operator resets the
+    /// provider or the config changes.
+    pub auth_failure: Option<Duration>,
     /// 429 without a usable `Retry-After`. (A `Retry-After` on a 5xx extends its backoff.)
     pub rate_limited: Duration,
     /// The longest `Retry-After` believed.
@@ -19,7 +20,7 @@ pub struct CooldownPolicy {
 impl Default for CooldownPolicy {
     fn default() -> Self {
         CooldownPolicy {
-            auth_failure: Duration::from_secs(3600),
+            auth_failure: None,
             rate_limited: Duration::from_secs(30),
             max_retry_after: Duration::from_secs(3600),
             failure_base: Duration::from_secs(5),
@@ -99,64 +100,231 @@ impl Downstream<'_> {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakerPolicy {
+    /// Consecutive failures that open the breaker (1: the first failure does).
+    pub consecutive_failures: u32,
+    /// Or: an error rate over a window of recent attempts.
+    pub error_rate: Option<ErrorRate>,
+    /// How long a half-open provider's single probe is reserved for the request that claimed
+    /// it; past that another request may probe.
+    pub probe_timeout: Duration,
+}
+
+impl Default for BreakerPolicy {
+    fn default() -> Self {
+        BreakerPolicy { consecutive_failures: 1, error_rate: None, probe_timeout: Duration::from_secs(30) }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorRate {
+    pub percent: u32,
+    pub min_requests: u32,
+    pub window: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatencyPolicy {
+    /// Time to first byte above which a provider is slow: moved behind healthy ones.
+    pub slow_ttfb: Option<Duration>,
+    /// How long a measurement counts: a slow provider is tried first again after this, and
+    /// a measurement older than this is replaced, not averaged.
+    pub memory: Duration,
+}
+
+impl Default for LatencyPolicy {
+    fn default() -> Self {
+        LatencyPolicy { slow_ttfb: None, memory: Duration::from_secs(60) }
+    }
+}
+
+/// Everything that decides how an attempt's outcome changes its provider's health.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HealthPolicy {
+    pub cooldowns: CooldownPolicy,
+    pub breaker: BreakerPolicy,
+    pub latency: LatencyPolicy,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    Success { latency_ms: u64 },
+    Success {
+        ttfb_ms: u64,
+        total_ms: u64,
+        /// Rate-limit headers said the provider is nearly spent, until then.
+        near_limit_until_ms: Option<u64>,
+    },
     Failed { failure: Failure, status: u16, retry_after_ms: Option<u64> },
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    Closed,
+    Open,
+    /// The cooldown is over: one request may probe.
+    HalfOpen,
+}
+
+impl BreakerState {
+    pub fn name(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half_open",
+        }
+    }
+
+    /// For the breaker gauge.
+    pub fn number(self) -> u64 {
+        match self {
+            BreakerState::Closed => 0,
+            BreakerState::Open => 1,
+            BreakerState::HalfOpen => 2,
+        }
+    }
+}
+
+/// Cooldown end that only an operator's reset (or a new config) lifts.
+pub const UNTIL_RESET: u64 = u64::MAX;
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Health {
+    /// The breaker tripped; it stays open until `cooldown_until_ms`, then is half-open until a
+    /// probe succeeds.
+    pub open: bool,
     pub cooldown_until_ms: u64,
     pub consecutive_failures: u32,
     pub last_failure: Option<Failure>,
     pub last_status: u16,
-    pub latency_ms: u64,
+    /// A half-open provider's probe is taken until then.
+    pub probe_until_ms: u64,
+    /// Decaying averages, and when they were last measured.
+    pub ttfb_ms: u64,
+    pub total_ms: u64,
+    pub latency_at_ms: u64,
+    pub slow_until_ms: u64,
+    pub near_limit_until_ms: u64,
+    pub window_start_ms: u64,
+    pub window_requests: u32,
+    pub window_failures: u32,
+    /// The provider's daily budget is spent until then (the budget's next reset).
+    pub budget_spent_until_ms: u64,
+    /// A fingerprint of the provider's config when this was learned: a changed config (a new
+    /// key, another host) starts from a clean record.
+    pub config_tag: u64,
     pub updated_ms: u64,
 }
 
 impl Health {
+    pub fn state(&self, now_ms: u64) -> BreakerState {
+        match (self.open, now_ms < self.cooldown_until_ms) {
+            (false, _) => BreakerState::Closed,
+            (true, true) => BreakerState::Open,
+            (true, false) => BreakerState::HalfOpen,
+        }
+    }
+
     pub fn is_cooling(&self, now_ms: u64) -> bool {
-        now_ms < self.cooldown_until_ms
+        self.state(now_ms) == BreakerState::Open
+    }
+
+    /// Half-open with its probe already claimed by another request.
+    pub fn is_probing(&self, now_ms: u64) -> bool {
+        self.state(now_ms) == BreakerState::HalfOpen && now_ms < self.probe_until_ms
+    }
+
+    /// Tried, but behind providers that are neither slow nor nearly out of rate limit.
+    pub fn is_demoted(&self, now_ms: u64) -> bool {
+        now_ms < self.slow_until_ms || now_ms < self.near_limit_until_ms
     }
 
     pub fn remaining_ms(&self, now_ms: u64) -> u64 {
+        if !self.open {
+            return 0;
+        }
         self.cooldown_until_ms.saturating_sub(now_ms)
     }
 
-    pub fn after(&self, outcome: &Outcome, now_ms: u64, policy: &CooldownPolicy) -> Health {
+    /// Nothing a success would change but the latency: writing it can wait.
+    pub fn is_clean(&self, now_ms: u64) -> bool {
+        !self.open && self.consecutive_failures == 0 && self.last_failure.is_none() && !self.is_demoted(now_ms)
+    }
+
+    pub fn after(&self, outcome: &Outcome, now_ms: u64, policy: &HealthPolicy) -> Health {
+        let mut next = self.clone();
+        next.updated_ms = now_ms;
+        let window = policy.breaker.error_rate.as_ref().map(|rate| duration_ms(rate.window));
+        if window.is_some_and(|w| now_ms.saturating_sub(next.window_start_ms) >= w) {
+            next.window_start_ms = now_ms;
+            next.window_requests = 0;
+            next.window_failures = 0;
+        }
+        next.window_requests = next.window_requests.saturating_add(1);
         match *outcome {
-            Outcome::Success { latency_ms } => Health {
-                cooldown_until_ms: 0,
-                consecutive_failures: 0,
-                last_failure: None,
-                last_status: 200,
-                latency_ms: if self.latency_ms == 0 { latency_ms } else { (3 * self.latency_ms + latency_ms) / 4 },
-                updated_ms: now_ms,
-            },
+            Outcome::Success { ttfb_ms, total_ms, near_limit_until_ms } => {
+                next.open = false;
+                next.cooldown_until_ms = 0;
+                next.probe_until_ms = 0;
+                next.consecutive_failures = 0;
+                next.last_failure = None;
+                next.last_status = 200;
+                let memory = duration_ms(policy.latency.memory);
+                let measured = self.ttfb_ms != 0 || self.total_ms != 0;
+                let fresh = measured && now_ms.saturating_sub(self.latency_at_ms) < memory;
+                next.ttfb_ms = if fresh { (3 * self.ttfb_ms + ttfb_ms) / 4 } else { ttfb_ms };
+                next.total_ms = if fresh { (3 * self.total_ms + total_ms) / 4 } else { total_ms };
+                next.latency_at_ms = now_ms;
+                let slow = policy.latency.slow_ttfb.is_some_and(|limit| next.ttfb_ms > duration_ms(limit));
+                next.slow_until_ms = if slow { now_ms.saturating_add(memory) } else { 0 };
+                next.near_limit_until_ms = near_limit_until_ms.unwrap_or(0);
+            }
             Outcome::Failed { failure, status, retry_after_ms } => {
-                let failures = self.consecutive_failures.saturating_add(1);
-                let cooldown = cooldown_ms(failure, failures, retry_after_ms, policy);
-                Health {
-                    cooldown_until_ms: self.cooldown_until_ms.max(now_ms.saturating_add(cooldown)),
-                    consecutive_failures: failures,
-                    last_failure: Some(failure),
-                    last_status: status,
-                    latency_ms: self.latency_ms,
-                    updated_ms: now_ms,
+                next.window_failures = next.window_failures.saturating_add(1);
+                next.consecutive_failures = self.consecutive_failures.saturating_add(1);
+                next.last_failure = Some(failure);
+                next.last_status = status;
+                let probe_failed = self.state(now_ms) == BreakerState::HalfOpen;
+                let trips = probe_failed
+                    || failure == Failure::Unauthorized
+                    || next.consecutive_failures >= policy.breaker.consecutive_failures.max(1)
+                    || policy.breaker.error_rate.as_ref().is_some_and(|rate| {
+                        next.window_requests >= rate.min_requests
+                            && u64::from(next.window_failures) * 100 >= u64::from(rate.percent) * u64::from(next.window_requests)
+                    });
+                if trips {
+                    // Backoff doubles for each failure past the one that tripped the breaker.
+                    let beyond = next.consecutive_failures.saturating_sub(policy.breaker.consecutive_failures.max(1));
+                    let cooldown = cooldown_ms(failure, beyond + 1, retry_after_ms, &policy.cooldowns);
+                    let base = if self.state(now_ms) == BreakerState::Open { self.cooldown_until_ms } else { 0 };
+                    next.open = true;
+                    next.cooldown_until_ms = base.max(now_ms.saturating_add(cooldown));
+                    next.probe_until_ms = 0;
                 }
             }
         }
+        next
     }
 
     pub fn encode(&self) -> Vec<u8> {
         format!(
-            "v1 {} {} {} {} {} {}",
+            "v2 {} {} {} {} {} {} {} {} {} {} {} {} {} {} {} {} {}",
+            u8::from(self.open),
             self.cooldown_until_ms,
             self.consecutive_failures,
             self.last_failure.map_or("-", Failure::name),
             self.last_status,
-            self.latency_ms,
+            self.probe_until_ms,
+            self.ttfb_ms,
+            self.total_ms,
+            self.latency_at_ms,
+            self.slow_until_ms,
+            self.near_limit_until_ms,
+            self.window_start_ms,
+            self.window_requests,
+            self.window_failures,
+            self.budget_spent_until_ms,
+            self.config_tag,
             self.updated_ms
         )
         .into_bytes()
@@ -165,28 +333,49 @@ impl Health {
     pub fn decode(bytes: &[u8]) -> Option<Health> {
         let text = std::str::from_utf8(bytes).ok()?;
         let mut parts = text.split(' ');
-        if parts.next()? != "v1" {
+        if parts.next()? != "v2" {
             return None;
         }
+        let mut number = || -> Option<u64> { parts.next()?.parse().ok() };
+        let open = number()? == 1;
+        let cooldown_until_ms = number()?;
+        let consecutive_failures = u32::try_from(number()?).ok()?;
+        let last_failure = match parts.next()? {
+            "-" => None,
+            name => Some(Failure::from_name(name)?),
+        };
+        let mut number = || -> Option<u64> { parts.next()?.parse().ok() };
         let health = Health {
-            cooldown_until_ms: parts.next()?.parse().ok()?,
-            consecutive_failures: parts.next()?.parse().ok()?,
-            last_failure: match parts.next()? {
-                "-" => None,
-                name => Some(Failure::from_name(name)?),
-            },
-            last_status: parts.next()?.parse().ok()?,
-            latency_ms: parts.next()?.parse().ok()?,
-            updated_ms: parts.next()?.parse().ok()?,
+            open,
+            cooldown_until_ms,
+            consecutive_failures,
+            last_failure,
+            last_status: u16::try_from(number()?).ok()?,
+            probe_until_ms: number()?,
+            ttfb_ms: number()?,
+            total_ms: number()?,
+            latency_at_ms: number()?,
+            slow_until_ms: number()?,
+            near_limit_until_ms: number()?,
+            window_start_ms: number()?,
+            window_requests: u32::try_from(number()?).ok()?,
+            window_failures: u32::try_from(number()?).ok()?,
+            budget_spent_until_ms: number()?,
+            config_tag: number()?,
+            updated_ms: number()?,
         };
         parts.next().is_none().then_some(health)
     }
 }
 
+fn duration_ms(d: Duration) -> u64 {
+    d.as_millis().min(u128::from(u64::MAX)) as u64
+}
+
 fn cooldown_ms(failure: Failure, failures: u32, retry_after_ms: Option<u64>, policy: &CooldownPolicy) -> u64 {
-    let ms = |d: Duration| d.as_millis().min(u64::MAX as u128) as u64;
+    let ms = duration_ms;
     match failure {
-        Failure::Unauthorized => ms(policy.auth_failure),
+        Failure::Unauthorized => policy.auth_failure.map_or(UNTIL_RESET, ms),
         Failure::RateLimited => match retry_after_ms {
             Some(after) => after.min(ms(policy.max_retry_after)),
             None => ms(policy.rate_limited),
@@ -244,7 +433,7 @@ const CAS_ATTEMPTS: usize = 10;
 
 /// Every provider's record under one key, so a request reads all the health it needs in a
 /// single host call.
-pub const TABLE_KEY: &str = "llm-failover/v1/health";
+pub const TABLE_KEY: &str = "llm-failover/v2/health";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HealthTable {
@@ -252,6 +441,10 @@ pub struct HealthTable {
 }
 
 impl HealthTable {
+    pub fn records(&self) -> &[(String, Health)] {
+        &self.records
+    }
+
     /// A provider never recorded is healthy.
     pub fn get(&self, provider: &str) -> Health {
         self.records.iter().find(|(name, _)| name == provider).map(|(_, h)| h.clone()).unwrap_or_default()
@@ -299,24 +492,32 @@ pub fn ensure_table(store: &dyn SharedStore) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Applies `outcome` to the provider's record in one bounded compare-and-swap loop, so updates
-/// from concurrent workers are never lost.
-pub fn record(
-    store: &dyn SharedStore,
-    provider: &str,
-    outcome: &Outcome,
-    now_ms: u64,
-    policy: &CooldownPolicy,
-) -> Result<Health, StoreError> {
+/// The record of a model at a provider: its own breaker, beside the provider's.
+pub fn model_key(provider: &str, model: &str) -> String {
+    let model: String = model.chars().map(|c| if c.is_whitespace() || c.is_control() { '_' } else { c }).collect();
+    format!("{provider}/{model}")
+}
+
+/// Which record a failure belongs to: a bad key or a dead host is the provider's; a rate
+/// limit or an overloaded model may be one model's only.
+pub fn failure_is_the_models(failure: Failure) -> bool {
+    matches!(failure, Failure::RateLimited | Failure::ServerError)
+}
+
+/// One bounded compare-and-swap loop over the table: `change` edits it (returning what the
+/// caller wants back, or `None` for nothing to write), and a lost race starts over, so
+/// concurrent workers never lose an update.
+fn update<T>(store: &dyn SharedStore, mut change: impl FnMut(&mut HealthTable) -> Option<T>) -> Result<Option<T>, StoreError> {
     for _ in 0..CAS_ATTEMPTS {
         let (mut table, version) = match store.get(TABLE_KEY) {
             Some((bytes, version)) => (HealthTable::decode(&bytes), Some(version)),
             None => (HealthTable::default(), None),
         };
-        let next = table.get(provider).after(outcome, now_ms, policy);
-        table.set(provider, next.clone());
+        let Some(result) = change(&mut table) else {
+            return Ok(None);
+        };
         match store.set(TABLE_KEY, &table.encode(), version) {
-            Ok(()) => return Ok(next),
+            Ok(()) => return Ok(Some(result)),
             Err(StoreError::CasMismatch) => continue,
             Err(other) => return Err(other),
         }
@@ -324,11 +525,94 @@ pub fn record(
     Err(StoreError::CasMismatch)
 }
 
-impl Health {
-    /// Nothing a success would change but the latency: writing it can wait.
-    pub fn is_clean(&self, now_ms: u64) -> bool {
-        self.consecutive_failures == 0 && self.last_failure.is_none() && !self.is_cooling(now_ms)
-    }
+/// Applies an attempt's outcome: a failure to the record it belongs to (the provider's or the
+/// model's), a success to both. Returns the record the outcome changed.
+pub fn record(
+    store: &dyn SharedStore,
+    provider: &str,
+    model: Option<&str>,
+    outcome: &Outcome,
+    now_ms: u64,
+    policy: &HealthPolicy,
+) -> Result<Health, StoreError> {
+    let model_key = model.map(|m| model_key(provider, m));
+    let changed = update(store, |table| {
+        let key = match (outcome, &model_key) {
+            (Outcome::Failed { failure, .. }, Some(key)) if failure_is_the_models(*failure) => key.as_str(),
+            _ => provider,
+        };
+        let next = table.get(key).after(outcome, now_ms, policy);
+        table.set(key, next.clone());
+        if let (Outcome::Success { .. }, Some(key)) = (outcome, &model_key) {
+            let model_health = table.get(key);
+            if model_health != Health::default() {
+                table.set(key, model_health.after(outcome, now_ms, policy));
+            }
+        }
+        Some(next)
+    })?;
+    changed.ok_or(StoreError::CasMismatch)
+}
+
+/// Claims the single probe of a half-open record for one request. `false` when the record is
+/// not half-open or another request (on any worker) claimed it first.
+pub fn claim_probe(store: &dyn SharedStore, key: &str, now_ms: u64, probe_timeout: Duration) -> Result<bool, StoreError> {
+    let claimed = update(store, |table| {
+        let mut health = table.get(key);
+        if health.state(now_ms) != BreakerState::HalfOpen || health.is_probing(now_ms) {
+            return None;
+        }
+        health.probe_until_ms = now_ms.saturating_add(duration_ms(probe_timeout));
+        table.set(key, health);
+        Some(())
+    })?;
+    Ok(claimed.is_some())
+}
+
+/// Marks the provider's budget spent until `until_ms`.
+pub fn budget_spent(store: &dyn SharedStore, provider: &str, until_ms: u64) -> Result<(), StoreError> {
+    update(store, |table| {
+        let mut health = table.get(provider);
+        if health.budget_spent_until_ms == until_ms {
+            return None;
+        }
+        health.budget_spent_until_ms = until_ms;
+        table.set(provider, health);
+        Some(())
+    })
+    .map(|_| ())
+}
+
+/// Starts the provider (and its models) from clean records when its config changed since
+/// they were written; returns whether it did.
+pub fn adopt_config(store: &dyn SharedStore, provider: &str, tag: u64) -> Result<bool, StoreError> {
+    let adopted = update(store, |table| {
+        if table.get(provider).config_tag == tag {
+            return None;
+        }
+        let prefix = format!("{provider}/");
+        table.records.retain(|(key, _)| key != provider && !key.starts_with(&prefix));
+        table.set(provider, Health { config_tag: tag, ..Health::default() });
+        Some(())
+    })?;
+    Ok(adopted.is_some())
+}
+
+/// Forgets what was learned about one provider (and its models), or about all: an operator's
+/// reset. Returns how many records were removed.
+pub fn reset(store: &dyn SharedStore, provider: Option<&str>) -> Result<usize, StoreError> {
+    let removed = update(store, |table| {
+        let before = table.records.len();
+        match provider {
+            Some(name) => {
+                let prefix = format!("{name}/");
+                table.records.retain(|(key, _)| key != name && !key.starts_with(&prefix));
+            }
+            None => table.records.clear(),
+        }
+        Some(before - table.records.len())
+    })?;
+    Ok(removed.unwrap_or(0))
 }
 
 #[cfg(test)]
@@ -376,11 +660,14 @@ pub mod tests {
     }
 
     const S: u64 = 1000;
-    fn policy() -> CooldownPolicy {
-        CooldownPolicy::default()
+    fn policy() -> HealthPolicy {
+        HealthPolicy::default()
     }
     fn failed(failure: Failure, status: u16) -> Outcome {
         Outcome::Failed { failure, status, retry_after_ms: None }
+    }
+    fn success(ttfb_ms: u64) -> Outcome {
+        Outcome::Success { ttfb_ms, total_ms: ttfb_ms * 2, near_limit_until_ms: None }
     }
 
     #[test]
@@ -412,12 +699,57 @@ pub mod tests {
         assert_eq!(Failure::from_unanswered("", &other_flags), Some(Failure::NoResponse));
     }
 
+    /// Replays outcomes at given times and reports the breaker state after each.
+    fn replay(policy: &HealthPolicy, steps: &[(u64, Outcome)]) -> Vec<(BreakerState, u64)> {
+        let mut h = Health::default();
+        steps
+            .iter()
+            .map(|(at, outcome)| {
+                h = h.after(outcome, *at, policy);
+                (h.state(*at), h.remaining_ms(*at) / S)
+            })
+            .collect()
+    }
+
     #[test]
-    fn unauthorized_cools_long_but_not_forever() {
-        let now = 1_000 * S;
-        let h = Health::default().after(&failed(Failure::Unauthorized, 401), now, &policy());
-        assert!(h.is_cooling(now + 3599 * S));
-        assert!(!h.is_cooling(now + 3600 * S));
+    fn breaker_transitions_table() {
+        use BreakerState::*;
+        let e503 = failed(Failure::ServerError, 503);
+        let default = HealthPolicy::default();
+        let three = HealthPolicy { breaker: BreakerPolicy { consecutive_failures: 3, ..BreakerPolicy::default() }, ..policy() };
+        let rate = HealthPolicy {
+            breaker: BreakerPolicy {
+                consecutive_failures: 100,
+                error_rate: Some(ErrorRate { percent: 50, min_requests: 4, window: Duration::from_secs(60) }),
+                ..BreakerPolicy::default()
+            },
+            ..policy()
+        };
+        type Case<'a> = (&'a str, &'a HealthPolicy, Vec<(u64, Outcome)>, Vec<(BreakerState, u64)>);
+        let cases: Vec<Case> = vec![
+            ("one failure opens by default", &default, vec![(0, e503)], vec![(Open, 5)]),
+            ("closed stays closed below the threshold", &three, vec![(0, e503), (S, e503)], vec![(Closed, 0), (Closed, 0)]),
+            ("the third consecutive failure opens", &three, vec![(0, e503), (S, e503), (2 * S, e503)], vec![(Closed, 0), (Closed, 0), (Open, 5)]),
+            ("a success resets the count", &three, vec![(0, e503), (S, e503), (2 * S, success(10)), (3 * S, e503)], vec![(Closed, 0), (Closed, 0), (Closed, 0), (Closed, 0)]),
+            ("open becomes half-open when the cooldown ends", &default, vec![(0, e503), (5 * S, e503)], vec![(Open, 5), (Open, 10)]),
+            ("a failed probe re-opens with a longer backoff", &default, vec![(0, e503), (6 * S, e503), (17 * S, e503)], vec![(Open, 5), (Open, 10), (Open, 20)]),
+            ("a successful probe closes", &default, vec![(0, e503), (6 * S, success(10))], vec![(Open, 5), (Closed, 0)]),
+            ("error rate below min requests does not open", &rate, vec![(0, e503), (S, e503), (2 * S, e503)], vec![(Closed, 0), (Closed, 0), (Closed, 0)]),
+            ("error rate over the window opens", &rate, vec![(0, success(1)), (S, e503), (2 * S, success(1)), (3 * S, e503)], vec![(Closed, 0), (Closed, 0), (Closed, 0), (Open, 5)]),
+            ("a new window forgets old failures", &rate, vec![(0, e503), (S, e503), (2 * S, e503), (70 * S, e503)], vec![(Closed, 0), (Closed, 0), (Closed, 0), (Closed, 0)]),
+            ("401 opens until reset", &default, vec![(0, failed(Failure::Unauthorized, 401)), (999_999 * S, success(1))], vec![(Open, UNTIL_RESET / S), (Closed, 0)]),
+        ];
+        for (name, policy, steps, expected) in cases {
+            assert_eq!(replay(policy, &steps), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn unauthorized_may_be_configured_to_end() {
+        let p = HealthPolicy { cooldowns: CooldownPolicy { auth_failure: Some(Duration::from_secs(60)), ..CooldownPolicy::default() }, ..policy() };
+        let h = Health::default().after(&failed(Failure::Unauthorized, 401), 0, &p);
+        assert!(h.is_cooling(59 * S));
+        assert_eq!(h.state(60 * S), BreakerState::HalfOpen);
     }
 
     #[test]
@@ -451,24 +783,37 @@ pub mod tests {
     }
 
     #[test]
-    fn success_clears_cooldown_and_failures() {
+    fn a_short_cooldown_never_shortens_a_longer_one() {
         let now = 10 * S;
-        let h = Health::default().after(&failed(Failure::ConnectFailure, 0), now, &policy());
-        assert!(h.is_cooling(now));
-        let h = h.after(&Outcome::Success { latency_ms: 120 }, now + 1, &policy());
-        assert!(!h.is_cooling(now + 1));
-        assert_eq!(h.consecutive_failures, 0);
-        assert_eq!(h.latency_ms, 120);
-        let h = h.after(&Outcome::Success { latency_ms: 40 }, now + 2, &policy());
-        assert_eq!(h.latency_ms, 100);
+        let h = Health::default().after(&failed(Failure::RateLimited, 429), now, &policy());
+        let h2 = h.after(&failed(Failure::ServerError, 503), now + S, &policy());
+        assert_eq!(h2.cooldown_until_ms, h.cooldown_until_ms);
     }
 
     #[test]
-    fn a_short_cooldown_never_shortens_a_longer_one() {
-        let now = 10 * S;
-        let h = Health::default().after(&failed(Failure::Unauthorized, 401), now, &policy());
-        let h2 = h.after(&failed(Failure::ServerError, 503), now + S, &policy());
-        assert_eq!(h2.cooldown_until_ms, h.cooldown_until_ms);
+    fn latency_decays_and_a_stale_average_is_replaced() {
+        let p = HealthPolicy {
+            latency: LatencyPolicy { slow_ttfb: Some(Duration::from_millis(300)), memory: Duration::from_secs(10) },
+            ..policy()
+        };
+        let h = Health::default().after(&success(400), 0, &p);
+        assert_eq!((h.ttfb_ms, h.total_ms), (400, 800));
+        assert!(h.is_demoted(S) && h.is_demoted(10 * S - 1) && !h.is_demoted(10 * S), "slow for the memory");
+        let h = h.after(&success(200), S, &p);
+        assert_eq!(h.ttfb_ms, 350, "averaged while fresh");
+        assert!(h.is_demoted(S));
+        let h = h.after(&success(20), 20 * S, &p);
+        assert_eq!(h.ttfb_ms, 20, "a stale average is replaced");
+        assert!(!h.is_demoted(20 * S));
+        assert!(h.is_clean(20 * S));
+    }
+
+    #[test]
+    fn rate_limit_headers_demote_until_the_reset() {
+        let h = Health::default().after(&Outcome::Success { ttfb_ms: 1, total_ms: 1, near_limit_until_ms: Some(9 * S) }, 0, &policy());
+        assert!(h.is_demoted(8 * S) && !h.is_demoted(9 * S));
+        assert!(!h.is_clean(0));
+        assert_eq!(h.state(0), BreakerState::Closed);
     }
 
     #[test]
@@ -485,22 +830,36 @@ pub mod tests {
     #[test]
     fn records_round_trip_and_garbage_reads_as_healthy() {
         let h = Health {
-            cooldown_until_ms: 5,
+            open: true,
+            cooldown_until_ms: UNTIL_RESET,
             consecutive_failures: 2,
             last_failure: Some(Failure::RateLimited),
             last_status: 429,
-            latency_ms: 80,
-            updated_ms: 4,
+            probe_until_ms: 3,
+            ttfb_ms: 80,
+            total_ms: 900,
+            latency_at_ms: 4,
+            slow_until_ms: 5,
+            near_limit_until_ms: 6,
+            window_start_ms: 7,
+            window_requests: 8,
+            window_failures: 9,
+            budget_spent_until_ms: 11,
+            config_tag: 12,
+            updated_ms: 10,
         };
-        assert_eq!(Health::decode(&h.encode()), Some(h));
-        assert_eq!(Health::decode(b"v1 1 2 3"), None);
-        assert_eq!(Health::decode(b"v1 1 2 bogus 4 5 6"), None);
-        assert_eq!(Health::decode(b"v0 1 2 - 4 5 6"), None);
-        let table = HealthTable::decode(b"p v1 1 2 - 4 5 6\n\xff garbage\nq v1 x\nr v1 9 0 - 200 7 8\n");
-        assert_eq!(table.get("p").consecutive_failures, 2);
-        assert_eq!(table.get("q"), Health::default());
-        assert_eq!(table.get("r").cooldown_until_ms, 9);
-        assert_eq!(HealthTable::decode(&table.encode()), table);
+        assert_eq!(Health::decode(&h.encode()), Some(h.clone()));
+        assert_eq!(Health::decode(b"v2 1 2 3"), None);
+        assert_eq!(Health::decode(b"v1 1 2 - 4 5 6"), None, "a record of an older layout reads as healthy");
+        let mut table = HealthTable::default();
+        table.set("p", h.clone());
+        table.set("p/gpt-4o", Health::default());
+        let mut bytes = table.encode();
+        bytes.extend_from_slice(b"\xff garbage\nq v2 x\n");
+        let read = HealthTable::decode(&bytes);
+        assert_eq!(read.get("p"), h);
+        assert_eq!(read.get("q"), Health::default());
+        assert_eq!(read.records().len(), 2);
     }
 
     #[test]
@@ -515,7 +874,7 @@ pub mod tests {
         let store = MemoryStore::default();
         ensure_table(&store).unwrap();
         store.conflicts.set(3);
-        let h = record(&store, "p", &failed(Failure::ServerError, 503), 0, &policy()).unwrap();
+        let h = record(&store, "p", None, &failed(Failure::ServerError, 503), 0, &policy()).unwrap();
         assert_eq!(h.consecutive_failures, 1);
         assert_eq!(read(&store).0.get("p"), h);
     }
@@ -525,7 +884,7 @@ pub mod tests {
         let store = MemoryStore::default();
         ensure_table(&store).unwrap();
         store.conflicts.set(CAS_ATTEMPTS);
-        assert_eq!(record(&store, "p", &failed(Failure::ServerError, 503), 0, &policy()), Err(StoreError::CasMismatch));
+        assert_eq!(record(&store, "p", None, &failed(Failure::ServerError, 503), 0, &policy()), Err(StoreError::CasMismatch));
         assert_eq!(read(&store).0.get("p"), Health::default());
     }
 
@@ -535,14 +894,79 @@ pub mod tests {
         let store = MemoryStore::default();
         ensure_table(&store).unwrap();
         let (_, stale) = store.get(TABLE_KEY).unwrap();
-        record(&store, "p", &failed(Failure::ServerError, 503), 0, &policy()).unwrap();
+        record(&store, "p", None, &failed(Failure::ServerError, 503), 0, &policy()).unwrap();
         let lost = store.set(TABLE_KEY, &HealthTable::default().encode(), Some(stale));
         assert_eq!(lost, Err(StoreError::CasMismatch));
-        record(&store, "q", &failed(Failure::RateLimited, 429), 0, &policy()).unwrap();
-        record(&store, "p", &failed(Failure::ServerError, 503), 0, &policy()).unwrap();
+        record(&store, "q", None, &failed(Failure::RateLimited, 429), 0, &policy()).unwrap();
+        record(&store, "p", None, &failed(Failure::ServerError, 503), 10 * S, &policy()).unwrap();
         let (table, _) = read(&store);
         assert_eq!(table.get("p").consecutive_failures, 2);
         assert_eq!(table.get("q").last_failure, Some(Failure::RateLimited));
+    }
+
+    #[test]
+    fn failures_go_to_the_provider_or_the_model_success_clears_both() {
+        let store = MemoryStore::default();
+        ensure_table(&store).unwrap();
+        record(&store, "p", Some("gpt-4o"), &failed(Failure::RateLimited, 429), 0, &policy()).unwrap();
+        record(&store, "p", Some("gpt-4o"), &failed(Failure::ConnectFailure, 0), 0, &policy()).unwrap();
+        let (table, _) = read(&store);
+        assert_eq!(table.get("p/gpt-4o").last_failure, Some(Failure::RateLimited));
+        assert_eq!(table.get("p").last_failure, Some(Failure::ConnectFailure));
+        record(&store, "p", Some("gpt-4o"), &success(5), 60 * S, &policy()).unwrap();
+        let (table, _) = read(&store);
+        assert_eq!(table.get("p/gpt-4o").state(60 * S), BreakerState::Closed);
+        assert_eq!(table.get("p").state(60 * S), BreakerState::Closed);
+        assert_eq!(model_key("p", "a b\n"), "p/a_b_");
+    }
+
+    #[test]
+    fn exactly_one_claim_wins_the_probe() {
+        let store = MemoryStore::default();
+        ensure_table(&store).unwrap();
+        record(&store, "p", None, &failed(Failure::ServerError, 503), 0, &policy()).unwrap();
+        let timeout = Duration::from_secs(30);
+        assert!(!claim_probe(&store, "p", 4 * S, timeout).unwrap(), "still open");
+        let claims: Vec<bool> = (0..32).map(|_| claim_probe(&store, "p", 5 * S, timeout).unwrap()).collect();
+        assert_eq!(claims.iter().filter(|c| **c).count(), 1);
+        assert!(claims[0]);
+        assert!(claim_probe(&store, "p", 35 * S, timeout).unwrap(), "an abandoned probe can be claimed again");
+        assert!(!claim_probe(&store, "healthy", 5 * S, timeout).unwrap());
+        store.conflicts.set(2);
+        assert!(claim_probe(&store, "p", 70 * S, timeout).unwrap(), "a lost race is retried");
+    }
+
+    #[test]
+    fn reset_forgets_one_provider_and_its_models_or_all() {
+        let store = MemoryStore::default();
+        ensure_table(&store).unwrap();
+        for key in ["p", "q"] {
+            record(&store, key, Some("m"), &failed(Failure::RateLimited, 429), 0, &policy()).unwrap();
+            record(&store, key, None, &failed(Failure::Unauthorized, 401), 0, &policy()).unwrap();
+        }
+        assert_eq!(reset(&store, Some("p")).unwrap(), 2);
+        let (table, _) = read(&store);
+        assert_eq!(table.get("p"), Health::default());
+        assert!(table.get("q").open);
+        assert_eq!(reset(&store, None).unwrap(), 2);
+        assert!(read(&store).0.records().is_empty());
+    }
+
+    #[test]
+    fn a_changed_config_starts_clean_and_a_budget_mark_sticks() {
+        let store = MemoryStore::default();
+        ensure_table(&store).unwrap();
+        assert!(adopt_config(&store, "p", 7).unwrap());
+        record(&store, "p", Some("m"), &failed(Failure::RateLimited, 429), 0, &policy()).unwrap();
+        record(&store, "p", None, &failed(Failure::Unauthorized, 401), 0, &policy()).unwrap();
+        budget_spent(&store, "p", 99).unwrap();
+        assert!(!adopt_config(&store, "p", 7).unwrap(), "same config: nothing forgotten");
+        let (table, _) = read(&store);
+        assert!(table.get("p").open && table.get("p").config_tag == 7 && table.get("p").budget_spent_until_ms == 99);
+        assert!(adopt_config(&store, "p", 8).unwrap());
+        let (table, _) = read(&store);
+        assert_eq!(table.get("p"), Health { config_tag: 8, ..Health::default() });
+        assert_eq!(table.get("p/m"), Health::default());
     }
 
     #[test]
@@ -552,6 +976,6 @@ pub mod tests {
         let failed_once = h.after(&failed(Failure::ServerError, 503), 0, &policy());
         assert!(!failed_once.is_clean(0));
         assert!(!failed_once.is_clean(10 * 60 * S), "failures still to reset after the cooldown");
-        assert!(failed_once.after(&Outcome::Success { latency_ms: 1 }, 1, &policy()).is_clean(1));
+        assert!(failed_once.after(&success(1), 1, &policy()).is_clean(1));
     }
 }

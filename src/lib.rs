@@ -4,6 +4,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
+pub mod budget;
 pub mod chat;
 pub mod config;
 pub mod duration;
@@ -14,6 +15,7 @@ pub mod provider;
 pub mod proxy_map;
 pub mod routing;
 pub mod sse;
+pub mod usage;
 
 #[cfg(target_arch = "wasm32")]
 mod host;

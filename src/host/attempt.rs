@@ -1,7 +1,8 @@
 //! Attempt role: an upstream HTTP filter on one provider's cluster, run once per attempt. It
 //! rewrites the attempt for its provider and records how the provider answered.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
@@ -9,13 +10,15 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 
 use super::abi::{self, HostStore, RequestHeaders};
-use super::counters::Counter;
+use super::counters::{self, Counter, Gauge, Histogram};
 use super::{health_view, log, now_ms};
 use crate::chat;
 use crate::config::{AttemptConfig, CHAT_SUFFIX};
 use crate::health::{self, Downstream, Failure, Outcome};
 use crate::provider::openai::{self, AnswerContext, ChatRequest};
 use crate::provider::StreamTranslator;
+use crate::usage::{RateLimitHeaders, UsageScanner};
+use crate::budget;
 
 pub const PROVIDER_HEADER: &str = "x-llm-provider";
 pub const MODEL_HEADER: &str = "x-llm-model";
@@ -37,27 +40,68 @@ struct Counters {
     served: Counter,
     /// In the order of `Failure::ALL`.
     failover: Vec<Counter>,
+    budget_spent: Counter,
+    ttfb_ms: Histogram,
+    total_ms: Histogram,
+    breaker: Gauge,
+}
+
+/// Token and cost counters of one model at the provider, defined when first served.
+struct ModelCounters {
+    prompt_tokens: Counter,
+    completion_tokens: Counter,
+    cost_micro_usd: Counter,
 }
 
 pub struct AttemptRole {
     config: AttemptConfig,
     counters: Counters,
+    models: RefCell<HashMap<String, Rc<ModelCounters>>>,
     latency_written_ms: Cell<u64>,
 }
+
+/// Models a provider may be asked for are the clients' to name: past this many, the rest are
+/// counted under one name so that metrics stay bounded.
+const MAX_MODEL_METRICS: usize = 64;
 
 impl AttemptRole {
     pub fn new(config: AttemptConfig) -> AttemptRole {
         let name = &config.provider.name;
-        let counter = |event: &str| Counter::define(&format!("llm_failover.provider.{name}.{event}"));
+        let metric = |event: &str| format!("llm_failover.provider.{name}.{event}");
         let counters = Counters {
-            attempts: counter("attempts"),
-            served: counter("served"),
-            failover: Failure::ALL.iter().map(|f| counter(&format!("failover.{}", f.name()))).collect(),
+            attempts: Counter::define(&metric("attempts")),
+            served: Counter::define(&metric("served")),
+            failover: Failure::ALL.iter().map(|f| Counter::define(&metric(&format!("failover.{}", f.name())))).collect(),
+            budget_spent: Counter::define(&metric("budget_spent")),
+            ttfb_ms: Histogram::define(&metric("ttfb_ms")),
+            total_ms: Histogram::define(&metric("total_ms")),
+            breaker: Gauge::define(&metric("breaker")),
         };
         if let Err(error) = health::ensure_table(&HostStore) {
             log(LogLevel::Warn, &format!("llm-failover: cannot create the health table: {error:?}"));
         }
-        AttemptRole { config, counters, latency_written_ms: Cell::new(0) }
+        match health::adopt_config(&HostStore, name, config.provider.fingerprint()) {
+            Ok(true) => log(LogLevel::Info, &format!("llm-failover: provider `{name}` has a new config: its health starts clean")),
+            Ok(false) => {}
+            Err(error) => log(LogLevel::Warn, &format!("llm-failover: health of `{name}` not reset for its new config: {error:?}")),
+        }
+        AttemptRole { config, counters, models: RefCell::new(HashMap::new()), latency_written_ms: Cell::new(0) }
+    }
+
+    fn model_counters(&self, model: &str) -> Rc<ModelCounters> {
+        let mut models = self.models.borrow_mut();
+        let part = if models.len() < MAX_MODEL_METRICS || models.contains_key(model) { counters::name_part(model) } else { "other".into() };
+        models
+            .entry(part.clone())
+            .or_insert_with(|| {
+                let metric = |event: &str| format!("llm_failover.provider.{}.model.{part}.{event}", self.config.provider.name);
+                Rc::new(ModelCounters {
+                    prompt_tokens: Counter::define(&metric("prompt_tokens")),
+                    completion_tokens: Counter::define(&metric("completion_tokens")),
+                    cost_micro_usd: Counter::define(&metric("cost_micro_usd")),
+                })
+            })
+            .clone()
     }
 }
 
@@ -84,10 +128,20 @@ pub struct AttemptFilter {
     answer_context: Option<AnswerContext>,
     answer: Answer,
     status: u16,
+    /// The model the client asked for: the key of this model's own breaker.
+    requested_model: Option<String>,
+    ttfb_ms: u64,
+    near_limit_until_ms: Option<u64>,
+    usage: UsageScanner,
+    /// The provider answered 2xx; the success is recorded once the answer is complete.
+    success: bool,
+    /// Read the client's model from the body without holding it.
+    peek_model: bool,
 }
 
 impl AttemptFilter {
     pub fn new(context_id: u32, role: Rc<AttemptRole>) -> AttemptFilter {
+        let usage = UsageScanner::new(role.config.provider.format);
         AttemptFilter {
             context_id,
             role,
@@ -100,6 +154,12 @@ impl AttemptFilter {
             answer_context: None,
             answer: Answer::Pass,
             status: 0,
+            requested_model: None,
+            ttfb_ms: 0,
+            near_limit_until_ms: None,
+            usage,
+            success: false,
+            peek_model: false,
         }
     }
 
@@ -107,17 +167,74 @@ impl AttemptFilter {
         &self.role.config.provider.name
     }
 
+    /// The answer is complete: latency, tokens, cost and budget, and the health write a
+    /// success needs.
     fn succeeded(&self, now: u64) {
         let role = &self.role;
+        let config = &role.config;
         role.counters.served.inc();
+        let ttfb_ms = self.ttfb_ms;
+        let total_ms = now.saturating_sub(self.started_ms);
+        role.counters.ttfb_ms.record(ttfb_ms);
+        role.counters.total_ms.record(total_ms);
+        let model = self.model.as_deref().unwrap_or("unknown");
+        if self.usage.found() {
+            let counters = role.model_counters(model);
+            let (prompt, completion) = (self.usage.prompt_tokens.unwrap_or(0), self.usage.completion_tokens.unwrap_or(0));
+            counters.prompt_tokens.add(prompt);
+            counters.completion_tokens.add(completion);
+            if let Some(price) = config.prices.of(model) {
+                counters.cost_micro_usd.add(price.micro_usd(prompt, completion));
+            }
+            if config.budget.as_ref().is_some_and(|b| b.tokens_per_day.is_some()) {
+                self.spend(0, self.usage.total(), now);
+            }
+        }
         // A success changes nothing but the latency when the provider was clean: skip the
-        // shared write (a lock every worker takes) unless the latency is due.
-        let clean = health_view::recent(now, VIEW_MAX_AGE_MS).get(self.provider_name()).is_clean(now);
-        if clean && now.saturating_sub(role.latency_written_ms.get()) < LATENCY_WRITE_INTERVAL_MS {
+        // shared write (a lock every worker takes) unless something is due.
+        let health = health_view::recent(now, VIEW_MAX_AGE_MS);
+        let clean = health.get(self.provider_name()).is_clean(now)
+            && self.requested_model.as_deref().is_none_or(|m| health.get(&health::model_key(self.provider_name(), m)).is_clean(now));
+        let slow = config.health.latency.slow_ttfb.is_some_and(|limit| u128::from(ttfb_ms) > limit.as_millis());
+        let counts_rate = config.health.breaker.error_rate.is_some();
+        let latency_due = now.saturating_sub(role.latency_written_ms.get()) >= LATENCY_WRITE_INTERVAL_MS;
+        if clean && !slow && !counts_rate && !latency_due && self.near_limit_until_ms.is_none() {
             return;
         }
         role.latency_written_ms.set(now);
-        self.record(Outcome::Success { latency_ms: now.saturating_sub(self.started_ms) }, now);
+        let outcome = Outcome::Success { ttfb_ms, total_ms, near_limit_until_ms: self.near_limit_until_ms };
+        if let Some(health) = self.record(outcome, now) {
+            role.counters.breaker.set(health.state(now).number());
+        }
+    }
+
+    /// Counts requests or tokens against the daily budget; a spent budget takes the provider
+    /// out of its chains until the budget's day ends.
+    fn spend(&self, requests: u64, tokens: u64, now: u64) {
+        let Some(budget) = &self.role.config.budget else {
+            return;
+        };
+        let provider = self.provider_name();
+        let spent = match budget::spend(&HostStore, provider, budget, requests, tokens, now) {
+            Ok(spent) => budget.is_spent(&spent),
+            Err(error) => {
+                // Fail closed: a budget that cannot be counted is treated as spent.
+                log(LogLevel::Warn, &format!("llm-failover #{}: budget of `{provider}` not counted ({error:?}): treating it as spent", self.context_id));
+                true
+            }
+        };
+        if !spent {
+            return;
+        }
+        let until = budget.resets_at_ms(now);
+        if health_view::recent(now, VIEW_MAX_AGE_MS).get(provider).budget_spent_until_ms == until {
+            return;
+        }
+        self.role.counters.budget_spent.inc();
+        log(LogLevel::Warn, &format!("llm-failover #{}: daily budget of `{provider}` is spent; it leaves its chains until the budget resets in {}s", self.context_id, until.saturating_sub(now).div_ceil(1000)));
+        if let Err(error) = health::budget_spent(&HostStore, provider, until) {
+            log(LogLevel::Warn, &format!("llm-failover #{}: spent budget of `{provider}` not recorded: {error:?}", self.context_id));
+        }
     }
 
     fn failed(&self, failure: Failure, status: u16, retry_after_ms: Option<u64>, now: u64) {
@@ -128,23 +245,35 @@ impl AttemptFilter {
         let Some(health) = self.record(Outcome::Failed { failure, status, retry_after_ms }, now) else {
             return;
         };
+        self.role.counters.breaker.set(health.state(now).number());
         let status = if status == 0 { String::new() } else { format!("{status} ") };
+        let scope = match (&self.requested_model, health::failure_is_the_models(failure)) {
+            (Some(model), true) => format!(" for model `{model}`"),
+            _ => String::new(),
+        };
+        let breaker = if !health.open {
+            format!("breaker still closed ({} consecutive failures)", health.consecutive_failures)
+        } else if health.cooldown_until_ms == health::UNTIL_RESET {
+            "cooling down until an operator resets it".to_string()
+        } else {
+            format!("cooling down {}s", health.remaining_ms(now).div_ceil(1000))
+        };
         log(
             LogLevel::Warn,
             &format!(
-                "llm-failover #{}: provider `{}` failed ({status}{}) on attempt {}; cooling down {}s, failing over",
+                "llm-failover #{}: provider `{}` failed ({status}{}){scope} on attempt {}; {breaker}, failing over",
                 self.context_id,
                 self.provider_name(),
                 failure.name(),
                 self.attempt.as_deref().unwrap_or("?"),
-                health.remaining_ms(now).div_ceil(1000)
             ),
         );
     }
 
     fn record(&self, outcome: Outcome, now: u64) -> Option<health::Health> {
         let provider = self.provider_name();
-        match health::record(&HostStore, provider, &outcome, now, &self.role.config.cooldowns) {
+        let model = self.requested_model.as_deref();
+        match health::record(&HostStore, provider, model, &outcome, now, &self.role.config.health) {
             Ok(health) => Some(health),
             Err(error) => {
                 log(LogLevel::Warn, &format!("llm-failover #{}: health of `{provider}` not recorded: {error:?}", self.context_id));
@@ -176,6 +305,7 @@ impl AttemptFilter {
         }
         self.set_chat_path(&target, false, None);
         self.model = Some(target);
+        self.requested_model = Some(requested);
     }
 
     /// A provider with its own API: the request in its format, and its answer to translate.
@@ -185,9 +315,9 @@ impl AttemptFilter {
         let translated = translated.and_then(|request| {
             let target = provider.target_model(&request.model).to_string();
             let body = provider.translate_request(&request, &target).map_err(|unsupported| unsupported.0)?;
-            Ok((request.stream, request.include_usage(), target, body))
+            Ok((request.stream, request.include_usage(), target, body, request.model))
         });
-        let (stream, include_usage, target, translated) = match translated {
+        let (stream, include_usage, target, translated, requested) = match translated {
             Ok(done) => done,
             Err(message) => {
                 // The request's fault, not the provider's: no other provider would be told
@@ -216,14 +346,23 @@ impl AttemptFilter {
             include_usage,
         });
         self.model = Some(target);
+        self.requested_model = Some(requested);
         Action::Continue
     }
 
     /// Records what the status says about the provider and names the attempt on the response.
-    fn judge(&self, status: u16) {
+    fn judge(&mut self, status: u16) {
         let now = now_ms();
+        self.ttfb_ms = now.saturating_sub(self.started_ms);
         if (200..300).contains(&status) {
-            self.succeeded(now);
+            // Recorded when the answer is complete (`on_done`), with its total time and tokens.
+            self.success = true;
+            let policy = &self.role.config.rate_limit;
+            let limits = RateLimitHeaders::read(|name| abi::header_str(MapType::HttpResponseHeaders, name), now);
+            if limits.nearly_spent(policy.min_remaining_requests, policy.min_remaining_tokens) {
+                let reset = limits.reset_in_ms.unwrap_or(policy.default_reset.as_millis() as u64);
+                self.near_limit_until_ms = Some(now.saturating_add(reset.max(1)));
+            }
         } else if let Some(failure) = Failure::from_status(status) {
             let retry_after = abi::header_str(MapType::HttpResponseHeaders, "retry-after");
             let retry_after_ms = retry_after.and_then(|v| health::parse_retry_after(&v, now));
@@ -288,6 +427,9 @@ impl AttemptFilter {
 
 impl Context for AttemptFilter {
     fn on_done(&mut self) -> bool {
+        if self.success {
+            self.succeeded(now_ms());
+        }
         if !self.answered && self.started_ms != 0 {
             // No response headers: the connection failed, was reset, the per-try timeout fired,
             // or the client went away and Envoy cancelled us (not the provider's fault).
@@ -327,15 +469,26 @@ impl HttpContext for AttemptFilter {
         if !chat {
             return Action::Continue;
         }
+        self.spend(1, 0, self.started_ms);
         if provider.needs_body() && !end_of_stream {
             self.awaiting_body = true;
             return Action::Pause;
         }
         self.set_chat_path("", false, Some(path));
+        self.peek_model = !end_of_stream;
         Action::Continue
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.peek_model {
+            // The router role sent the body whole; its model keys this model's breaker.
+            self.peek_model = false;
+            if end_of_stream {
+                let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size).ok().flatten().unwrap_or_default();
+                self.requested_model = chat::requested_model(&body).map(|m| m.into_owned());
+                self.model = self.requested_model.clone();
+            }
+        }
         if !self.awaiting_body {
             return Action::Continue;
         }
@@ -355,9 +508,10 @@ impl HttpContext for AttemptFilter {
         self.answered = true;
         let status: u16 = abi::header_str(MapType::HttpResponseHeaders, ":status").and_then(|s| s.parse().ok()).unwrap_or(0);
         self.status = self.prepare_answer(status, end_of_stream);
-        if matches!(self.answer, Answer::Hold { error: false }) {
-            // Held until the answer is read: one that cannot be read becomes a 502, which
-            // Envoy retries at the next provider.
+        if matches!(self.answer, Answer::Hold { .. }) {
+            // Held until the body is read: an answer that cannot be read becomes a 502, and an
+            // error may mean another status than it has (Gemini's 400 for a bad key is a 401),
+            // which decides whether Envoy retries at the next provider.
             return Action::Pause;
         }
         self.judge(self.status);
@@ -366,9 +520,16 @@ impl HttpContext for AttemptFilter {
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         match &mut self.answer {
-            Answer::Pass => Action::Continue,
+            Answer::Pass => {
+                if self.success {
+                    let chunk = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
+                    self.usage.feed(&chunk);
+                }
+                Action::Continue
+            }
             Answer::Stream(translator) => {
                 let chunk = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
+                self.usage.feed(&chunk);
                 let mut out = translator.feed(&chunk);
                 if end_of_stream {
                     out.extend(translator.finish());
@@ -382,11 +543,23 @@ impl HttpContext for AttemptFilter {
                 }
                 let error = *error;
                 let body = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
-                let translated = if error { self.role.config.provider.format.error(self.status, &body) } else { self.read_answer(&body) };
-                let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &translated);
                 if !error {
-                    self.judge(self.status);
+                    self.usage.feed(&body);
                 }
+                let format = self.role.config.provider.format;
+                let translated = if error {
+                    let status = format.error_status(self.status, &body);
+                    if status != self.status {
+                        abi::set_header(MapType::HttpResponseHeaders, ":status", &status.to_string());
+                    }
+                    let translated = format.error(self.status, &body);
+                    self.status = status;
+                    translated
+                } else {
+                    self.read_answer(&body)
+                };
+                let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &translated);
+                self.judge(self.status);
                 Action::Continue
             }
         }

@@ -77,7 +77,7 @@ impl RootContext for Root {
                     config.provider.format.name(),
                     config.provider.host
                 );
-                (Role::Attempt(Rc::new(attempt::AttemptRole::new(config))), summary)
+                (Role::Attempt(Rc::new(attempt::AttemptRole::new(*config))), summary)
             }
             Config::RouteRefresh => (Role::RouteRefresh, "route-refresh".to_string()),
         };

@@ -15,6 +15,7 @@ use super::counters::Counter;
 use super::{health_view, log, now_ms};
 use crate::chat::{self, BadRequest};
 use crate::config::{RouterConfig, ORDER_HEADER};
+use crate::routing::Standing;
 use crate::{health, openai_error, priority_groups, routing};
 
 /// Headers a client could use to choose routes, retries or timeouts: stripped from every
@@ -117,7 +118,14 @@ impl RouterFilter {
         };
         let now = now_ms();
         let health = health_view::current(now);
-        let plan = routing::plan(chain, |p| health.get(p), now);
+        let model = request.model.as_ref();
+        let standing = |p: &str| Standing { provider: health.get(p), model: health.get(&health::model_key(p, model)) };
+        let mut plan = routing::plan(chain, model, standing, now);
+        self.claim_probes(&mut plan, now);
+        if plan.order.is_empty() {
+            // Every provider left is half-open and another request is probing each.
+            return self.exhausted(chain_index, model, 0, 0);
+        }
         let order_ok = abi::set_header(MapType::HttpRequestHeaders, ORDER_HEADER, &priority_groups::header_value(&plan.order));
         let retries_ok =
             abi::set_header(MapType::HttpRequestHeaders, "x-envoy-max-retries", &(plan.order.len() - 1).to_string());
@@ -152,6 +160,26 @@ impl RouterFilter {
         Action::Continue
     }
 
+    /// A half-open provider takes one request, across every worker: the one whose claim
+    /// lands first. The others leave it out.
+    fn claim_probes(&self, plan: &mut routing::Plan, now: u64) {
+        for (name, key) in std::mem::take(&mut plan.probes) {
+            let claimed = match health::claim_probe(&HostStore, &key, now, self.role.config.probe_timeout) {
+                Ok(claimed) => claimed,
+                Err(error) => {
+                    log(LogLevel::Warn, &format!("llm-failover #{}: probe of `{key}` not claimed: {error:?}", self.context_id));
+                    false
+                }
+            };
+            if claimed {
+                log(LogLevel::Info, &format!("llm-failover #{}: `{key}` is half-open; this request probes it", self.context_id));
+            } else if plan.order.contains(&name) {
+                plan.order.retain(|p| *p != name);
+                plan.skipped.push(name);
+            }
+        }
+    }
+
     /// Every attempt failed: answer once, in OpenAI's shape, with when to come back.
     fn exhausted(&mut self, chain: usize, model: &str, status: u16, planned_attempts: usize) -> Action {
         let role = self.role.clone();
@@ -161,7 +189,8 @@ impl RouterFilter {
         self.warn_if_cut_short(planned_attempts);
         let now = now_ms();
         let health = health_view::current(now);
-        let retry_after = routing::retry_after_secs(chain, |p| health.get(p), now);
+        let standing = |p: &str| Standing { provider: health.get(p), model: health.get(&health::model_key(p, model)) };
+        let retry_after = routing::retry_after_secs(chain, standing, now);
         role.counters.exhausted.inc();
         log(
             LogLevel::Warn,

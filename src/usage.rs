@@ -1,0 +1,247 @@
+//! What an answer cost and what the provider said about its rate limits: token counts read
+//! from a provider's bytes as they pass (any format, streamed or not), and rate-limit headers.
+
+use crate::provider::Format;
+
+/// Reads the last token counts a provider's answer reports, chunk by chunk. Streams repeat
+/// or grow their counts (Anthropic's `message_delta`, Gemini's `usageMetadata`); the last wins.
+#[derive(Debug)]
+pub struct UsageScanner {
+    prompt_field: &'static [u8],
+    completion_field: &'static [u8],
+    tail: Vec<u8>,
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+}
+
+/// Enough to hold a field name, its value and the spaces between, cut by a chunk boundary.
+const TAIL_BYTES: usize = 64;
+
+impl UsageScanner {
+    pub fn new(format: Format) -> UsageScanner {
+        let (prompt_field, completion_field): (&[u8], &[u8]) = match format {
+            Format::Openai | Format::AzureOpenai => (b"\"prompt_tokens\"", b"\"completion_tokens\""),
+            Format::Anthropic => (b"\"input_tokens\"", b"\"output_tokens\""),
+            Format::Gemini => (b"\"promptTokenCount\"", b"\"candidatesTokenCount\""),
+            Format::Ollama => (b"\"prompt_eval_count\"", b"\"eval_count\""),
+        };
+        UsageScanner { prompt_field, completion_field, tail: Vec::new(), prompt_tokens: None, completion_tokens: None }
+    }
+
+    pub fn feed(&mut self, chunk: &[u8]) {
+        let mut data = std::mem::take(&mut self.tail);
+        data.extend_from_slice(chunk);
+        if let Some(n) = last_number_after(&data, self.prompt_field) {
+            self.prompt_tokens = Some(n);
+        }
+        if let Some(n) = last_number_after(&data, self.completion_field) {
+            self.completion_tokens = Some(n);
+        }
+        let keep = data.len().saturating_sub(TAIL_BYTES);
+        self.tail = data.get(keep..).unwrap_or_default().to_vec();
+    }
+
+    pub fn total(&self) -> u64 {
+        self.prompt_tokens.unwrap_or(0).saturating_add(self.completion_tokens.unwrap_or(0))
+    }
+
+    pub fn found(&self) -> bool {
+        self.prompt_tokens.is_some() || self.completion_tokens.is_some()
+    }
+}
+
+/// The value of the last `"field": <digits>` in `data` (a number cut at the end of `data` is
+/// read short, and read again whole with the next chunk).
+fn last_number_after(data: &[u8], field: &[u8]) -> Option<u64> {
+    let mut found = None;
+    let mut from = 0;
+    while let Some(at) = find(data.get(from..)?, field) {
+        let mut rest = data.get(from + at + field.len()..)?.iter().skip_while(|b| b.is_ascii_whitespace());
+        if rest.next() == Some(&b':') {
+            let digits: Vec<u8> = rest.skip_while(|b| b.is_ascii_whitespace()).take_while(|b| b.is_ascii_digit()).copied().collect();
+            if let Some(n) = std::str::from_utf8(&digits).ok().and_then(|d| d.parse().ok()) {
+                found = Some(n);
+            }
+        }
+        from += at + field.len();
+    }
+    found
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// What rate-limit headers say: how much is left and when the window resets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateLimitHeaders {
+    pub remaining_requests: Option<u64>,
+    pub remaining_tokens: Option<u64>,
+    /// Milliseconds from now until the exhausted window resets, when said.
+    pub reset_in_ms: Option<u64>,
+}
+
+impl RateLimitHeaders {
+    /// Reads OpenAI's `x-ratelimit-*` and Anthropic's `anthropic-ratelimit-*` headers.
+    pub fn read(header: impl Fn(&str) -> Option<String>, now_ms: u64) -> RateLimitHeaders {
+        let number = |name: &str| header(name).and_then(|v| v.trim().parse::<u64>().ok());
+        let min = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let remaining_requests = number("x-ratelimit-remaining-requests").or_else(|| number("anthropic-ratelimit-requests-remaining"));
+        let remaining_tokens = min(
+            number("x-ratelimit-remaining-tokens").or_else(|| number("anthropic-ratelimit-tokens-remaining")),
+            min(number("anthropic-ratelimit-input-tokens-remaining"), number("anthropic-ratelimit-output-tokens-remaining")),
+        );
+        let openai_reset = |name: &str| header(name).and_then(|v| parse_openai_reset(&v));
+        let anthropic_reset = |name: &str| header(name).and_then(|v| parse_rfc3339_ms(&v)).map(|at| at.saturating_sub(now_ms));
+        let reset_in_ms = [
+            openai_reset("x-ratelimit-reset-requests"),
+            openai_reset("x-ratelimit-reset-tokens"),
+            anthropic_reset("anthropic-ratelimit-requests-reset"),
+            anthropic_reset("anthropic-ratelimit-tokens-reset"),
+        ]
+        .into_iter()
+        .flatten()
+        .max();
+        RateLimitHeaders { remaining_requests, remaining_tokens, reset_in_ms }
+    }
+
+    /// Whether fewer than the given requests or tokens remain.
+    pub fn nearly_spent(&self, min_requests: u64, min_tokens: u64) -> bool {
+        self.remaining_requests.is_some_and(|n| n < min_requests) || self.remaining_tokens.is_some_and(|n| n < min_tokens)
+    }
+}
+
+/// OpenAI's reset durations: `1s`, `6m0s`, `1h2m3.5s`, `120ms`.
+fn parse_openai_reset(text: &str) -> Option<u64> {
+    let mut total = 0.0f64;
+    let mut number = String::new();
+    let mut chars = text.trim().chars().peekable();
+    let mut any = false;
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() || c == '.' {
+            number.push(c);
+            continue;
+        }
+        let value: f64 = number.parse().ok()?;
+        number.clear();
+        let unit_ms = match c {
+            'h' => 3_600_000.0,
+            'm' if chars.peek() == Some(&'s') => {
+                chars.next();
+                1.0
+            }
+            'm' => 60_000.0,
+            's' => 1_000.0,
+            _ => return None,
+        };
+        total += value * unit_ms;
+        any = true;
+    }
+    (any && number.is_empty() && total.is_finite()).then_some(total as u64)
+}
+
+/// `2026-11-23T10:00:30Z` (Anthropic's reset times) as Unix milliseconds.
+fn parse_rfc3339_ms(text: &str) -> Option<u64> {
+    let (date, time) = text.trim().split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (year, month, day) = (d.next()??, d.next()??, d.next()??);
+    let (time, offset_s) = if let Some(t) = time.strip_suffix('Z') {
+        (t, 0)
+    } else {
+        let split = time.rfind(['+', '-'])?;
+        let (t, offset) = time.split_at(split);
+        let sign = if offset.starts_with('-') { -1 } else { 1 };
+        let (h, m) = offset.get(1..)?.split_once(':')?;
+        (t, sign * (h.parse::<i64>().ok()? * 3600 + m.parse::<i64>().ok()? * 60))
+    };
+    let mut t = time.split(':');
+    let (hour, minute) = (t.next()?.parse::<i64>().ok()?, t.next()?.parse::<i64>().ok()?);
+    let second: f64 = t.next()?.parse().ok()?;
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hour * 3600 + minute * 60 - offset_s;
+    let ms = secs as f64 * 1000.0 + second * 1000.0;
+    (ms >= 0.0).then_some(ms as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sse::random_split;
+
+    #[test]
+    fn token_counts_in_every_format_whatever_the_chunking() {
+        let cases: [(Format, &str, (u64, u64)); 4] = [
+            (Format::Openai, r#"{"id":"x","usage":{"prompt_tokens":231,"completion_tokens":24,"total_tokens":255}}"#, (231, 24)),
+            (
+                Format::Anthropic,
+                "event: message_start\ndata: {\"message\":{\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\nevent: message_delta\ndata: {\"usage\":{\"output_tokens\": 15}}\n\n",
+                (25, 15),
+            ),
+            (Format::Gemini, r#"data: {"usageMetadata":{"promptTokenCount":8,"candidatesTokenCount":3}}
+data: {"usageMetadata":{"promptTokenCount":8,"candidatesTokenCount":12345,"totalTokenCount":12353}}"#, (8, 12345)),
+            (Format::Ollama, "{\"done\":false}\n{\"done\":true,\"prompt_eval_count\":26,\"eval_count\":298}\n", (26, 298)),
+        ];
+        for (format, body, expected) in cases {
+            for seed in 0..200 {
+                let mut scanner = UsageScanner::new(format);
+                for piece in random_split(body.as_bytes(), seed) {
+                    scanner.feed(piece);
+                }
+                assert_eq!((scanner.prompt_tokens, scanner.completion_tokens), (Some(expected.0), Some(expected.1)), "{format:?} seed {seed}");
+                assert_eq!(scanner.total(), expected.0 + expected.1);
+            }
+        }
+        let mut none = UsageScanner::new(Format::Openai);
+        none.feed(b"data: {\"choices\":[]}\n\n");
+        assert!(!none.found());
+    }
+
+    #[test]
+    fn rate_limit_headers_of_openai_and_anthropic() {
+        let now = 1_763_892_000_000; // 2025-11-23T10:00:00Z
+        let openai = [("x-ratelimit-remaining-requests", "0"), ("x-ratelimit-remaining-tokens", "1200"), ("x-ratelimit-reset-requests", "6m0s"), ("x-ratelimit-reset-tokens", "120ms")];
+        let read = |pairs: &[(&str, &str)]| {
+            RateLimitHeaders::read(|name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string()), now)
+        };
+        let h = read(&openai);
+        assert_eq!(h, RateLimitHeaders { remaining_requests: Some(0), remaining_tokens: Some(1200), reset_in_ms: Some(360_000) });
+        assert!(h.nearly_spent(1, 1));
+        assert!(!read(&[("x-ratelimit-remaining-requests", "5")]).nearly_spent(1, 1));
+        let anthropic = [
+            ("anthropic-ratelimit-requests-remaining", "40"),
+            ("anthropic-ratelimit-input-tokens-remaining", "10"),
+            ("anthropic-ratelimit-output-tokens-remaining", "9000"),
+            ("anthropic-ratelimit-tokens-reset", "2025-11-23T10:00:30Z"),
+        ];
+        let h = read(&anthropic);
+        assert_eq!(h, RateLimitHeaders { remaining_requests: Some(40), remaining_tokens: Some(10), reset_in_ms: Some(30_000) });
+        assert!(h.nearly_spent(1, 100));
+        assert_eq!(read(&[]), RateLimitHeaders::default());
+    }
+
+    #[test]
+    fn reset_formats() {
+        assert_eq!(parse_openai_reset("1s"), Some(1000));
+        assert_eq!(parse_openai_reset("1h2m3.5s"), Some(3_723_500));
+        assert_eq!(parse_openai_reset("17ms"), Some(17));
+        assert_eq!(parse_openai_reset("soon"), None);
+        assert_eq!(parse_openai_reset("5"), None);
+        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:01Z"), Some(1000));
+        assert_eq!(parse_rfc3339_ms("1970-01-01T09:00:00+09:00"), Some(0));
+        assert_eq!(parse_rfc3339_ms("2025-11-23T10:00:30.5Z"), Some(1_763_892_030_500));
+        assert_eq!(parse_rfc3339_ms("yesterday"), None);
+    }
+}
