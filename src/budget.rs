@@ -79,6 +79,11 @@ pub fn spent(store: &dyn SharedStore, provider: &str, budget: &Budget, now_ms: u
     store.get(&key(provider)).and_then(|(bytes, _)| Spent::decode(&bytes)).unwrap_or_default().on(day)
 }
 
+/// The last spending recorded, whatever its day (the report shows the day with it).
+pub fn last_recorded(store: &dyn SharedStore, provider: &str) -> Option<Spent> {
+    store.get(&key(provider)).and_then(|(bytes, _)| Spent::decode(&bytes))
+}
+
 /// Adds an attempt's requests and tokens to today's spending, in one bounded CAS loop.
 pub fn spend(store: &dyn SharedStore, provider: &str, budget: &Budget, requests: u64, tokens: u64, now_ms: u64) -> Result<Spent, StoreError> {
     let key = key(provider);

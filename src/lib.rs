@@ -9,6 +9,7 @@ pub mod chat;
 pub mod config;
 pub mod duration;
 pub mod health;
+pub mod health_report;
 pub mod openai_error;
 pub mod priority_groups;
 pub mod provider;

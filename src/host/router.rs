@@ -15,8 +15,9 @@ use super::counters::Counter;
 use super::{health_view, log, now_ms};
 use crate::chat::{self, BadRequest};
 use crate::config::{RouterConfig, ORDER_HEADER};
+use crate::health_report::{self, AdminRequest};
 use crate::routing::Standing;
-use crate::{health, openai_error, priority_groups, routing};
+use crate::{budget, health, openai_error, priority_groups, routing};
 
 /// Headers a client could use to choose routes, retries or timeouts: stripped from every
 /// request so only this filter and Envoy's own config decide them.
@@ -160,6 +161,56 @@ impl RouterFilter {
         Action::Continue
     }
 
+    /// The health endpoint: a report of every provider, or a reset.
+    fn administer(&mut self, request: AdminRequest, authorized: bool) -> Action {
+        self.stage = Stage::Answered;
+        let json = [("content-type", "application/json"), ("cache-control", "no-store")];
+        if !authorized {
+            log(LogLevel::Warn, &format!("llm-failover #{}: health endpoint refused: no valid {}", self.context_id, health_report::SECRET_HEADER));
+            let body = openai_error::body(
+                &format!("the health endpoint needs the admin secret in `{}`", health_report::SECRET_HEADER),
+                "authentication_error",
+                "admin_secret_required",
+                None,
+            );
+            abi::send_response(401, "llm_failover_admin_unauthorized", &json, &body);
+            return Action::Pause;
+        }
+        let providers = &self.role.config.providers;
+        let (status, body) = match request {
+            AdminRequest::Report => {
+                let now = now_ms();
+                let table = health_view::current(now);
+                let spent = |p: &str| budget::last_recorded(&HostStore, p);
+                (200, health_report::report(providers, &table, &spent, now).to_string().into_bytes())
+            }
+            AdminRequest::Reset { provider: Some(name), .. } if !providers.contains(&name) => {
+                (404, openai_error::body(&format!("no provider `{name}` in this router's config"), "invalid_request_error", "unknown_provider", Some("provider")))
+            }
+            AdminRequest::Reset { provider, budget } => {
+                let reset = health::reset(&HostStore, provider.as_deref());
+                let cleared: Vec<&String> = match (&provider, budget) {
+                    (_, false) => Vec::new(),
+                    (Some(name), true) => providers.iter().filter(|p| *p == name).collect(),
+                    (None, true) => providers.iter().collect(),
+                };
+                let budgets_ok = cleared.iter().all(|p| budget::clear(&HostStore, p).is_ok());
+                let who = provider.as_deref().unwrap_or("every provider");
+                match reset {
+                    Ok(records) if budgets_ok => {
+                        log(LogLevel::Warn, &format!("llm-failover #{}: health of {who} reset by an operator ({records} records{})", self.context_id, if budget { ", budget too" } else { "" }));
+                        (200, serde_json::json!({ "reset": who, "records": records, "budget": budget }).to_string().into_bytes())
+                    }
+                    _ => (503, openai_error::body("the health table is busy; try again", "api_error", "reset_failed", None)),
+                }
+            }
+            AdminRequest::NotAllowed => (405, openai_error::body("use GET for the report, POST .../reset to reset", "invalid_request_error", "method_not_allowed", None)),
+            AdminRequest::NotFound => (404, openai_error::body("unknown health endpoint path", "invalid_request_error", "not_found", None)),
+        };
+        abi::send_response(status, "llm_failover_admin", &json, &body);
+        Action::Pause
+    }
+
     /// A half-open provider takes one request, across every worker: the one whose claim
     /// lands first. The others leave it out.
     fn claim_probes(&self, plan: &mut routing::Plan, now: u64) {
@@ -257,6 +308,15 @@ impl HttpContext for RouterFilter {
             }
         }
         let config = &self.role.config;
+        if let Some(admin) = &config.admin {
+            let method = headers.get_str(":method").unwrap_or_default();
+            if let Some(request) = AdminRequest::parse(method, headers.get_str(":path").unwrap_or_default(), &admin.path) {
+                let authorized = admin.secret.as_deref().is_none_or(|secret| {
+                    headers.get(health_report::SECRET_HEADER).is_some_and(|given| health_report::secret_matches(given, secret))
+                });
+                return self.administer(request, authorized);
+            }
+        }
         if headers.get(":method") != Some(b"POST") || !config.is_chat_path(headers.get_str(":path").unwrap_or_default()) {
             return Action::Continue;
         }

@@ -15,6 +15,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 WASM = Path(os.environ.get("LLM_FAILOVER_WASM", ROOT / "target/wasm32-unknown-unknown/release/llm_failover.wasm"))
 ORDER_HEADER = "x-llm-failover-order"
+# The Prometheus labels envoy/demo.yaml documents.
+STATS_TAGS = [
+    {"tag_name": "llm_reason", "regex": r"^wasmcustom\.llm_failover\.provider\.[^.]+\.failover(\.([^.]+))$"},
+    {"tag_name": "llm_model", "regex": r"^wasmcustom\.llm_failover\.provider\.[^.]+\.model(\.([^.]+))\."},
+    {"tag_name": "llm_provider", "regex": r"^wasmcustom\.llm_failover\.provider(\.([^.]+))\."},
+]
 METADATA_NAMESPACE = "llm_failover"
 
 
@@ -33,6 +39,7 @@ class Provider:
     host: str | None = None
     tls_ca: str | None = None       # CA file: talk TLS, with SNI and SAN check for `host`
     extra: dict = field(default_factory=dict)   # more `provider` fields (defaultMaxTokens...)
+    attempt_extra: dict = field(default_factory=dict)   # more attempt-role fields (breaker, budget...)
 
     def plugin_config(self) -> dict:
         provider: dict = {"name": self.name, "format": self.format,
@@ -51,6 +58,7 @@ class Provider:
         config = {"role": "attempt", "provider": provider}
         if self.cooldowns:
             config["cooldowns"] = self.cooldowns
+        config.update(self.attempt_extra)
         return config
 
 
@@ -127,8 +135,10 @@ def render(*, listener_port: int, admin_port: int, providers: list[Provider],
            default_chain: str | None = "default", router_extra: dict | None = None,
            per_try_timeout: str = "2s", route_timeout: str = "20s",
            body_buffer_limit: int | None = None, router_config: dict | str | None = None,
-           attempt_configs: dict[str, dict | str] | None = None) -> str:
+           attempt_configs: dict[str, dict | str] | None = None,
+           extra_env: dict[str, str] | None = None) -> str:
     env = {p.key_env: p.key for p in providers if p.key_env and p.key}
+    env.update(extra_env or {})
     router = {"role": "router", "providers": [p.name for p in providers], "chains": chains}
     if models:
         router["models"] = models
@@ -161,6 +171,9 @@ def render(*, listener_port: int, admin_port: int, providers: list[Provider],
     attempt_configs = attempt_configs or {}
     config = {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "stats_config": {"stats_tags": STATS_TAGS},
+        # Histograms reach /stats only when merged at a flush.
+        "stats_flush_interval": "1s",
         "static_resources": {
             "listeners": [{
                 "name": "llm",
