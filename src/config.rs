@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::budget::{self, Budget, Price, Prices};
 use crate::duration;
+use crate::probe::{Probe, ProberConfig};
 use crate::health::{BreakerPolicy, CooldownPolicy, ErrorRate, HealthPolicy, LatencyPolicy};
 use crate::provider::{Auth, AuthStyle, Format, FormatOptions, Provider};
 
@@ -24,6 +25,7 @@ pub const CHAT_SUFFIX: &str = "/chat/completions";
 pub enum Config {
     Router(RouterConfig),
     Attempt(Box<AttemptConfig>),
+    Prober(ProberConfig),
     RouteRefresh,
 }
 
@@ -132,10 +134,11 @@ pub fn parse(json: &[u8], env: &dyn Environment) -> Result<Config, ConfigError> 
     match header.role.as_deref() {
         Some("router") => check_router(read(json)?, env).map(Config::Router),
         Some("attempt") => check_attempt(read(json)?, env).map(|a| Config::Attempt(Box::new(a))),
+        Some("prober") => check_prober(read(json)?).map(Config::Prober),
         Some("route-refresh") => read::<RawRouteRefresh>(json).map(|_| Config::RouteRefresh),
         Some(other) => Err(invalid(
             "role",
-            format!("unknown role `{other}`, expected `router`, `attempt` or `route-refresh`"),
+            format!("unknown role `{other}`, expected `router`, `attempt`, `route-refresh` or `prober`"),
         )),
         None => Err(invalid("role", "missing (one of `router`, `attempt`, `route-refresh`)")),
     }
@@ -187,6 +190,62 @@ struct RawRouter {
     probe_timeout: Option<String>,
     #[serde(default)]
     admin: Option<RawAdmin>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawProber {
+    #[serde(rename = "role")]
+    _role: String,
+    #[serde(default = "default_probe_interval")]
+    interval: String,
+    #[serde(default = "default_probe_lease")]
+    lease: String,
+    probes: Vec<RawProbe>,
+}
+
+fn default_probe_interval() -> String {
+    "10s".into()
+}
+fn default_probe_lease() -> String {
+    "30s".into()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawProbe {
+    provider: String,
+    cluster: String,
+    path: String,
+    #[serde(default)]
+    timeout: Option<String>,
+}
+
+fn check_prober(raw: RawProber) -> Result<ProberConfig, ConfigError> {
+    let interval = positive_duration("interval", &raw.interval)?;
+    let lease = positive_duration("lease", &raw.lease)?;
+    if lease <= interval {
+        return Err(invalid("lease", "must be longer than `interval`, or the holder loses it between ticks"));
+    }
+    if raw.probes.is_empty() {
+        return Err(invalid("probes", "must list at least one probe"));
+    }
+    let mut probes = Vec::with_capacity(raw.probes.len());
+    for (i, p) in raw.probes.into_iter().enumerate() {
+        check_provider_name(&p.provider).map_err(|r| invalid(format!("probes[{i}].provider"), r))?;
+        if p.cluster.is_empty() {
+            return Err(invalid(format!("probes[{i}].cluster"), "must name the provider's Envoy cluster"));
+        }
+        if !p.path.starts_with('/') {
+            return Err(invalid(format!("probes[{i}].path"), format!("`{}` must start with `/`", p.path)));
+        }
+        let timeout = match &p.timeout {
+            Some(text) => positive_duration(&format!("probes[{i}].timeout"), text)?,
+            None => Duration::from_secs(5),
+        };
+        probes.push(Probe { provider: p.provider, cluster: p.cluster, path: p.path, timeout });
+    }
+    Ok(ProberConfig { interval, lease, probes })
 }
 
 #[derive(Deserialize)]
@@ -681,7 +740,7 @@ mod tests {
             self.0.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
         }
     }
-    const ENV: Env = Env(&[("OPENAI_KEY", "sk-test-openai"), ("EMPTY", "  ")]);
+    const ENV: Env = Env(&[("OPENAI_KEY", "sk-test-openai"), ("EMPTY", "  "), ("ADMIN", "a-long-enough-admin-secret"), ("SHORT", "abc")]);
 
     fn router(json: &str) -> Result<RouterConfig, ConfigError> {
         match parse(json.as_bytes(), &ENV)? {
@@ -737,9 +796,44 @@ mod tests {
             (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"retries":3}"#, "retries", "unknown field `retries`"),
             (r#"{"role":"router","providers":"a","chains":{"c":["a"]}}"#, "providers", "invalid type"),
             (r#"{"role":"router","providers":[],"chains":{}}"#, "providers", "at least one"),
+            (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"admin":{"path":"/h"}}"#, "admin", "secretEnv"),
+            (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"admin":{"path":"/h","secretEnv":"SHORT"}}"#, "admin.secretEnv", "at least 16"),
+            (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"admin":{"path":"/h","secretEnv":"NOPE"}}"#, "admin.secretEnv", "not set"),
+            (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"admin":{"path":"h","internalListener":true}}"#, "admin.path", "starting with `/`"),
+            (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"admin":{"path":"/v1","internalListener":true}}"#, "admin.path", "overlap"),
+            (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"probeTimeout":"0s"}"#, "probeTimeout", "greater than 0"),
         ];
         for (json, field, reason) in cases {
             let err = router(json).expect_err(json);
+            assert_eq!(err.field, *field, "{json}: {err}");
+            assert!(err.reason.contains(reason), "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn admin_secret_comes_from_the_environment_and_is_never_shown() {
+        let r = router(r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"admin":{"path":"/llm/health/","secretEnv":"ADMIN"}}"#).unwrap();
+        let admin = r.admin.as_ref().unwrap();
+        assert_eq!((admin.path.as_str(), admin.secret.as_deref()), ("/llm/health", Some("a-long-enough-admin-secret")));
+        assert!(!format!("{r:?}").contains("a-long-enough"));
+        let internal = router(r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"admin":{"path":"/h","internalListener":true}}"#).unwrap();
+        assert_eq!(internal.admin.unwrap().secret, None);
+    }
+
+    #[test]
+    fn prober_configs() {
+        let ok = parse(br#"{"role":"prober","interval":"5s","probes":[{"provider":"a","cluster":"provider_a","path":"/v1/models"}]}"#, &ENV).unwrap();
+        let Config::Prober(p) = ok else { panic!("{ok:?}") };
+        assert_eq!((p.interval, p.lease, p.probes[0].timeout), (Duration::from_secs(5), Duration::from_secs(30), Duration::from_secs(5)));
+        let bad: &[(&str, &str, &str)] = &[
+            (r#"{"role":"prober","probes":[]}"#, "probes", "at least one"),
+            (r#"{"role":"prober","interval":"1m","lease":"30s","probes":[]}"#, "lease", "longer than `interval`"),
+            (r#"{"role":"prober","probes":[{"provider":"a","cluster":"c","path":"v1/models"}]}"#, "probes[0].path", "start with `/`"),
+            (r#"{"role":"prober","probes":[{"provider":"a","cluster":"","path":"/"}]}"#, "probes[0].cluster", "Envoy cluster"),
+            (r#"{"role":"prober","probes":[{"provider":"a","cluster":"c","path":"/","every":1}]}"#, "probes[0].every", "unknown field"),
+        ];
+        for (json, field, reason) in bad {
+            let err = parse(json.as_bytes(), &ENV).expect_err(json);
             assert_eq!(err.field, *field, "{json}: {err}");
             assert!(err.reason.contains(reason), "{json}: {err}");
         }

@@ -13,6 +13,7 @@ pub mod health_report;
 pub mod openai_error;
 pub mod priority_groups;
 pub mod provider;
+pub mod probe;
 pub mod proxy_map;
 pub mod routing;
 pub mod sse;

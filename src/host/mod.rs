@@ -6,6 +6,7 @@ mod abi;
 mod attempt;
 mod counters;
 mod health_view;
+mod prober;
 mod route_refresh;
 mod router;
 
@@ -38,6 +39,7 @@ enum Role {
     Router(Rc<router::RouterRole>),
     Attempt(Rc<attempt::AttemptRole>),
     RouteRefresh,
+    Prober(prober::Prober),
 }
 
 struct Root {
@@ -45,7 +47,13 @@ struct Root {
     role: Option<Role>,
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_http_call_response(&mut self, token_id: u32, _headers: usize, _body_size: usize, _trailers: usize) {
+        if let Some(Role::Prober(prober)) = &mut self.role {
+            prober.answered(token_id);
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -80,6 +88,12 @@ impl RootContext for Root {
                 (Role::Attempt(Rc::new(attempt::AttemptRole::new(*config))), summary)
             }
             Config::RouteRefresh => (Role::RouteRefresh, "route-refresh".to_string()),
+            Config::Prober(config) => {
+                let summary = format!("prober of {} providers every {:?}", config.probes.len(), config.interval);
+                let prober = prober::Prober::new(config, self.context_id);
+                let _ = hostcalls::set_tick_period(prober.interval());
+                (Role::Prober(prober), summary)
+            }
         };
         log(LogLevel::Info, &format!("llm-failover #{}: configured as {summary}", self.context_id));
         self.role = Some(role);
@@ -91,6 +105,13 @@ impl RootContext for Root {
             Role::Router(role) => Some(Box::new(router::RouterFilter::new(context_id, role.clone()))),
             Role::Attempt(role) => Some(Box::new(attempt::AttemptFilter::new(context_id, role.clone()))),
             Role::RouteRefresh => Some(Box::new(route_refresh::RouteRefresh)),
+            Role::Prober(_) => None,
+        }
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(Role::Prober(prober)) = &mut self.role {
+            prober.tick();
         }
     }
 

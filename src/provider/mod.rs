@@ -393,6 +393,20 @@ mod tests {
     }
 
     #[test]
+    fn the_fingerprint_changes_with_where_and_who_not_with_model_names() {
+        let base = provider(Format::Openai, &[]);
+        let mut other_key = provider(Format::Openai, &[]);
+        other_key.auth = Auth::new(AuthStyle::Bearer, "k2".into());
+        let mut other_host = provider(Format::Openai, &[]);
+        other_host.host = "elsewhere.test".into();
+        let more_models = provider(Format::Openai, &[("a", "b")]);
+        assert_ne!(base.fingerprint(), other_key.fingerprint());
+        assert_ne!(base.fingerprint(), other_host.fingerprint());
+        assert_ne!(base.fingerprint(), provider(Format::Anthropic, &[]).fingerprint());
+        assert_eq!(base.fingerprint(), more_models.fingerprint());
+    }
+
+    #[test]
     fn azure_always_needs_the_body_for_its_deployment_path() {
         let p = provider(Format::AzureOpenai, &[]);
         assert!(p.needs_body());

@@ -85,6 +85,31 @@ def wasm_filter(plugin_config: dict | str, env: dict[str, str], wasm: Path = WAS
     }
 
 
+def prober_service(plugin_config: dict, name: str = "llm_failover_prober", wasm: Path = WASM) -> dict:
+    """The prober role as a bootstrap wasm service (one per Envoy, on the main thread). Its VM
+    has its own vm configuration, so its probes never re-enter the VM of the attempt role they
+    pass through; the same vm_id shares provider health with every other role."""
+    return {
+        "name": "envoy.bootstrap.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.wasm.v3.WasmService",
+            "singleton": True,
+            "config": {
+                "name": name,
+                "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                                  "value": json.dumps(plugin_config)},
+                "vm_config": {
+                    "vm_id": "llm_failover",
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": str(wasm)}},
+                    "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                                      "value": name},
+                },
+            },
+        },
+    }
+
+
 def tls_socket(host: str, ca_file: str) -> dict:
     """As in envoy/real-providers.yaml: SNI and SAN are the provider's host."""
     return {
@@ -136,7 +161,7 @@ def render(*, listener_port: int, admin_port: int, providers: list[Provider],
            per_try_timeout: str = "2s", route_timeout: str = "20s",
            body_buffer_limit: int | None = None, router_config: dict | str | None = None,
            attempt_configs: dict[str, dict | str] | None = None,
-           extra_env: dict[str, str] | None = None) -> str:
+           extra_env: dict[str, str] | None = None, probers: list[dict] | None = None) -> str:
     env = {p.key_env: p.key for p in providers if p.key_env and p.key}
     env.update(extra_env or {})
     router = {"role": "router", "providers": [p.name for p in providers], "chains": chains}
@@ -208,6 +233,9 @@ def render(*, listener_port: int, admin_port: int, providers: list[Provider],
             "clusters": [provider_cluster(p, env, attempt_configs.get(p.name)) for p in providers],
         },
     }
+    if probers:
+        config["bootstrap_extensions"] = [prober_service(p, name=f"llm_failover_prober_{i}")
+                                          for i, p in enumerate(probers)]
     return json.dumps(config, indent=1)
 
 

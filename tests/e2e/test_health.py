@@ -222,3 +222,31 @@ def test_metrics_match_what_the_mocks_saw(tmp_path, mock):
               and 'llm_provider="b"' in line and 'llm_model="gpt-4o"' in line]
     assert tokens and tokens[0].endswith(f"}} {5 * served_b}"), tokens
     assert re.search(r'llm_failover_provider_breaker\{llm_provider="a"\} 1', prometheus), "a's breaker is open"
+
+
+def test_active_probes_bring_back_a_recovered_provider_without_a_chat_request(tmp_path, mock):
+    """Two probers run (as two Envoys would); one lease means one of them probes."""
+    b = mock("b")
+    a_port = harness.free_port()   # nobody listens yet: `a` is down
+    prober = {"role": "prober", "interval": "500ms", "lease": "2s",
+              "probes": [{"provider": "a", "cluster": "provider_a", "path": "/v1/models", "timeout": "1s"}]}
+    envoy = gateway(tmp_path, [Provider("a", a_port, key_env="A_KEY", key="sk-a", cooldowns={"failureBase": "1h", "failureMax": "1h"}),
+                               Provider("b", b.port)], probers=[prober, prober])
+    started = time.monotonic()
+    assert chat(envoy).headers["x-llm-provider"] == "b"
+    assert report(envoy)["a"]["state"] == "open"
+    envoy.wait_for_log(r"prober [0-9a-f]+: holds the probe lease")
+    a = mock("a", port=a_port)   # `a` recovers
+    deadline = time.monotonic() + 5
+    while report(envoy)["a"]["state"] != "closed" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert report(envoy)["a"]["state"] == "closed", "a probe should have closed the breaker"
+    assert a.requests[0].method == "GET" and a.requests[0].path == "/v1/models"
+    assert a.requests[0].header("authorization") == "Bearer sk-a", "the attempt role adds the key"
+    assert chat(envoy).headers["x-llm-provider"] == "a"
+    assert all(r.path == "/v1/models" for r in a.requests[:-1]) and a.requests[-1].path == CHAT_PATH
+    holders = set(re.findall(r"prober ([0-9a-f]+): holds the probe lease", envoy.log()))
+    assert len(holders) == 1, f"one lease holder, not {holders}"
+    # One probe per interval at most: two probers both probing would send about twice that.
+    probes = len(re.findall(r"prober: probing `a` with GET /v1/models", envoy.log()))
+    assert 1 <= probes <= (time.monotonic() - started) / 0.5 + 1
