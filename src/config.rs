@@ -9,7 +9,10 @@ use serde::Deserialize;
 
 use crate::budget::{self, Budget, Price, Prices};
 use crate::duration;
+use crate::classifier::{Classifier, RawClassifier};
+use crate::policy::{self, Profile, RawProfile, Tier};
 use crate::probe::{Probe, ProberConfig};
+use crate::trust::Network;
 use crate::health::{BreakerPolicy, CooldownPolicy, ErrorRate, HealthPolicy, LatencyPolicy};
 use crate::provider::{Auth, AuthStyle, Format, FormatOptions, Provider};
 
@@ -34,9 +37,15 @@ pub struct RouterConfig {
     pub chat_paths: Vec<String>,
     pub max_request_bytes: usize,
     pub providers: Vec<String>,
+    /// One chain per profile and tier that has its own.
     pub chains: Vec<Chain>,
-    model_chains: HashMap<String, usize>,
-    default_chain: Option<usize>,
+    /// Plain `chains` entries are profiles of one chain.
+    pub profiles: Vec<Profile>,
+    model_profiles: HashMap<String, usize>,
+    default_profile: Option<usize>,
+    pub classifier: Option<Classifier>,
+    pub trusted_headers: Option<TrustedHeaders>,
+    pub provider_info: HashMap<String, ProviderInfo>,
     /// How long a half-open provider's single probe stays reserved for the request that
     /// claimed it.
     pub probe_timeout: Duration,
@@ -61,6 +70,25 @@ impl fmt::Debug for Admin {
 pub struct Chain {
     pub name: String,
     pub providers: Vec<String>,
+    /// Index of its profile in `RouterConfig::profiles`.
+    pub profile: usize,
+}
+
+/// What the router knows of a provider beyond its name, for ordering and context limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderInfo {
+    /// Tokens (input and output) the provider's model takes.
+    pub context_window: Option<u64>,
+    pub price: Option<policy::Price>,
+    pub weight: u32,
+}
+
+/// Headers a trusted caller may choose its profile and tier with; stripped from the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedHeaders {
+    pub profile: String,
+    pub tier: String,
+    pub sources: Vec<Network>,
 }
 
 #[derive(Debug)]
@@ -115,11 +143,33 @@ impl RouterConfig {
         self.chat_paths.iter().any(|p| p == path)
     }
 
-    /// The chain serving `model` and its index in `chains`: its alias first, then the
-    /// default chain.
+    /// The chain serving `model` at the normal tier: its alias first, then the default.
     pub fn chain_for(&self, model: &str) -> Option<(usize, &Chain)> {
-        let index = *self.model_chains.get(model).or(self.default_chain.as_ref())?;
-        Some((index, self.chains.get(index)?))
+        let profile = self.profile_for_model(model).or(self.default_profile)?;
+        self.chain(profile, Tier::Normal)
+    }
+
+    pub fn profile_named(&self, name: &str) -> Option<usize> {
+        self.profiles.iter().position(|p| p.name == name)
+    }
+
+    /// The profile (or chain) `model` is an alias of.
+    pub fn profile_for_model(&self, model: &str) -> Option<usize> {
+        self.model_profiles.get(model).copied()
+    }
+
+    pub fn default_profile(&self) -> Option<usize> {
+        self.default_profile
+    }
+
+    /// The chain of a profile at a tier (the normal chain when the tier has none of its own).
+    pub fn chain(&self, profile: usize, tier: Tier) -> Option<(usize, &Chain)> {
+        let providers = self.profiles.get(profile)?.chain_for(tier);
+        self.chains.iter().enumerate().find(|(_, c)| c.profile == profile && c.providers == providers)
+    }
+
+    pub fn info(&self, provider: &str) -> Option<&ProviderInfo> {
+        self.provider_info.get(provider)
     }
 }
 
@@ -181,15 +231,56 @@ struct RawRouter {
     #[serde(default = "default_max_request_bytes")]
     max_request_bytes: u64,
     providers: Vec<String>,
+    #[serde(default)]
     chains: BTreeMap<String, Vec<String>>,
     #[serde(default)]
+    profiles: BTreeMap<String, RawProfile>,
+    #[serde(default)]
     models: BTreeMap<String, String>,
+    #[serde(default)]
+    classifier: Option<RawClassifier>,
+    #[serde(default)]
+    trusted_headers: Option<RawTrustedHeaders>,
+    #[serde(default)]
+    provider_info: BTreeMap<String, RawProviderInfo>,
     #[serde(default)]
     default_chain: Option<String>,
     #[serde(default)]
     probe_timeout: Option<String>,
     #[serde(default)]
     admin: Option<RawAdmin>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawTrustedHeaders {
+    #[serde(default = "default_profile_header")]
+    profile: String,
+    #[serde(default = "default_tier_header")]
+    tier: String,
+    sources: Vec<String>,
+}
+
+fn default_profile_header() -> String {
+    "x-llm-profile".into()
+}
+fn default_tier_header() -> String {
+    "x-llm-tier".into()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawProviderInfo {
+    #[serde(default)]
+    context_window: Option<u64>,
+    #[serde(default)]
+    price: Option<RawPrice>,
+    #[serde(default = "default_weight")]
+    weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
 }
 
 #[derive(Deserialize)]
@@ -315,11 +406,12 @@ fn check_router(raw: RawRouter, env: &dyn Environment) -> Result<RouterConfig, C
             return Err(invalid(format!("providers[{i}]"), format!("`{name}` is listed twice")));
         }
     }
-    if raw.chains.is_empty() {
-        return Err(invalid("chains", "must define at least one chain"));
+    if raw.chains.is_empty() && raw.profiles.is_empty() {
+        return Err(invalid("chains", "must define at least one chain (or `profiles`)"));
     }
-    let mut chains = Vec::with_capacity(raw.chains.len());
+    let mut profiles = Vec::with_capacity(raw.chains.len() + raw.profiles.len());
     for (name, members) in raw.chains {
+        check_provider_name(&name).map_err(|r| invalid(format!("chains.{name}"), r))?;
         if members.is_empty() {
             return Err(invalid(format!("chains.{name}"), "must name at least one provider"));
         }
@@ -334,22 +426,75 @@ fn check_router(raw: RawRouter, env: &dyn Environment) -> Result<RouterConfig, C
                 return Err(invalid(format!("chains.{name}[{i}]"), format!("provider `{member}` appears twice")));
             }
         }
-        chains.push(Chain { name, providers: members });
+        profiles.push(Profile::of_chain(&name, members));
     }
-    let chain_index = |name: &str| chains.iter().position(|c| c.name == name);
-    let mut model_chains = HashMap::with_capacity(raw.models.len());
-    for (model, chain) in &raw.models {
-        let index = chain_index(chain)
-            .ok_or_else(|| invalid(format!("models.{model}"), format!("chain `{chain}` is not in `chains`")))?;
-        model_chains.insert(model.clone(), index);
+    let known_provider = |p: &str| raw.providers.iter().any(|k| k == p);
+    for profile in policy::check_profiles(raw.profiles, &known_provider).map_err(|(f, r)| invalid(f, r))? {
+        if profiles.iter().any(|p| p.name == profile.name) {
+            return Err(invalid(format!("profiles.{}", profile.name), "is also the name of a chain"));
+        }
+        profiles.push(profile);
     }
-    let default_chain = match &raw.default_chain {
+    let mut chains = Vec::new();
+    for (index, profile) in profiles.iter().enumerate() {
+        for tier in profile.tiers() {
+            let name = if tier == Tier::Normal { profile.name.clone() } else { format!("{}/{}", profile.name, tier.name()) };
+            chains.push(Chain { name, providers: profile.chain_for(tier).to_vec(), profile: index });
+        }
+    }
+    let profile_index = |name: &str| profiles.iter().position(|p| p.name == name);
+    let mut model_profiles = HashMap::with_capacity(raw.models.len());
+    for (model, name) in &raw.models {
+        let index = profile_index(name)
+            .ok_or_else(|| invalid(format!("models.{model}"), format!("chain `{name}` is not in `chains` or `profiles`")))?;
+        model_profiles.insert(model.clone(), index);
+    }
+    let default_profile = match &raw.default_chain {
         Some(name) => Some(
-            chain_index(name)
-                .ok_or_else(|| invalid("defaultChain", format!("chain `{name}` is not in `chains`")))?,
+            profile_index(name)
+                .ok_or_else(|| invalid("defaultChain", format!("chain `{name}` is not in `chains` or `profiles`")))?,
         ),
         None => None,
     };
+    let classifier = match raw.classifier {
+        Some(raw) => Some(Classifier::check(raw, &|p: &str| profile_index(p).is_some()).map_err(|(f, r)| invalid(f, r))?),
+        None => None,
+    };
+    let trusted_headers = match raw.trusted_headers {
+        Some(t) => {
+            let mut sources = Vec::with_capacity(t.sources.len());
+            for (i, source) in t.sources.iter().enumerate() {
+                sources.push(Network::parse(source).map_err(|r| invalid(format!("trustedHeaders.sources[{i}]"), r))?);
+            }
+            if sources.is_empty() {
+                return Err(invalid("trustedHeaders.sources", "must list the networks trusted callers come from"));
+            }
+            for (key, name) in [("profile", &t.profile), ("tier", &t.tier)] {
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+                    return Err(invalid(format!("trustedHeaders.{key}"), format!("`{name}` must be a lower-case header name")));
+                }
+            }
+            Some(TrustedHeaders { profile: t.profile, tier: t.tier, sources })
+        }
+        None => None,
+    };
+    let mut provider_info = HashMap::with_capacity(raw.provider_info.len());
+    for (name, info) in raw.provider_info {
+        if !known_provider(&name) {
+            return Err(invalid(format!("providerInfo.{name}"), format!("provider `{name}` is not in `providers`")));
+        }
+        if info.context_window == Some(0) {
+            return Err(invalid(format!("providerInfo.{name}.contextWindow"), "must be greater than 0"));
+        }
+        let price = match info.price {
+            Some(p) if p.input_per_m_tok.is_finite() && p.input_per_m_tok >= 0.0 && p.output_per_m_tok.is_finite() && p.output_per_m_tok >= 0.0 => {
+                Some(policy::Price { input_per_mtok: p.input_per_m_tok, output_per_mtok: p.output_per_m_tok })
+            }
+            Some(_) => return Err(invalid(format!("providerInfo.{name}.price"), "prices must be 0 or more")),
+            None => None,
+        };
+        provider_info.insert(name, ProviderInfo { context_window: info.context_window, price, weight: info.weight });
+    }
     let max_request_bytes = usize::try_from(raw.max_request_bytes)
         .map_err(|_| invalid("maxRequestBytes", "is too large"))?;
     let probe_timeout = match &raw.probe_timeout {
@@ -367,8 +512,12 @@ fn check_router(raw: RawRouter, env: &dyn Environment) -> Result<RouterConfig, C
         max_request_bytes,
         providers: raw.providers,
         chains,
-        model_chains,
-        default_chain,
+        profiles,
+        model_profiles,
+        default_profile,
+        classifier,
+        trusted_headers,
+        provider_info,
         probe_timeout,
         admin,
     })
@@ -413,8 +562,6 @@ struct RawBreaker {
     consecutive_failures: Option<u32>,
     #[serde(default)]
     error_rate: Option<RawErrorRate>,
-    #[serde(default)]
-    probe_timeout: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -510,6 +657,8 @@ struct RawCooldowns {
     rate_limited: String,
     #[serde(default = "default_max_retry_after")]
     max_retry_after: String,
+    #[serde(default = "default_quota_exhausted")]
+    quota_exhausted: String,
     #[serde(default = "default_failure_base")]
     failure_base: String,
     #[serde(default = "default_failure_max")]
@@ -522,6 +671,7 @@ impl Default for RawCooldowns {
             auth_failure: default_auth_failure(),
             rate_limited: default_rate_limited(),
             max_retry_after: default_max_retry_after(),
+            quota_exhausted: default_quota_exhausted(),
             failure_base: default_failure_base(),
             failure_max: default_failure_max(),
         }
@@ -538,6 +688,9 @@ fn default_rate_limited() -> String {
     "30s".into()
 }
 fn default_max_retry_after() -> String {
+    "1h".into()
+}
+fn default_quota_exhausted() -> String {
     "1h".into()
 }
 fn default_failure_base() -> String {
@@ -663,9 +816,6 @@ fn check_breaker(raw: &RawBreaker) -> Result<BreakerPolicy, ConfigError> {
         let window = positive_duration("breaker.errorRate.window", &rate.window)?;
         policy.error_rate = Some(ErrorRate { percent: rate.percent, min_requests: rate.min_requests, window });
     }
-    if let Some(text) = &raw.probe_timeout {
-        policy.probe_timeout = positive_duration("breaker.probeTimeout", text)?;
-    }
     Ok(policy)
 }
 
@@ -721,6 +871,7 @@ fn check_cooldowns(raw: &RawCooldowns) -> Result<CooldownPolicy, ConfigError> {
         auth_failure,
         rate_limited: field("rateLimited", &raw.rate_limited)?,
         max_retry_after: field("maxRetryAfter", &raw.max_retry_after)?,
+        quota_exhausted: field("quotaExhausted", &raw.quota_exhausted)?,
         failure_base: field("failureBase", &raw.failure_base)?,
         failure_max: field("failureMax", &raw.failure_max)?,
     };

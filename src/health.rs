@@ -12,6 +12,8 @@ pub struct CooldownPolicy {
     pub rate_limited: Duration,
     /// The longest `Retry-After` believed.
     pub max_retry_after: Duration,
+    /// An account out of credit (`insufficient_quota`): someone has to pay first.
+    pub quota_exhausted: Duration,
     /// 5xx, connect failure, reset or timeout: `failure_base` doubled per consecutive failure.
     pub failure_base: Duration,
     pub failure_max: Duration,
@@ -23,6 +25,7 @@ impl Default for CooldownPolicy {
             auth_failure: None,
             rate_limited: Duration::from_secs(30),
             max_retry_after: Duration::from_secs(3600),
+            quota_exhausted: Duration::from_secs(3600),
             failure_base: Duration::from_secs(5),
             failure_max: Duration::from_secs(300),
         }
@@ -32,6 +35,9 @@ impl Default for CooldownPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
     Unauthorized,
+    /// The account is out of credit (`insufficient_quota`, billing errors): not transient
+    /// like a 429, so it cools down long.
+    QuotaExhausted,
     RateLimited,
     ServerError,
     ConnectFailure,
@@ -39,12 +45,19 @@ pub enum Failure {
 }
 
 impl Failure {
-    pub const ALL: [Failure; 5] =
-        [Failure::Unauthorized, Failure::RateLimited, Failure::ServerError, Failure::ConnectFailure, Failure::NoResponse];
+    pub const ALL: [Failure; 6] = [
+        Failure::Unauthorized,
+        Failure::QuotaExhausted,
+        Failure::RateLimited,
+        Failure::ServerError,
+        Failure::ConnectFailure,
+        Failure::NoResponse,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Failure::Unauthorized => "unauthorized",
+            Failure::QuotaExhausted => "quota_exhausted",
             Failure::RateLimited => "rate_limited",
             Failure::ServerError => "server_error",
             Failure::ConnectFailure => "connect_failure",
@@ -106,14 +119,11 @@ pub struct BreakerPolicy {
     pub consecutive_failures: u32,
     /// Or: an error rate over a window of recent attempts.
     pub error_rate: Option<ErrorRate>,
-    /// How long a half-open provider's single probe is reserved for the request that claimed
-    /// it; past that another request may probe.
-    pub probe_timeout: Duration,
 }
 
 impl Default for BreakerPolicy {
     fn default() -> Self {
-        BreakerPolicy { consecutive_failures: 1, error_rate: None, probe_timeout: Duration::from_secs(30) }
+        BreakerPolicy { consecutive_failures: 1, error_rate: None }
     }
 }
 
@@ -286,7 +296,7 @@ impl Health {
                 next.last_status = status;
                 let probe_failed = self.state(now_ms) == BreakerState::HalfOpen;
                 let trips = probe_failed
-                    || failure == Failure::Unauthorized
+                    || matches!(failure, Failure::Unauthorized | Failure::QuotaExhausted)
                     || next.consecutive_failures >= policy.breaker.consecutive_failures.max(1)
                     || policy.breaker.error_rate.as_ref().is_some_and(|rate| {
                         next.window_requests >= rate.min_requests
@@ -376,6 +386,7 @@ fn cooldown_ms(failure: Failure, failures: u32, retry_after_ms: Option<u64>, pol
     let ms = duration_ms;
     match failure {
         Failure::Unauthorized => policy.auth_failure.map_or(UNTIL_RESET, ms),
+        Failure::QuotaExhausted => ms(policy.quota_exhausted),
         Failure::RateLimited => match retry_after_ms {
             Some(after) => after.min(ms(policy.max_retry_after)),
             None => ms(policy.rate_limited),

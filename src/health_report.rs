@@ -23,7 +23,7 @@ impl AdminRequest {
     /// `GET <path>` reports; `POST <path>/reset[?provider=NAME][&budget=true]` resets.
     pub fn parse(method: &str, path_and_query: &str, admin_path: &str) -> Option<AdminRequest> {
         let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
-        let rest = path.strip_prefix(admin_path)?;
+        let rest = path.strip_prefix(admin_path).filter(|rest| rest.is_empty() || rest.starts_with('/'))?;
         let parameter = |name: &str| {
             query.split('&').find_map(|pair| pair.split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| v.to_string()))
         };
@@ -133,6 +133,7 @@ mod tests {
             assert_eq!(AdminRequest::parse(method, path, "/llm/health"), Some(expected), "{method} {path}");
         }
         assert_eq!(AdminRequest::parse("GET", "/v1/chat/completions", "/llm/health"), None);
+        assert_eq!(AdminRequest::parse("GET", "/llm/healthz", "/llm/health"), None);
     }
 
     #[test]

@@ -6,17 +6,21 @@
 
 pub mod budget;
 pub mod chat;
+pub mod classifier;
 pub mod config;
 pub mod duration;
+pub mod error_kind;
 pub mod health;
 pub mod health_report;
 pub mod openai_error;
+pub mod policy;
 pub mod priority_groups;
 pub mod provider;
 pub mod probe;
 pub mod proxy_map;
 pub mod routing;
 pub mod sse;
+pub mod trust;
 pub mod usage;
 
 #[cfg(target_arch = "wasm32")]

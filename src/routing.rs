@@ -1,6 +1,7 @@
 //! The order in which one request tries the providers of its chain, from shared health.
 
-use crate::config::Chain;
+use crate::config::{Chain, RouterConfig};
+use crate::policy;
 use crate::health::{self, BreakerState, Health, UNTIL_RESET};
 
 #[derive(Debug, PartialEq, Eq)]
@@ -39,7 +40,7 @@ impl Standing {
         [&self.provider, &self.model].iter().map(|h| h.state(now_ms) == BreakerState::HalfOpen).collect()
     }
 
-    fn demoted(&self, now_ms: u64) -> bool {
+    pub fn demoted(&self, now_ms: u64) -> bool {
         self.provider.is_demoted(now_ms) || self.model.is_demoted(now_ms)
     }
 }
@@ -99,13 +100,115 @@ pub fn retry_after_secs(chain: &Chain, standing_of: impl Fn(&str) -> Standing, n
     remaining.div_ceil(1000).max(1)
 }
 
+/// What chose a request's profile, in the order they are asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProfileSource {
+    /// The route's metadata (`llm_failover.profile`): one filter config serves many routes.
+    Route,
+    /// A trusted caller's header.
+    Header,
+    /// The request's `model` is an alias of the profile (or chain).
+    Model,
+    Classifier,
+    Default,
+}
+
+impl ProfileSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            ProfileSource::Route => "route",
+            ProfileSource::Header => "header",
+            ProfileSource::Model => "model",
+            ProfileSource::Classifier => "classifier",
+            ProfileSource::Default => "default",
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Selection {
+    Chosen { profile: usize, source: ProfileSource },
+    /// A route or a header named a profile the config does not have.
+    Unknown { name: String, source: ProfileSource },
+    /// Nothing chose one and there is no default.
+    None,
+}
+
+/// The request's profile: the route's, a trusted header's, the model alias's, the
+/// classifier's, else the default.
+pub fn select_profile(config: &RouterConfig, route: Option<&str>, header: Option<&str>, model: &str, body: &[u8]) -> Selection {
+    for (name, source) in [(route, ProfileSource::Route), (header, ProfileSource::Header)] {
+        if let Some(name) = name {
+            return match config.profile_named(name) {
+                Some(profile) => Selection::Chosen { profile, source },
+                None => Selection::Unknown { name: name.to_string(), source },
+            };
+        }
+    }
+    if let Some(profile) = config.profile_for_model(model) {
+        return Selection::Chosen { profile, source: ProfileSource::Model };
+    }
+    if let Some(profile) = config.classifier.as_ref().and_then(|c| config.profile_named(c.classify_body(body))) {
+        return Selection::Chosen { profile, source: ProfileSource::Classifier };
+    }
+    match config.default_profile() {
+        Some(profile) => Selection::Chosen { profile, source: ProfileSource::Default },
+        None => Selection::None,
+    }
+}
+
+/// Providers of the chain whose context window cannot hold the request (`needed` tokens):
+/// left out before any attempt.
+pub fn too_small<'c>(chain: &'c Chain, config: &RouterConfig, needed: u64) -> Vec<&'c str> {
+    chain
+        .providers
+        .iter()
+        .filter(|p| config.info(p).and_then(|i| i.context_window).is_some_and(|window| window < needed))
+        .map(String::as_str)
+        .collect()
+}
+
+/// Reorders the planned providers by the profile's ordering policy; health stays on top
+/// (demoted providers stay behind the others).
+pub fn apply_ordering(
+    plan: &mut Plan,
+    ordering: policy::Ordering,
+    config: &RouterConfig,
+    standing_of: impl Fn(&str) -> Standing,
+    expected: policy::ExpectedTokens,
+    random: u64,
+    now_ms: u64,
+) {
+    if ordering == policy::Ordering::Configured || plan.last_resort {
+        return;
+    }
+    let candidates: Vec<policy::Candidate> = plan
+        .order
+        .iter()
+        .map(|name| {
+            let standing = standing_of(name);
+            let info = config.info(name);
+            policy::Candidate {
+                name,
+                latency_ms: (standing.provider.ttfb_ms > 0).then_some(standing.provider.ttfb_ms),
+                price: info.and_then(|i| i.price),
+                weight: info.map_or(1, |i| i.weight),
+                cooling: false,
+                slow: standing.demoted(now_ms),
+            }
+        })
+        .collect();
+    let order = policy::order(&candidates, ordering, expected, random);
+    plan.order = order.iter().filter_map(|&i| plan.order.get(i).copied()).collect();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
 
     fn chain(names: &[&str]) -> Chain {
-        Chain { name: "c".into(), providers: names.iter().map(|s| s.to_string()).collect() }
+        Chain { name: "c".into(), providers: names.iter().map(|s| s.to_string()).collect(), profile: 0 }
     }
 
     fn open_until(until: u64) -> Health {
@@ -163,5 +266,91 @@ mod tests {
         assert_eq!(retry_after_secs(&c, standings(&[]), 100), 1);
         let until_reset = [("a", provider(open_until(UNTIL_RESET))), ("b", provider(open_until(7_000)))];
         assert_eq!(retry_after_secs(&c, standings(&until_reset), 0), 7);
+    }
+
+    fn profiles_config() -> RouterConfig {
+        let json = r#"{"role":"router","providers":["qwen","r1","llama","big"],
+            "chains":{"general":["llama","qwen"]},
+            "profiles":{
+              "coder":{"normal":["qwen","r1"],"fast":["qwen"],"high":["big","qwen"]},
+              "reasoner":{"normal":["r1","qwen"],"ordering":"lowest-latency"}},
+            "models":{"my-coder":"coder"},
+            "defaultChain":"general",
+            "classifier":{"default":"general","rules":[
+              {"profile":"coder","keywords":["코드","function","bug"]},
+              {"profile":"reasoner","keywords":["증명","prove","why"]}]},
+            "providerInfo":{"qwen":{"contextWindow":32768},"r1":{"contextWindow":65536},"big":{"contextWindow":200000}}}"#;
+        match crate::config::parse(json.as_bytes(), &NoEnv).unwrap() {
+            crate::config::Config::Router(r) => r,
+            _ => unreachable!(),
+        }
+    }
+
+    struct NoEnv;
+    impl crate::config::Environment for NoEnv {
+        fn var(&self, _: &str) -> Option<String> {
+            None
+        }
+    }
+
+    fn body(text: &str) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({"model":"gpt-4o","messages":[{"role":"user","content":text}]})).unwrap()
+    }
+
+    #[test]
+    fn the_profile_comes_from_route_header_model_classifier_then_default() {
+        let config = profiles_config();
+        let name = |s: Selection| match s {
+            Selection::Chosen { profile, source } => format!("{}:{}", config.profiles[profile].name, source.name()),
+            Selection::Unknown { name, source } => format!("unknown {name}:{}", source.name()),
+            Selection::None => "none".into(),
+        };
+        let cases = [
+            (Some("reasoner"), Some("coder"), "my-coder", "fix this bug", "reasoner:route"),
+            (None, Some("reasoner"), "my-coder", "fix this bug", "reasoner:header"),
+            (None, None, "my-coder", "why is the sky blue", "coder:model"),
+            (None, None, "gpt-4o", "이 함수의 버그를 고쳐줘: function f()", "coder:classifier"),
+            (None, None, "gpt-4o", "이 정리를 증명해줘", "reasoner:classifier"),
+            (None, None, "gpt-4o", "hello there", "general:classifier"),
+            (Some("ghost"), None, "gpt-4o", "hi", "unknown ghost:route"),
+            (None, Some("ghost"), "gpt-4o", "hi", "unknown ghost:header"),
+        ];
+        for (route, header, model, text, expected) in cases {
+            assert_eq!(name(select_profile(&config, route, header, model, &body(text))), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn tiers_pick_their_chain_and_fall_back_to_normal() {
+        let config = profiles_config();
+        let coder = config.profile_named("coder").unwrap();
+        let chain = |tier| config.chain(coder, tier).unwrap().1.providers.clone();
+        assert_eq!(chain(policy::Tier::Normal), vec!["qwen", "r1"]);
+        assert_eq!(chain(policy::Tier::Fast), vec!["qwen"]);
+        assert_eq!(chain(policy::Tier::High), vec!["big", "qwen"]);
+        let reasoner = config.profile_named("reasoner").unwrap();
+        assert_eq!(config.chain(reasoner, policy::Tier::High).unwrap().1.providers, vec!["r1", "qwen"]);
+    }
+
+    #[test]
+    fn providers_too_small_for_the_request_are_left_out() {
+        let config = profiles_config();
+        let (_, chain) = config.chain(config.profile_named("coder").unwrap(), policy::Tier::High).unwrap();
+        assert_eq!(too_small(chain, &config, 40_000), vec!["qwen"]);
+        assert!(too_small(chain, &config, 1_000).is_empty());
+        let (_, general) = config.chain(config.profile_named("general").unwrap(), policy::Tier::Normal).unwrap();
+        assert_eq!(too_small(general, &config, 40_000), vec!["qwen"], "a provider without a window is never too small");
+    }
+
+    #[test]
+    fn ordering_by_latency_keeps_demoted_providers_behind() {
+        let config = profiles_config();
+        let c = chain(&["qwen", "r1", "llama"]);
+        let latency = |ms| Health { ttfb_ms: ms, ..Health::default() };
+        let entries = [("qwen", provider(latency(900))), ("r1", provider(Health { slow_until_ms: 999, ..latency(10) })), ("llama", provider(latency(300)))];
+        let mut p = plan(&c, "m", standings(&entries), 100);
+        assert_eq!(p.order, vec!["qwen", "llama", "r1"]);
+        apply_ordering(&mut p, policy::Ordering::LowestLatency, &config, standings(&entries), policy::ExpectedTokens::default(), 0, 100);
+        assert_eq!(p.order, vec!["llama", "qwen", "r1"]);
     }
 }

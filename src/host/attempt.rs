@@ -19,6 +19,7 @@ use crate::provider::openai::{self, AnswerContext, ChatRequest};
 use crate::provider::StreamTranslator;
 use crate::usage::{RateLimitHeaders, UsageScanner};
 use crate::budget;
+use crate::error_kind::{self, Cooldown, ErrorKind, StreamStart};
 
 pub const PROVIDER_HEADER: &str = "x-llm-provider";
 pub const MODEL_HEADER: &str = "x-llm-model";
@@ -115,6 +116,10 @@ enum Answer {
     Stream(Box<dyn StreamTranslator>),
 }
 
+/// A 2xx stream is held until its first event shows content or an error: an error before any
+/// content can still fail over, since nothing has reached the client.
+const PEEK_LIMIT_BYTES: usize = 64 * 1024;
+
 pub struct AttemptFilter {
     context_id: u32,
     role: Rc<AttemptRole>,
@@ -137,6 +142,10 @@ pub struct AttemptFilter {
     success: bool,
     /// Read the client's model from the body without holding it.
     peek_model: bool,
+    /// Holding a 2xx stream's start (response headers paused) until it shows content.
+    peek_stream: bool,
+    /// What the error body said, when it decides the failure rather than the status.
+    error_kind: Option<ErrorKind>,
 }
 
 impl AttemptFilter {
@@ -160,6 +169,8 @@ impl AttemptFilter {
             usage,
             success: false,
             peek_model: false,
+            peek_stream: false,
+            error_kind: None,
         }
     }
 
@@ -363,7 +374,7 @@ impl AttemptFilter {
                 let reset = limits.reset_in_ms.unwrap_or(policy.default_reset.as_millis() as u64);
                 self.near_limit_until_ms = Some(now.saturating_add(reset.max(1)));
             }
-        } else if let Some(failure) = Failure::from_status(status) {
+        } else if let Some(failure) = self.failure_of(status) {
             let retry_after = abi::header_str(MapType::HttpResponseHeaders, "retry-after");
             let retry_after_ms = retry_after.and_then(|v| health::parse_retry_after(&v, now));
             self.failed(failure, status, retry_after_ms, now);
@@ -375,6 +386,68 @@ impl AttemptFilter {
         if let Some(attempt) = &self.attempt {
             abi::set_header(MapType::HttpResponseHeaders, ATTEMPTS_HEADER, attempt);
         }
+    }
+
+    /// What a failed answer says about the provider: the error body's kind where it decides
+    /// (a refused prompt or a too-long context is not the provider's fault; an account out of
+    /// credit is not a passing rate limit), else the status.
+    fn failure_of(&self, status: u16) -> Option<Failure> {
+        match self.error_kind.map(ErrorKind::cooldown) {
+            Some(Cooldown::None) => None,
+            Some(_) if self.error_kind == Some(ErrorKind::InsufficientQuota) => Some(Failure::QuotaExhausted),
+            _ => Failure::from_status(status),
+        }
+    }
+
+    /// Reads an error body: the status Envoy's retry policy should see follows what the error
+    /// means. A content-policy refusal or a too-long context is returned as a 400 (no other
+    /// provider is tried); an account out of credit is a 429 (the next provider is).
+    fn read_error(&mut self, body: &[u8]) {
+        let kind = error_kind::classify(self.status, body);
+        self.error_kind = Some(kind);
+        let status = match kind {
+            ErrorKind::ContentPolicy | ErrorKind::ContextLengthExceeded => 400,
+            ErrorKind::InsufficientQuota => 429,
+            _ => self.status,
+        };
+        if status != self.status {
+            abi::set_header(MapType::HttpResponseHeaders, ":status", &status.to_string());
+            self.status = status;
+        }
+    }
+
+    /// The start of a 2xx stream, held: content releases it as a success; an error event
+    /// turns it into the failure it reports, which Envoy retries at the next provider.
+    fn peek(&mut self, buffered: &[u8], end_of_stream: bool) -> Option<Action> {
+        let start = error_kind::stream_start(buffered);
+        let decided = end_of_stream || buffered.len() >= PEEK_LIMIT_BYTES;
+        match start {
+            StreamStart::Undecided if !decided => return Some(Action::Pause),
+            StreamStart::Error(kind) => {
+                self.error_kind = Some(kind);
+                let status = match kind {
+                    ErrorKind::RateLimited | ErrorKind::InsufficientQuota => 429,
+                    ErrorKind::Unauthorized => 401,
+                    ErrorKind::ContentPolicy | ErrorKind::ContextLengthExceeded | ErrorKind::BadRequest => 400,
+                    _ => 503,
+                };
+                log(
+                    LogLevel::Warn,
+                    &format!(
+                        "llm-failover #{}: `{}` sent an error event ({}) before any content; answering {status}",
+                        self.context_id,
+                        self.provider_name(),
+                        kind.name()
+                    ),
+                );
+                abi::set_header(MapType::HttpResponseHeaders, ":status", &status.to_string());
+                self.status = status;
+            }
+            _ => {}
+        }
+        self.peek_stream = false;
+        self.judge(self.status);
+        None
     }
 
     /// A complete answer in the provider's format, in OpenAI's; one that cannot be read turns
@@ -398,7 +471,14 @@ impl AttemptFilter {
     /// health and Envoy's retry policy should see.
     fn prepare_answer(&mut self, status: u16, end_of_stream: bool) -> u16 {
         let format = self.role.config.provider.format;
+        if !end_of_stream && (200..300).contains(&format.effective_status(status)) {
+            let content_type = abi::header_str(MapType::HttpResponseHeaders, "content-type").unwrap_or_default();
+            self.peek_stream = content_type.starts_with("text/event-stream") || content_type.starts_with("application/x-ndjson");
+        }
         let (Some(stream), Some(context)) = (self.translated_stream, self.answer_context.take()) else {
+            if status >= 400 && !end_of_stream {
+                self.answer = Answer::Hold { error: true };
+            }
             return status;
         };
         let effective = format.effective_status(status);
@@ -508,7 +588,7 @@ impl HttpContext for AttemptFilter {
         self.answered = true;
         let status: u16 = abi::header_str(MapType::HttpResponseHeaders, ":status").and_then(|s| s.parse().ok()).unwrap_or(0);
         self.status = self.prepare_answer(status, end_of_stream);
-        if matches!(self.answer, Answer::Hold { .. }) {
+        if matches!(self.answer, Answer::Hold { .. }) || self.peek_stream {
             // Held until the body is read: an answer that cannot be read becomes a 502, and an
             // error may mean another status than it has (Gemini's 400 for a bad key is a 401),
             // which decides whether Envoy retries at the next provider.
@@ -519,6 +599,13 @@ impl HttpContext for AttemptFilter {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.peek_stream {
+            let buffered = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
+            if let Some(action) = self.peek(&buffered, end_of_stream) {
+                return action;
+            }
+            // Decided: everything held so far goes on as one chunk.
+        }
         match &mut self.answer {
             Answer::Pass => {
                 if self.success {
@@ -554,6 +641,7 @@ impl HttpContext for AttemptFilter {
                     }
                     let translated = format.error(self.status, &body);
                     self.status = status;
+                    self.read_error(&body);
                     translated
                 } else {
                     self.read_answer(&body)

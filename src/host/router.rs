@@ -14,7 +14,8 @@ use super::attempt::ATTEMPTS_HEADER;
 use super::counters::Counter;
 use super::{health_view, log, now_ms};
 use crate::chat::{self, BadRequest};
-use crate::config::{RouterConfig, ORDER_HEADER};
+use crate::config::{Chain, RouterConfig, ORDER_HEADER};
+use crate::policy::{self, Profile, Tier};
 use crate::health_report::{self, AdminRequest};
 use crate::routing::Standing;
 use crate::{budget, health, openai_error, priority_groups, routing};
@@ -73,7 +74,7 @@ enum Stage {
     /// Not a chat request: only the internal headers were stripped.
     Passthrough,
     AwaitingBody,
-    Routed { chain: usize, model: String, skipped: String, planned_attempts: usize },
+    Routed { chain: usize, model: String, skipped: String, profile: String, planned_attempts: usize },
     Answered,
 }
 
@@ -81,11 +82,43 @@ pub struct RouterFilter {
     context_id: u32,
     role: Rc<RouterRole>,
     stage: Stage,
+    /// A trusted caller's choice of profile and tier, read (and removed) with the headers.
+    chosen_profile: Option<String>,
+    chosen_tier: Option<String>,
+}
+
+pub const PROFILE_HEADER: &str = "x-llm-profile";
+
+/// Route metadata a route may carry under `llm_failover`: its profile and tier.
+fn route_metadata(key: &str) -> Option<String> {
+    let value = hostcalls::get_property(vec!["xds", "route_metadata", "filter_metadata", "llm_failover", key]).ok().flatten()?;
+    String::from_utf8(value).ok().filter(|v| !v.is_empty())
 }
 
 impl RouterFilter {
     pub fn new(context_id: u32, role: Rc<RouterRole>) -> RouterFilter {
-        RouterFilter { context_id, role, stage: Stage::Passthrough }
+        RouterFilter { context_id, role, stage: Stage::Passthrough, chosen_profile: None, chosen_tier: None }
+    }
+
+    /// Takes the profile and tier headers off the request: read when the caller is trusted.
+    fn take_trusted_headers(&mut self, headers: &crate::proxy_map::HeaderPairs) {
+        let Some(trusted) = &self.role.config.trusted_headers else {
+            return;
+        };
+        let present: Vec<&str> = [trusted.profile.as_str(), trusted.tier.as_str()].into_iter().filter(|h| headers.contains(h)).collect();
+        if present.is_empty() {
+            return;
+        }
+        let source = hostcalls::get_property(vec!["source", "address"]).ok().flatten().unwrap_or_default();
+        let ip = std::str::from_utf8(&source).ok().and_then(crate::trust::source_ip);
+        let is_trusted = ip.is_some_and(|ip| trusted.sources.iter().any(|n| n.contains(ip)));
+        if is_trusted {
+            self.chosen_profile = headers.get_str(&trusted.profile).map(str::to_string);
+            self.chosen_tier = headers.get_str(&trusted.tier).map(str::to_string);
+        }
+        for name in present {
+            abi::remove_header(MapType::HttpRequestHeaders, name);
+        }
     }
 
     fn reject(&mut self, status: u32, reason: &'static str, message: &str, param: Option<&str>) -> Action {
@@ -113,20 +146,50 @@ impl RouterFilter {
             Err(bad) => return self.bad_request(&bad),
         };
         let role = self.role.clone();
-        let Some((chain_index, chain)) = role.config.chain_for(&request.model) else {
-            let message = format!("The model `{}` does not exist or no provider chain serves it", request.model);
-            return self.reject(404, "unknown_model", &message, Some("model"));
+        let config = &role.config;
+        let route_profile = route_metadata("profile");
+        let selection = routing::select_profile(config, route_profile.as_deref(), self.chosen_profile.as_deref(), &request.model, body);
+        let (profile_index, source) = match selection {
+            routing::Selection::Chosen { profile, source } => (profile, source),
+            routing::Selection::Unknown { name, source } => {
+                let message = format!("the {} names profile `{name}`, which this gateway does not have", source.name());
+                return self.reject(400, "unknown_profile", &message, None);
+            }
+            routing::Selection::None => {
+                let message = format!("The model `{}` does not exist or no provider chain serves it", request.model);
+                return self.reject(404, "unknown_model", &message, Some("model"));
+            }
         };
+        let tier = route_metadata("tier").or(self.chosen_tier.clone()).and_then(|t| Tier::parse(&t)).unwrap_or(Tier::Normal);
+        let (Some(profile), Some((chain_index, chain))) = (config.profiles.get(profile_index), config.chain(profile_index, tier)) else {
+            return Action::Continue;
+        };
+        let expected = policy::expected_tokens(body, 0);
+        let needed = expected.input.saturating_add(expected.output);
+        let too_small = routing::too_small(chain, config, needed);
+        if too_small.len() == chain.providers.len() {
+            let message = format!(
+                "This request needs about {needed} tokens, more than the context window of every provider of `{}`",
+                chain.name
+            );
+            return self.reject(400, "context_length_exceeded", &message, Some("messages"));
+        }
+        let fitting = Chain { providers: chain.providers.iter().filter(|p| !too_small.contains(&p.as_str())).cloned().collect(), ..chain.clone() };
         let now = now_ms();
         let health = health_view::current(now);
         let model = request.model.as_ref();
         let standing = |p: &str| Standing { provider: health.get(p), model: health.get(&health::model_key(p, model)) };
-        let mut plan = routing::plan(chain, model, standing, now);
+        let mut plan = routing::plan(&fitting, model, standing, now);
         self.claim_probes(&mut plan, now);
         if plan.order.is_empty() {
             // Every provider left is half-open and another request is probing each.
             return self.exhausted(chain_index, model, 0, 0);
         }
+        let random = now.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(self.context_id);
+        routing::apply_ordering(&mut plan, profile.ordering, config, standing, expected, random, now);
+        let mut skipped: Vec<String> = too_small.iter().map(|p| p.to_string()).collect();
+        skipped.extend(plan.skipped.iter().map(|p| p.to_string()));
+        self.set_timeouts(profile);
         let order_ok = abi::set_header(MapType::HttpRequestHeaders, ORDER_HEADER, &priority_groups::header_value(&plan.order));
         let retries_ok =
             abi::set_header(MapType::HttpRequestHeaders, "x-envoy-max-retries", &(plan.order.len() - 1).to_string());
@@ -152,10 +215,12 @@ impl RouterFilter {
                 ),
             );
         }
+        let chosen = format!("{}; by={}", chain.name, source.name());
         self.stage = Stage::Routed {
             chain: chain_index,
             model: request.model.into_owned(),
-            skipped: plan.skipped.join(","),
+            skipped: skipped.join(","),
+            profile: chosen,
             planned_attempts: plan.order.len(),
         };
         Action::Continue
@@ -209,6 +274,22 @@ impl RouterFilter {
         };
         abi::send_response(status, "llm_failover_admin", &json, &body);
         Action::Pause
+    }
+
+    /// The profile's deadline for the whole request and its per-attempt limit, as Envoy's own
+    /// request headers: the route's retry policy applies them. Hedging sends the next attempt
+    /// when one has not answered in time, and the first answer wins.
+    fn set_timeouts(&self, profile: &Profile) {
+        let ms = |d: std::time::Duration| d.as_millis().max(1).to_string();
+        if let Some(deadline) = profile.deadline {
+            abi::set_header(MapType::HttpRequestHeaders, "x-envoy-upstream-rq-timeout-ms", &ms(deadline));
+        }
+        if let Some(per_try) = profile.hedge_after.or(profile.first_byte_timeout) {
+            abi::set_header(MapType::HttpRequestHeaders, "x-envoy-upstream-rq-per-try-timeout-ms", &ms(per_try));
+        }
+        if profile.hedge_after.is_some() {
+            abi::set_header(MapType::HttpRequestHeaders, "x-envoy-hedge-on-per-try-timeout", "true");
+        }
     }
 
     /// A half-open provider takes one request, across every worker: the one whose claim
@@ -307,7 +388,9 @@ impl HttpContext for RouterFilter {
                 abi::remove_header(MapType::HttpRequestHeaders, name);
             }
         }
-        let config = &self.role.config;
+        self.take_trusted_headers(&headers);
+        let role = self.role.clone();
+        let config = &role.config;
         if let Some(admin) = &config.admin {
             let method = headers.get_str(":method").unwrap_or_default();
             if let Some(request) = AdminRequest::parse(method, headers.get_str(":path").unwrap_or_default(), &admin.path) {
@@ -351,7 +434,7 @@ impl HttpContext for RouterFilter {
             return Action::Continue;
         }
         let status: u16 = abi::header_str(MapType::HttpResponseHeaders, ":status").and_then(|s| s.parse().ok()).unwrap_or(0);
-        let Stage::Routed { chain, model, skipped, planned_attempts } = &self.stage else {
+        let Stage::Routed { chain, model, skipped, profile, planned_attempts } = &self.stage else {
             return self.refused_by_envoy(status);
         };
         if health::Failure::from_status(status).is_some() {
@@ -361,6 +444,7 @@ impl HttpContext for RouterFilter {
         if !skipped.is_empty() {
             abi::set_header(MapType::HttpResponseHeaders, SKIPPED_HEADER, skipped);
         }
+        abi::set_header(MapType::HttpResponseHeaders, PROFILE_HEADER, profile);
         Action::Continue
     }
 }

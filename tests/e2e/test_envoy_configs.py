@@ -22,8 +22,9 @@ def test_there_are_configs_to_check():
 def test_config_validates(config, monkeypatch):
     # Validation runs the plugin's own config check too, so the keys the real-providers
     # example reads from the environment must be there (fake ones).
-    for name in ("OPENAI_API_KEY", "OPENROUTER_API_KEY"):
+    for name in ("OPENAI_API_KEY", "OPENROUTER_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY"):
         monkeypatch.setenv(name, "sk-validate-only")
+    monkeypatch.setenv("LLM_FAILOVER_ADMIN_SECRET", "validate-only-admin-secret")
     monkeypatch.chdir(ROOT)
     ok, output = harness.Envoy.validate(config)
     assert ok, harness.tail(output)
