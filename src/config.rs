@@ -26,7 +26,7 @@ pub const CHAT_SUFFIX: &str = "/chat/completions";
 
 #[derive(Debug)]
 pub enum Config {
-    Router(RouterConfig),
+    Router(Box<RouterConfig>),
     Attempt(Box<AttemptConfig>),
     Prober(ProberConfig),
     RouteRefresh,
@@ -182,7 +182,7 @@ pub trait Environment {
 pub fn parse(json: &[u8], env: &dyn Environment) -> Result<Config, ConfigError> {
     let header: RoleOnly = read(json)?;
     match header.role.as_deref() {
-        Some("router") => check_router(read(json)?, env).map(Config::Router),
+        Some("router") => check_router(read(json)?, env).map(|r| Config::Router(Box::new(r))),
         Some("attempt") => check_attempt(read(json)?, env).map(|a| Config::Attempt(Box::new(a))),
         Some("prober") => check_prober(read(json)?).map(Config::Prober),
         Some("route-refresh") => read::<RawRouteRefresh>(json).map(|_| Config::RouteRefresh),
@@ -895,7 +895,7 @@ mod tests {
 
     fn router(json: &str) -> Result<RouterConfig, ConfigError> {
         match parse(json.as_bytes(), &ENV)? {
-            Config::Router(r) => Ok(r),
+            Config::Router(r) => Ok(*r),
             other => panic!("expected a router config, got {other:?}"),
         }
     }

@@ -72,7 +72,7 @@ impl Failure {
     /// Why an attempt ended without response headers, or `None` when that was not the
     /// provider's doing: the client went away and Envoy cancelled the attempt.
     pub fn from_unanswered(transport_failure_reason: &str, downstream: &Downstream) -> Option<Failure> {
-        if downstream.gone() {
+        if downstream.gone() || downstream.answered_by_another_attempt() {
             return None;
         }
         if transport_failure_reason.is_empty() {
@@ -110,6 +110,11 @@ impl Downstream<'_> {
     pub fn gone(&self) -> bool {
         self.response_flags & Self::DOWNSTREAM_CONNECTION_TERMINATION != 0
             || self.code_details.starts_with("downstream_remote_disconnect")
+    }
+
+    /// The client already has its answer from another attempt (hedging: first answer wins).
+    pub fn answered_by_another_attempt(&self) -> bool {
+        self.code_details == "via_upstream"
     }
 }
 
@@ -706,6 +711,8 @@ pub mod tests {
         let details = Downstream { response_flags: 0, code_details: "downstream_remote_disconnect" };
         assert_eq!(Failure::from_unanswered("", &flag), None);
         assert_eq!(Failure::from_unanswered("", &details), None);
+        let hedge_won = Downstream { response_flags: 0, code_details: "via_upstream" };
+        assert_eq!(Failure::from_unanswered("", &hedge_won), None, "a hedged attempt answered first");
         let other_flags = Downstream { response_flags: 0x20 | 0x2, code_details: "upstream_per_try_timeout" };
         assert_eq!(Failure::from_unanswered("", &other_flags), Some(Failure::NoResponse));
     }
@@ -732,7 +739,6 @@ pub mod tests {
             breaker: BreakerPolicy {
                 consecutive_failures: 100,
                 error_rate: Some(ErrorRate { percent: 50, min_requests: 4, window: Duration::from_secs(60) }),
-                ..BreakerPolicy::default()
             },
             ..policy()
         };

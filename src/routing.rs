@@ -168,6 +168,38 @@ pub fn too_small<'c>(chain: &'c Chain, config: &RouterConfig, needed: u64) -> Ve
         .collect()
 }
 
+/// After `exceeded_at` said the context was too long: the chain's providers whose configured
+/// window is not larger than its (those without a window included, and itself).
+pub fn not_larger_than<'c>(chain: &'c Chain, config: &RouterConfig, exceeded_at: &str) -> Vec<&'c str> {
+    let window = |p: &str| config.info(p).and_then(|i| i.context_window);
+    let limit = window(exceeded_at);
+    chain
+        .providers
+        .iter()
+        .filter(|p| p.as_str() == exceeded_at || limit.is_none() || window(p).is_none_or(|w| Some(w) <= limit))
+        .map(String::as_str)
+        .collect()
+}
+
+/// `path` without the query parameter `name`, and its value; `None` when it has none.
+pub fn take_query_param(path: &str, name: &str) -> Option<(String, String)> {
+    let (base, query) = path.split_once('?')?;
+    let mut value = None;
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|pair| match pair.split_once('=') {
+            Some((key, v)) if key == name => {
+                value = Some(v.to_string());
+                false
+            }
+            _ => true,
+        })
+        .collect();
+    let value = value?;
+    let plain = if rest.is_empty() { base.to_string() } else { format!("{base}?{}", rest.join("&")) };
+    Some((plain, value))
+}
+
 /// Reorders the planned providers by the profile's ordering policy; health stays on top
 /// (demoted providers stay behind the others).
 pub fn apply_ordering(
@@ -281,7 +313,7 @@ mod tests {
               {"profile":"reasoner","keywords":["증명","prove","why"]}]},
             "providerInfo":{"qwen":{"contextWindow":32768},"r1":{"contextWindow":65536},"big":{"contextWindow":200000}}}"#;
         match crate::config::parse(json.as_bytes(), &NoEnv).unwrap() {
-            crate::config::Config::Router(r) => r,
+            crate::config::Config::Router(r) => *r,
             _ => unreachable!(),
         }
     }
@@ -340,6 +372,22 @@ mod tests {
         assert!(too_small(chain, &config, 1_000).is_empty());
         let (_, general) = config.chain(config.profile_named("general").unwrap(), policy::Tier::Normal).unwrap();
         assert_eq!(too_small(general, &config, 40_000), vec!["qwen"], "a provider without a window is never too small");
+    }
+
+    #[test]
+    fn after_a_context_error_only_larger_windows_remain() {
+        let config = profiles_config();
+        let (_, high) = config.chain(config.profile_named("coder").unwrap(), policy::Tier::High).unwrap();
+        assert_eq!(not_larger_than(high, &config, "qwen"), vec!["qwen"]);
+        assert_eq!(not_larger_than(high, &config, "big"), vec!["big", "qwen"]);
+        let (_, general) = config.chain(config.profile_named("general").unwrap(), policy::Tier::Normal).unwrap();
+        assert_eq!(not_larger_than(general, &config, "qwen"), vec!["llama", "qwen"], "no window: not known to be larger");
+        assert_eq!(
+            take_query_param("/v1/chat/completions?a=1&llm_failover_context_exceeded=qwen", "llm_failover_context_exceeded"),
+            Some(("/v1/chat/completions?a=1".into(), "qwen".into()))
+        );
+        assert_eq!(take_query_param("/v1/chat/completions?x=1", "y"), None);
+        assert_eq!(take_query_param("/p?y=2", "y"), Some(("/p".into(), "2".into())));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 
 use super::abi::{self, HostStore, RequestHeaders};
 use super::counters::{self, Counter, Gauge, Histogram};
+use super::router::{EXCEEDED_PARAM, ORIGIN_HEADER};
 use super::{health_view, log, now_ms};
 use crate::chat;
 use crate::config::{AttemptConfig, CHAT_SUFFIX};
@@ -146,6 +147,8 @@ pub struct AttemptFilter {
     peek_stream: bool,
     /// What the error body said, when it decides the failure rather than the status.
     error_kind: Option<ErrorKind>,
+    /// The client's URL, which the router role left for a context-length redirect.
+    origin: Option<String>,
 }
 
 impl AttemptFilter {
@@ -171,6 +174,7 @@ impl AttemptFilter {
             peek_model: false,
             peek_stream: false,
             error_kind: None,
+            origin: None,
         }
     }
 
@@ -414,6 +418,23 @@ impl AttemptFilter {
             abi::set_header(MapType::HttpResponseHeaders, ":status", &status.to_string());
             self.status = status;
         }
+        if kind == ErrorKind::ContextLengthExceeded {
+            self.redirect_for_a_larger_context();
+        }
+    }
+
+    /// Envoy cannot skip the next attempts from here, so the answer becomes an internal
+    /// redirect to the client's own URL: Envoy replays the request through the router role,
+    /// which then plans only providers with a larger context window than this one's.
+    fn redirect_for_a_larger_context(&mut self) {
+        let Some(origin) = self.origin.clone() else {
+            return;
+        };
+        let separator = if origin.contains('?') { '&' } else { '?' };
+        let location = format!("{origin}{separator}{EXCEEDED_PARAM}={}", self.provider_name());
+        abi::set_header(MapType::HttpResponseHeaders, ":status", "307");
+        abi::set_header(MapType::HttpResponseHeaders, "location", &location);
+        self.status = 307;
     }
 
     /// The start of a 2xx stream, held: content releases it as a success; an error event
@@ -512,7 +533,8 @@ impl Context for AttemptFilter {
         }
         if !self.answered && self.started_ms != 0 {
             // No response headers: the connection failed, was reset, the per-try timeout fired,
-            // or the client went away and Envoy cancelled us (not the provider's fault).
+            // or Envoy cancelled us: the client went away, or a hedged attempt answered first
+            // (neither is the provider's fault).
             let property = |path: Vec<&str>| hostcalls::get_property(path).ok().flatten().unwrap_or_default();
             let reason = property(vec!["upstream", "transport_failure_reason"]);
             let flags = property(vec!["response", "flags"]);
@@ -535,6 +557,7 @@ impl HttpContext for AttemptFilter {
         self.role.counters.attempts.inc();
         let headers = abi::headers(MapType::HttpRequestHeaders);
         self.attempt = headers.get_str("x-envoy-attempt-count").map(str::to_string);
+        self.origin = headers.get_str(ORIGIN_HEADER).map(str::to_string);
         let provider = &self.role.config.provider;
         // Envoy shares these headers between attempts: what an earlier attempt set for another
         // provider is still here.

@@ -76,7 +76,7 @@ impl RootContext for Root {
                     config.chains.len(),
                     config.providers
                 );
-                (Role::Router(Rc::new(router::RouterRole::new(config))), summary)
+                (Role::Router(Rc::new(router::RouterRole::new(*config))), summary)
             }
             Config::Attempt(config) => {
                 let summary = format!(

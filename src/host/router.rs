@@ -26,6 +26,7 @@ const INTERNAL_HEADERS: &[&str] = &[
     ORDER_HEADER,
     "x-envoy-max-retries",
     super::attempt::TRANSLATED_HEADER,
+    ORIGIN_HEADER,
     "x-envoy-retry-on",
     "x-envoy-retriable-status-codes",
     "x-envoy-retriable-header-names",
@@ -85,9 +86,16 @@ pub struct RouterFilter {
     /// A trusted caller's choice of profile and tier, read (and removed) with the headers.
     chosen_profile: Option<String>,
     chosen_tier: Option<String>,
+    /// This request is Envoy's internal replay after that provider's context was too small.
+    exceeded_at: Option<String>,
 }
 
 pub const PROFILE_HEADER: &str = "x-llm-profile";
+/// Where the client sent the request (`scheme://authority/path`): an attempt whose provider
+/// says the context is too long redirects there, and Envoy replays the request internally.
+pub const ORIGIN_HEADER: &str = "x-llm-failover-origin";
+/// The query parameter of that internal redirect: the provider whose context was too small.
+pub const EXCEEDED_PARAM: &str = "llm_failover_context_exceeded";
 
 /// Route metadata a route may carry under `llm_failover`: its profile and tier.
 fn route_metadata(key: &str) -> Option<String> {
@@ -97,7 +105,7 @@ fn route_metadata(key: &str) -> Option<String> {
 
 impl RouterFilter {
     pub fn new(context_id: u32, role: Rc<RouterRole>) -> RouterFilter {
-        RouterFilter { context_id, role, stage: Stage::Passthrough, chosen_profile: None, chosen_tier: None }
+        RouterFilter { context_id, role, stage: Stage::Passthrough, chosen_profile: None, chosen_tier: None, exceeded_at: None }
     }
 
     /// Takes the profile and tier headers off the request: read when the caller is trusted.
@@ -166,7 +174,14 @@ impl RouterFilter {
         };
         let expected = policy::expected_tokens(body, 0);
         let needed = expected.input.saturating_add(expected.output);
-        let too_small = routing::too_small(chain, config, needed);
+        let mut too_small = routing::too_small(chain, config, needed);
+        if let Some(exceeded_at) = &self.exceeded_at {
+            // A provider said the context is too long: only larger windows may follow.
+            let smaller = routing::not_larger_than(chain, config, exceeded_at);
+            log(LogLevel::Info, &format!("llm-failover #{}: context too long for `{exceeded_at}`; leaving out {smaller:?}", self.context_id));
+            too_small.extend(smaller);
+            too_small.dedup();
+        }
         if too_small.len() == chain.providers.len() {
             let message = format!(
                 "This request needs about {needed} tokens, more than the context window of every provider of `{}`",
@@ -403,6 +418,18 @@ impl HttpContext for RouterFilter {
         if headers.get(":method") != Some(b"POST") || !config.is_chat_path(headers.get_str(":path").unwrap_or_default()) {
             return Action::Continue;
         }
+        let path = headers.get_str(":path").unwrap_or_default();
+        if let Some((plain, exceeded_at)) = routing::take_query_param(path, EXCEEDED_PARAM) {
+            abi::set_header(MapType::HttpRequestHeaders, ":path", &plain);
+            self.exceeded_at = Some(exceeded_at);
+        }
+        let origin = format!(
+            "{}://{}{}",
+            headers.get_str(":scheme").unwrap_or("http"),
+            headers.get_str(":authority").unwrap_or_default(),
+            headers.get_str(":path").map(|p| routing::take_query_param(p, EXCEEDED_PARAM).map_or(p.to_string(), |(plain, _)| plain)).unwrap_or_default()
+        );
+        abi::set_header(MapType::HttpRequestHeaders, ORIGIN_HEADER, &origin);
         let declared = headers.get_str("content-length").and_then(|v| v.parse::<usize>().ok());
         if declared.is_some_and(|len| len > config.max_request_bytes) {
             return self.too_large();
@@ -440,6 +467,13 @@ impl HttpContext for RouterFilter {
         if health::Failure::from_status(status).is_some() {
             let (chain, model, planned) = (*chain, model.clone(), *planned_attempts);
             return self.exhausted(chain, &model, status, planned);
+        }
+        let location = abi::header_str(MapType::HttpResponseHeaders, "location").unwrap_or_default();
+        if status == 307 && location.contains(EXCEEDED_PARAM) {
+            // Envoy did not replay it: the route lacks `internal_redirect_policy` for 307, or
+            // every larger provider was tried.
+            let message = "The request is longer than the context window of the providers that could be tried";
+            return self.reject(400, "context_length_exceeded", message, Some("messages"));
         }
         if !skipped.is_empty() {
             abi::set_header(MapType::HttpResponseHeaders, SKIPPED_HEADER, skipped);

@@ -161,7 +161,10 @@ def render(*, listener_port: int, admin_port: int, providers: list[Provider],
            per_try_timeout: str = "2s", route_timeout: str = "20s",
            body_buffer_limit: int | None = None, router_config: dict | str | None = None,
            attempt_configs: dict[str, dict | str] | None = None,
-           extra_env: dict[str, str] | None = None, probers: list[dict] | None = None) -> str:
+           extra_env: dict[str, str] | None = None, probers: list[dict] | None = None,
+           route_profiles: dict[str, str] | None = None) -> str:
+    """`route_profiles`: path prefix -> profile, each a route of its own carrying the profile in
+    its metadata (`llm_failover.profile`), before the catch-all `/v1/` route."""
     env = {p.key_env: p.key for p in providers if p.key_env and p.key}
     env.update(extra_env or {})
     router = {"role": "router", "providers": [p.name for p in providers], "chains": chains}
@@ -181,6 +184,10 @@ def render(*, listener_port: int, admin_port: int, providers: list[Provider],
             },
         }},
         "timeout": route_timeout,
+        # A provider whose context is too small answers 307 to the request's own URL: Envoy
+        # replays it through the router role, which leaves out the smaller providers.
+        "internal_redirect_policy": {"redirect_response_codes": [307],
+                                     "max_internal_redirects": max(1, len(providers) - 1)},
         "retry_policy": {
             "retry_on": "5xx,reset,connect-failure,retriable-status-codes",
             "retriable_status_codes": [401, 403, 408, 429],
@@ -193,6 +200,9 @@ def render(*, listener_port: int, admin_port: int, providers: list[Provider],
     route = {"match": {"prefix": "/v1/"}, "route": route_action}
     if body_buffer_limit:
         route["request_body_buffer_limit"] = body_buffer_limit
+    routes = [{"match": {"prefix": prefix}, "route": route_action,
+               "metadata": {"filter_metadata": {"llm_failover": {"profile": profile}}}}
+              for prefix, profile in (route_profiles or {}).items()] + [route]
     attempt_configs = attempt_configs or {}
     config = {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
@@ -211,7 +221,7 @@ def render(*, listener_port: int, admin_port: int, providers: list[Provider],
                         "route_config": {"virtual_hosts": [{
                             "name": "llm", "domains": ["*"],
                             "include_request_attempt_count": True,
-                            "routes": [route],
+                            "routes": routes,
                         }]},
                         "http_filters": [
                             wasm_filter(router_config if router_config is not None else router, env),

@@ -1,0 +1,196 @@
+"""Routing policies end to end, in a real Envoy with 2 workers: profiles by route, header, model
+and classifier; tiers; context windows (before and after a provider says the context is too
+long); error-aware failover; hedging; the overall deadline."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import harness
+from envoy_config import Provider, start_gateway
+from mock_provider import openai_error
+
+CHAT_PATH = "/v1/chat/completions"
+NAMES = ["qwen", "r1", "llama", "big"]
+ROUTER = {
+    "chatPaths": ["/v1/chat/completions", "/team-coder/v1/chat/completions", "/team-reasoner/v1/chat/completions"],
+    "profiles": {
+        "coder": {"normal": ["qwen", "r1"], "fast": ["llama"], "high": ["big", "qwen"]},
+        "reasoner": {"normal": ["r1", "qwen"]},
+        "general": {"normal": ["llama", "qwen"]},
+    },
+    "models": {"my-coder": "coder"},
+    "defaultChain": "general",
+    "classifier": {"default": "general", "rules": [
+        {"profile": "coder", "keywords": ["코드", "함수", "버그", "function", "bug", "compile"]},
+        {"profile": "reasoner", "keywords": ["증명", "왜", "prove", "step by step"]},
+    ]},
+    "trustedHeaders": {"sources": ["127.0.0.0/8"]},
+}
+
+
+def gateway(tmp_path, mock, router=None, **kwargs):
+    mocks = {name: mock(name) for name in NAMES}
+    envoy = start_gateway(tmp_path, [Provider(n, m.port) for n, m in mocks.items()], chains={},
+                          default_chain=None, router_extra={**ROUTER, **(router or {})}, **kwargs)
+    return envoy, mocks
+
+
+def chat(envoy, text, path=CHAT_PATH, model="gpt-4o", headers=None, timeout=10, **extra):
+    body = {"model": model, "messages": [{"role": "user", "content": text}], **extra}
+    return envoy.post_json(path, body, headers=headers, timeout=timeout)
+
+
+def test_two_routes_with_different_profiles_share_one_filter_config(tmp_path, mock):
+    envoy, mocks = gateway(tmp_path, mock, route_profiles={"/team-coder/": "coder", "/team-reasoner/": "reasoner"})
+    coder = chat(envoy, "hello", path="/team-coder/v1/chat/completions")
+    reasoner = chat(envoy, "hello", path="/team-reasoner/v1/chat/completions")
+    assert (coder.status, reasoner.status) == (200, 200), coder.text()
+    assert coder.headers["x-llm-provider"] == "qwen" and coder.headers["x-llm-profile"] == "coder; by=route"
+    assert reasoner.headers["x-llm-provider"] == "r1" and reasoner.headers["x-llm-profile"] == "reasoner; by=route"
+
+
+def test_coding_and_reasoning_prompts_take_different_first_providers(tmp_path, mock):
+    envoy, mocks = gateway(tmp_path, mock)
+    cases = [
+        ("이 함수의 버그를 고쳐줘", "qwen", "coder; by=classifier"),
+        ("Why does this compile error happen in my function?", "qwen", "coder; by=classifier"),
+        ("이 정리를 단계별로 증명해줘", "r1", "reasoner; by=classifier"),
+        ("Prove it step by step", "r1", "reasoner; by=classifier"),
+        ("What is a good name for a cat?", "llama", "general; by=classifier"),
+    ]
+    for text, provider, profile in cases:
+        response = chat(envoy, text)
+        assert response.status == 200, response.text()
+        assert (response.headers["x-llm-provider"], response.headers["x-llm-profile"]) == (provider, profile), text
+    alias = chat(envoy, "What is a good name for a cat?", model="my-coder")
+    assert alias.headers["x-llm-profile"] == "coder; by=model"
+
+
+def test_a_trusted_caller_chooses_profile_and_tier_others_cannot(tmp_path, mock):
+    envoy, mocks = gateway(tmp_path, mock)
+    trusted = chat(envoy, "hello", headers={"x-llm-profile": "coder", "x-llm-tier": "high"})
+    assert trusted.headers["x-llm-profile"] == "coder/high; by=header"
+    assert trusted.headers["x-llm-provider"] == "big"
+    fast = chat(envoy, "hello", headers={"x-llm-profile": "coder", "x-llm-tier": "fast"})
+    assert fast.headers["x-llm-provider"] == "llama"
+    assert all(r.header("x-llm-profile") is None and r.header("x-llm-tier") is None
+               for m in mocks.values() for r in m.requests), "the headers are not passed on"
+    unknown = chat(envoy, "hello", headers={"x-llm-profile": "ghost"})
+    assert unknown.status == 400 and unknown.json()["error"]["code"] == "unknown_profile"
+
+    # The same headers from a network that is not trusted are removed unread.
+    untrusted, mocks2 = gateway(tmp_path / "untrusted", mock, router={"trustedHeaders": {"sources": ["10.0.0.0/8"]}})
+    ignored = chat(untrusted, "hello", headers={"x-llm-profile": "coder", "x-llm-tier": "high"})
+    assert ignored.headers["x-llm-profile"] == "general; by=classifier"
+    assert all(r.header("x-llm-profile") is None for m in mocks2.values() for r in m.requests)
+
+
+def test_a_request_too_long_for_a_window_skips_that_provider_before_trying(tmp_path, mock):
+    envoy, mocks = gateway(tmp_path, mock, router={"providerInfo": {"qwen": {"contextWindow": 4096}, "r1": {"contextWindow": 131072}}},
+                           body_buffer_limit=1 << 20)
+    long_code = "Fix the bug in this function: " + "x = compute(x) + 1\n" * 2000   # about 10k tokens
+    response = chat(envoy, long_code)
+    assert response.status == 200, response.text()
+    assert response.headers["x-llm-provider"] == "r1"
+    assert response.headers["x-llm-skipped"] == "qwen"
+    assert mocks["qwen"].requests == []
+
+
+def test_a_context_length_error_skips_the_small_context_fallback(tmp_path, mock):
+    """The primary says the context is too long: the request goes on only to a provider with a
+    larger window, never to the smaller fallback next in the chain."""
+    windows = {"qwen": {"contextWindow": 32768}, "llama": {"contextWindow": 8192}, "big": {"contextWindow": 200000}}
+    router = {"profiles": {**ROUTER["profiles"], "coder": {"normal": ["qwen", "llama", "big"]}}, "providerInfo": windows}
+    envoy, mocks = gateway(tmp_path, mock, router=router)
+    mocks["qwen"].script({"status": 400, "body": {"error": {
+        "message": "This model's maximum context length is 32768 tokens. However, your messages resulted in 40211 tokens.",
+        "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}}})
+    response = chat(envoy, "fix this bug")
+    assert response.status == 200, response.text()
+    assert response.headers["x-llm-provider"] == "big"
+    assert mocks["llama"].requests == [], "the smaller fallback is not tried"
+    assert len(mocks["qwen"].requests) == 1
+    assert mocks["big"].requests[0].json["messages"][0]["content"] == "fix this bug"
+    assert response.headers["x-llm-skipped"] == "qwen,llama"
+    stats = envoy.stats()
+    assert stats.get("wasmcustom.llm_failover.provider.qwen.failover.server_error", 0) == 0, "not qwen's fault"
+
+    # Nobody larger left: the client gets the context error.
+    mocks["big"].script({"status": 400, "body": {"error": {"message": "maximum context length exceeded",
+                                                           "type": "invalid_request_error", "code": "context_length_exceeded"}}})
+    mocks["qwen"].script({"status": 400, "body": {"error": {"message": "maximum context length is 32768 tokens",
+                                                            "type": "invalid_request_error", "code": "context_length_exceeded"}}})
+    refused = chat(envoy, "fix this bug")
+    assert refused.status == 400, refused.text()
+    assert refused.json()["error"]["code"] == "context_length_exceeded"
+
+
+def test_a_content_policy_refusal_is_returned_without_failover(tmp_path, mock):
+    envoy, mocks = gateway(tmp_path, mock)
+    refusal = {"error": {"message": "Your request was rejected as a result of our safety system.",
+                         "type": "invalid_request_error", "param": None, "code": "content_policy_violation"}}
+    mocks["llama"].script({"status": 400, "body": refusal})
+    response = chat(envoy, "hello")
+    assert response.status == 400
+    assert response.json()["error"]["code"] == "content_policy_violation"
+    assert mocks["qwen"].requests == [], "no other provider is asked"
+    assert chat(envoy, "hello").headers["x-llm-provider"] == "llama", "and llama is not blamed"
+
+
+def test_insufficient_quota_cools_long_unlike_a_rate_limit(tmp_path, mock):
+    envoy, mocks = gateway(tmp_path, mock)
+    mocks["llama"].script({"status": 429, "body": {"error": {
+        "message": "You exceeded your current quota, please check your plan and billing details.",
+        "type": "insufficient_quota", "param": None, "code": "insufficient_quota"}}})
+    assert chat(envoy, "hello").headers["x-llm-provider"] == "qwen"
+    envoy.wait_for_log(r"provider `llama` failed \(429 quota_exhausted\) on attempt 1; cooling down 3600s")
+    assert chat(envoy, "hello").headers["x-llm-skipped"] == "llama"
+
+
+def test_an_error_event_before_any_content_fails_over(tmp_path, mock):
+    envoy, mocks = gateway(tmp_path, mock)
+    mocks["llama"].script({"sse": [{"data": {"error": {"message": "The server had an error while processing your request.",
+                                                        "type": "server_error"}}}]})
+    status, headers, chunks = harness.http_stream(envoy.listener_ports[0], CHAT_PATH, json.dumps(
+        {"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "hello"}]}).encode(),
+        {"content-type": "application/json"})
+    body = b"".join(c for _, c in chunks)
+    assert status == 200
+    assert headers["x-llm-provider"] == "qwen", headers
+    assert b"hello from qwen" in body and b"server had an error" not in body
+    envoy.wait_for_log(r"`llama` sent an error event \(server_error\) before any content; answering 503")
+
+
+def test_a_hedged_slow_attempt_loses_to_a_fast_one_and_is_not_blamed(tmp_path, mock):
+    """Measured on Envoy 1.40: the hedged attempt goes to the same provider (Envoy does not
+    refresh the cluster for a hedge), so hedging helps against one slow response, not one slow
+    provider; failover to the next provider still follows a failure or `firstByteTimeout`."""
+    router = {"profiles": {**ROUTER["profiles"], "general": {"normal": ["llama", "qwen"], "hedgeAfter": "300ms"}}}
+    envoy, mocks = gateway(tmp_path, mock, router=router, per_try_timeout="10s")
+    mocks["llama"].script({"delay": 3.0}, {"echo": True})
+    started = time.monotonic()
+    response = chat(envoy, "hello")
+    elapsed = time.monotonic() - started
+    assert response.status == 200
+    assert response.headers["x-llm-attempts"] == "2", "the hedge answered"
+    assert elapsed < 2.5, "the first answer won; the slow one was not waited for"
+    assert len(mocks["llama"].requests) == 2
+    time.sleep(3.2)   # the slow attempt is cancelled when its answer would have come
+    stats = envoy.stats()
+    assert stats.get("wasmcustom.llm_failover.provider.llama.failover.no_response", 0) == 0, "the loser is not blamed"
+    assert chat(envoy, "hello").headers["x-llm-provider"] == "llama"
+
+
+def test_the_overall_deadline_holds_across_failovers(tmp_path, mock):
+    router = {"profiles": {**ROUTER["profiles"], "general": {"normal": ["llama", "qwen"], "deadline": "1s", "firstByteTimeout": "700ms"}}}
+    envoy, mocks = gateway(tmp_path, mock, router=router, per_try_timeout="10s", route_timeout="30s")
+    mocks["llama"].set_default({"delay": 5.0})
+    mocks["qwen"].set_default({"delay": 5.0})
+    started = time.monotonic()
+    response = chat(envoy, "hello", timeout=10)
+    elapsed = time.monotonic() - started
+    assert response.status in (503, 504), response.text()
+    assert response.json()["error"]["code"] in ("all_providers_unavailable", "deadline_exceeded")
+    assert elapsed < 3.0, f"the 1 s deadline held ({elapsed:.1f}s), not two 5 s providers"
