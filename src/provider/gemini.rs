@@ -35,23 +35,7 @@ pub fn chat_path(provider: &Provider, model: &str, stream: bool) -> String {
     // Gemini names models `models/<id>`; a client that sends the full name means the same model.
     let model = model.strip_prefix("models/").unwrap_or(model);
     let method = if stream { "streamGenerateContent?alt=sse" } else { "generateContent" };
-    format!("{}/models/{}:{}", provider.base_path, path_segment(model), method)
-}
-
-/// A client-chosen model name must stay one path segment: no `/`, `?`, `:` or dot segment.
-fn path_segment(text: &str) -> String {
-    if text == "." || text == ".." {
-        return text.replace('.', "%2E");
-    }
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
+    format!("{}/models/{}:{}", provider.base_path, super::path_segment(model), method)
 }
 
 // ---------------------------------------------------------------------------------------------

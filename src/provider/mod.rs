@@ -165,6 +165,23 @@ impl Format {
     }
 }
 
+/// A client-chosen model name put in a path (Azure's deployment, Gemini's model) must stay
+/// one segment: no `/`, `?`, `:` or dot segment escapes it.
+fn path_segment(text: &str) -> String {
+    if text == "." || text == ".." {
+        return text.replace('.', "%2E");
+    }
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 /// The request headers of one attempt, as the attempt role sees them: Envoy's map, shared by
 /// every attempt of a request.
 pub trait HeaderMap {

@@ -16,6 +16,8 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +43,18 @@ def stop_all_envoys() -> None:
 
 # A last resort for scripts and crashed sessions: never leave Envoys behind.
 atexit.register(stop_all_envoys)
+
+
+def concurrently(count: int, call, timeout: float = 10) -> list:
+    """`call(i)` for i in range(count), all released at once (a barrier), results in order."""
+    start = threading.Barrier(count)
+
+    def one(i):
+        start.wait(timeout=timeout)
+        return call(i)
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(one, range(count)))
 
 
 def free_port() -> int:

@@ -408,21 +408,13 @@ def test_concurrent_failures_on_two_workers_are_all_counted_in_shared_health(tmp
     Each failure doubles the backoff, so if no update is lost the cooldowns logged are exactly
     1, 2, 4 ... 32768 seconds: a lost update (no compare-and-swap) would repeat one."""
     import re
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
 
     a, b = mock("a"), mock("b")
     envoy = gateway(tmp_path, [Provider("a", a.port, cooldowns={"failureBase": "1s", "failureMax": "1d"}),
                                Provider("b", b.port)], per_try_timeout="8s")
     # Long enough that every request is at `a` before the first failure is recorded.
     a.set_default({**openai_error(503), "delay": 2.0})
-    start = threading.Barrier(16)
-
-    def one(_):
-        start.wait(timeout=10)
-        return chat(envoy, timeout=15)
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        responses = list(pool.map(one, range(16)))
+    responses = harness.concurrently(16, lambda _: chat(envoy, timeout=15))
     assert [r.status for r in responses] == [200] * 16
     assert {r.headers["x-llm-provider"] for r in responses} == {"b"}
     assert len(a.requests) == 16

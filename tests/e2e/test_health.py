@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import harness
 from envoy_config import Provider, start_gateway
@@ -47,14 +45,7 @@ def test_a_recovering_provider_gets_exactly_one_probe_under_32_clients(tmp_path,
     assert chat(envoy).headers["x-llm-provider"] == "b"
     time.sleep(1.3)   # the cooldown is over: `a` is half-open
     a.set_default({"delay": 1.0})   # the probe is slow, so every client arrives while it runs
-    start = threading.Barrier(32)
-
-    def one(_):
-        start.wait(timeout=10)
-        return chat(envoy, timeout=15)
-
-    with ThreadPoolExecutor(max_workers=32) as pool:
-        responses = list(pool.map(one, range(32)))
+    responses = harness.concurrently(32, lambda _: chat(envoy, timeout=15))
     assert [r.status for r in responses] == [200] * 32
     served_by = [r.headers["x-llm-provider"] for r in responses]
     assert served_by.count("a") == 1, served_by
