@@ -88,6 +88,8 @@ pub struct RouterFilter {
     chosen_tier: Option<String>,
     /// This request is Envoy's internal replay after that provider's context was too small.
     exceeded_at: Option<String>,
+    /// The client's URL, for a context-length redirect.
+    origin: Option<String>,
 }
 
 pub const PROFILE_HEADER: &str = "x-llm-profile";
@@ -105,7 +107,7 @@ fn route_metadata(key: &str) -> Option<String> {
 
 impl RouterFilter {
     pub fn new(context_id: u32, role: Rc<RouterRole>) -> RouterFilter {
-        RouterFilter { context_id, role, stage: Stage::Passthrough, chosen_profile: None, chosen_tier: None, exceeded_at: None }
+        RouterFilter { context_id, role, stage: Stage::Passthrough, chosen_profile: None, chosen_tier: None, exceeded_at: None, origin: None }
     }
 
     /// Takes the profile and tier headers off the request: read when the caller is trusted.
@@ -183,11 +185,20 @@ impl RouterFilter {
             too_small.dedup();
         }
         if too_small.len() == chain.providers.len() {
-            let message = format!(
-                "This request needs about {needed} tokens, more than the context window of every provider of `{}`",
-                chain.name
-            );
+            let message = match &self.exceeded_at {
+                Some(provider) => format!(
+                    "`{provider}` said this request is longer than its context window, and no provider of `{}` has a larger one",
+                    chain.name
+                ),
+                None => format!("This request needs about {needed} tokens, more than the context window of every provider of `{}`", chain.name),
+            };
             return self.reject(400, "context_length_exceeded", &message, Some("messages"));
+        }
+        // A context-length error can only be replayed toward larger windows when windows are
+        // known; otherwise the provider's own error goes back to the client.
+        let windows = chain.providers.iter().filter(|p| config.info(p).and_then(|i| i.context_window).is_some()).count();
+        if let (Some(origin), true) = (&self.origin, windows >= 2) {
+            abi::set_header(MapType::HttpRequestHeaders, ORIGIN_HEADER, origin);
         }
         let fitting = Chain { providers: chain.providers.iter().filter(|p| !too_small.contains(&p.as_str())).cloned().collect(), ..chain.clone() };
         let now = now_ms();
@@ -423,13 +434,12 @@ impl HttpContext for RouterFilter {
             abi::set_header(MapType::HttpRequestHeaders, ":path", &plain);
             self.exceeded_at = Some(exceeded_at);
         }
-        let origin = format!(
+        self.origin = Some(format!(
             "{}://{}{}",
             headers.get_str(":scheme").unwrap_or("http"),
             headers.get_str(":authority").unwrap_or_default(),
             headers.get_str(":path").map(|p| routing::take_query_param(p, EXCEEDED_PARAM).map_or(p.to_string(), |(plain, _)| plain)).unwrap_or_default()
-        );
-        abi::set_header(MapType::HttpRequestHeaders, ORIGIN_HEADER, &origin);
+        ));
         let declared = headers.get_str("content-length").and_then(|v| v.parse::<usize>().ok());
         if declared.is_some_and(|len| len > config.max_request_bytes) {
             return self.too_large();
