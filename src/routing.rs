@@ -87,17 +87,15 @@ pub fn plan<'c>(chain: &'c Chain, model: &str, standing_of: impl Fn(&str) -> Sta
     }
 }
 
-/// Seconds until the first provider of the chain comes back, for `Retry-After` (at least 1).
-pub fn retry_after_secs(chain: &Chain, standing_of: impl Fn(&str) -> Standing, now_ms: u64) -> u64 {
-    let remaining = chain
-        .providers
-        .iter()
-        .filter_map(|p| standing_of(p).out_until(now_ms))
-        .filter(|&until| until != UNTIL_RESET)
-        .map(|until| until.saturating_sub(now_ms))
-        .min()
-        .unwrap_or(0);
-    remaining.div_ceil(1000).max(1)
+/// Seconds until the first provider of the chain comes back, for `Retry-After` (at least 1);
+/// `None` when every provider is held out until an operator resets it: waiting will not help.
+pub fn retry_after_secs(chain: &Chain, standing_of: impl Fn(&str) -> Standing, now_ms: u64) -> Option<u64> {
+    let out: Vec<Option<u64>> = chain.providers.iter().map(|p| standing_of(p).out_until(now_ms)).collect();
+    if !out.is_empty() && out.iter().all(|until| *until == Some(UNTIL_RESET)) {
+        return None;
+    }
+    let remaining = out.into_iter().flatten().filter(|&until| until != UNTIL_RESET).map(|until| until.saturating_sub(now_ms)).min();
+    Some(remaining.unwrap_or(0).div_ceil(1000).max(1))
 }
 
 /// What chose a request's profile, in the order they are asked.
@@ -294,10 +292,12 @@ mod tests {
     fn retry_after_is_the_shortest_remaining_out_time_rounded_up() {
         let c = chain(&["a", "b", "c"]);
         let entries = [("a", provider(open_until(9_100))), ("b", provider(open_until(4_001)))];
-        assert_eq!(retry_after_secs(&c, standings(&entries), 100), 4);
-        assert_eq!(retry_after_secs(&c, standings(&[]), 100), 1);
+        assert_eq!(retry_after_secs(&c, standings(&entries), 100), Some(4));
+        assert_eq!(retry_after_secs(&c, standings(&[]), 100), Some(1));
         let until_reset = [("a", provider(open_until(UNTIL_RESET))), ("b", provider(open_until(7_000)))];
-        assert_eq!(retry_after_secs(&c, standings(&until_reset), 0), 7);
+        assert_eq!(retry_after_secs(&c, standings(&until_reset), 0), Some(7));
+        let all_reset = [("a", provider(open_until(UNTIL_RESET))), ("b", provider(open_until(UNTIL_RESET))), ("c", provider(open_until(UNTIL_RESET)))];
+        assert_eq!(retry_after_secs(&c, standings(&all_reset), 0), None, "only an operator brings them back");
     }
 
     fn profiles_config() -> RouterConfig {

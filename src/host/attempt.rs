@@ -87,7 +87,22 @@ impl AttemptRole {
             Ok(false) => {}
             Err(error) => log(LogLevel::Warn, &format!("llm-failover: health of `{name}` not reset for its new config: {error:?}")),
         }
-        AttemptRole { config, counters, models: RefCell::new(HashMap::new()), latency_written_ms: Cell::new(0) }
+        let role = AttemptRole { config, counters, models: RefCell::new(HashMap::new()), latency_written_ms: Cell::new(0) };
+        role.lift_a_spent_mark_the_budget_no_longer_has(now_ms());
+        role
+    }
+
+    /// A budget raised (or removed) by a new config brings its provider back today.
+    fn lift_a_spent_mark_the_budget_no_longer_has(&self, now: u64) {
+        let name = &self.config.provider.name;
+        let marked = health_view::current(now).get(name).budget_spent_until_ms > now;
+        let still_spent = self.config.budget.as_ref().is_some_and(|b| b.is_spent(&budget::spent(&HostStore, name, b, now)));
+        if marked && !still_spent {
+            match health::budget_spent(&HostStore, name, 0) {
+                Ok(()) => log(LogLevel::Info, &format!("llm-failover: the new budget of `{name}` is not spent: it is back in its chains")),
+                Err(error) => log(LogLevel::Warn, &format!("llm-failover: spent budget of `{name}` not lifted: {error:?}")),
+            }
+        }
     }
 
     fn model_counters(&self, model: &str) -> Rc<ModelCounters> {
@@ -260,7 +275,11 @@ impl AttemptFilter {
         let Some(health) = self.record(Outcome::Failed { failure, status, retry_after_ms }, now) else {
             return;
         };
-        self.role.counters.breaker.set(health.state(now).number());
+        let models_record = self.requested_model.is_some() && health::failure_is_the_models(failure);
+        if !models_record {
+            // The gauge is the provider's own breaker; a model's shows in the health report.
+            self.role.counters.breaker.set(health.state(now).number());
+        }
         let status = if status == 0 { String::new() } else { format!("{status} ") };
         let scope = match (&self.requested_model, health::failure_is_the_models(failure)) {
             (Some(model), true) => format!(" for model `{model}`"),

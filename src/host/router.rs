@@ -2,6 +2,7 @@
 //! provider order from shared health and hands it to Envoy; on the way back it turns "every
 //! attempt failed" into one OpenAI-style 503.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -11,7 +12,7 @@ use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 
 use super::abi::{self, HostStore};
 use super::attempt::ATTEMPTS_HEADER;
-use super::counters::Counter;
+use super::counters::{Counter, Gauge};
 use super::{health_view, log, now_ms};
 use crate::chat::{self, BadRequest};
 use crate::config::{Chain, RouterConfig, ORDER_HEADER};
@@ -44,6 +45,8 @@ struct Counters {
     retries_cut_short: Counter,
     rejected: HashMap<&'static str, Counter>,
     skipped: HashMap<String, Counter>,
+    /// Each provider's own breaker, as this worker last set it.
+    breaker: HashMap<String, (Gauge, Cell<Option<u64>>)>,
 }
 
 const REJECTIONS: [&str; 4] = ["bad_request", "too_large", "unknown_model", "body_timeout"];
@@ -63,6 +66,11 @@ impl RouterRole {
             retries_cut_short: counter("retries_cut_short"),
             rejected: REJECTIONS.iter().map(|r| (*r, counter(&format!("rejected.{r}")))).collect(),
             skipped: config.providers.iter().map(|p| (p.clone(), counter(&format!("provider.{p}.skipped")))).collect(),
+            breaker: config
+                .providers
+                .iter()
+                .map(|p| (p.clone(), (Gauge::define(&format!("llm_failover.provider.{p}.breaker")), Cell::new(None))))
+                .collect(),
         };
         if let Err(error) = health::ensure_table(&HostStore) {
             log(LogLevel::Warn, &format!("llm-failover: cannot create the health table: {error:?}"));
@@ -205,6 +213,7 @@ impl RouterFilter {
         let health = health_view::current(now);
         let model = request.model.as_ref();
         let standing = |p: &str| Standing { provider: health.get(p), model: health.get(&health::model_key(p, model)) };
+        self.show_breakers(chain, &health, now);
         let mut plan = routing::plan(&fitting, model, standing, now);
         self.claim_probes(&mut plan, now);
         if plan.order.is_empty() {
@@ -318,6 +327,20 @@ impl RouterFilter {
         }
     }
 
+    /// The breaker gauges follow what requests see: an attempt sets them when it records a
+    /// failure, and this catches a cooldown that ended or a reset.
+    fn show_breakers(&self, chain: &Chain, health: &health::HealthTable, now: u64) {
+        for name in &chain.providers {
+            if let Some((gauge, shown)) = self.role.counters.breaker.get(name) {
+                let state = health.get(name).state(now).number();
+                if shown.get() != Some(state) {
+                    gauge.set(state);
+                    shown.set(Some(state));
+                }
+            }
+        }
+    }
+
     /// A half-open provider takes one request, across every worker: the one whose claim
     /// lands first. The others leave it out.
     fn claim_probes(&self, plan: &mut routing::Plan, now: u64) {
@@ -350,26 +373,32 @@ impl RouterFilter {
         let standing = |p: &str| Standing { provider: health.get(p), model: health.get(&health::model_key(p, model)) };
         let retry_after = routing::retry_after_secs(chain, standing, now);
         role.counters.exhausted.inc();
+        let (when, advice) = match retry_after {
+            Some(secs) => (format!("retry after {secs}s"), format!("Retry after {secs} seconds.")),
+            None => (
+                "every provider waits for an operator's reset".to_string(),
+                "Every provider is held out until an operator resets it (a rejected key?).".to_string(),
+            ),
+        };
         log(
             LogLevel::Warn,
             &format!(
-                "llm-failover #{}: no provider of chain `{}` could serve model `{model}` (last status {status}); answering 503, retry after {retry_after}s",
+                "llm-failover #{}: no provider of chain `{}` could serve model `{model}` (last status {status}); answering 503, {when}",
                 self.context_id, chain.name
             ),
         );
         let message = format!(
-            "No provider could serve model `{model}` right now (providers tried or cooling down: {}). Retry after {retry_after} seconds.",
+            "No provider could serve model `{model}` right now (providers tried or cooling down: {}). {advice}",
             chain.providers.join(", ")
         );
         let body = openai_error::body(&message, "server_error", "all_providers_unavailable", None);
-        let retry_after = retry_after.to_string();
+        let retry_after = retry_after.map(|secs| secs.to_string());
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(secs) = &retry_after {
+            headers.push(("retry-after", secs));
+        }
         self.stage = Stage::Answered;
-        abi::send_response(
-            503,
-            "llm_failover_all_providers_unavailable",
-            &[("content-type", "application/json"), ("retry-after", &retry_after)],
-            &body,
-        );
+        abi::send_response(503, "llm_failover_all_providers_unavailable", &headers, &body);
         Action::Pause
     }
 

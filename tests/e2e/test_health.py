@@ -179,9 +179,24 @@ def test_an_expired_key_stays_out_until_an_operator_resets_it(tmp_path, mock):
     chat(envoy)
     assert report(envoy)["a"]["cooldownRemainingS"] == "until-reset"
     assert chat(envoy).headers["x-llm-skipped"] == "a"
+    gauge = lambda: envoy.stats().get("wasmcustom.llm_failover.provider.a.breaker")  # noqa: E731
+    assert gauge() == 1, "the breaker gauge shows a's open breaker"
     everyone = envoy.post_raw(f"{HEALTH}/reset", b"", headers={"x-llm-failover-admin-secret": SECRET})
     assert everyone.status == 200 and everyone.json()["reset"] == "every provider"
     assert chat(envoy).headers["x-llm-provider"] == "a"
+    assert gauge() == 0, "and follows the reset"
+
+
+def test_when_every_key_is_rejected_the_client_is_not_told_to_retry(tmp_path, mock):
+    a, b = mock("a"), mock("b")
+    envoy = gateway(tmp_path, [Provider("a", a.port, key_env="A_KEY", key="sk-a"), Provider("b", b.port, key_env="B_KEY", key="sk-b")])
+    a.set_default(openai_error(401))
+    b.set_default(openai_error(403))
+    first = chat(envoy)
+    assert first.status == 503
+    assert "retry-after" not in first.headers, "waiting will not bring a rejected key back"
+    assert "until an operator resets it" in first.json()["error"]["message"]
+    envoy.wait_for_log(r"answering 503, every provider waits for an operator's reset")
 
 
 def test_metrics_match_what_the_mocks_saw(tmp_path, mock):
@@ -212,7 +227,8 @@ def test_metrics_match_what_the_mocks_saw(tmp_path, mock):
     tokens = [line for line in prometheus.splitlines() if line.startswith("llm_failover_provider_model_prompt_tokens{")
               and 'llm_provider="b"' in line and 'llm_model="gpt-4o"' in line]
     assert tokens and tokens[0].endswith(f"}} {5 * served_b}"), tokens
-    assert re.search(r'llm_failover_provider_breaker\{llm_provider="a"\} 1', prometheus), "a's breaker is open"
+    assert re.search(r'llm_failover_provider_breaker\{llm_provider="a"\} 0', prometheus), \
+        "a's own breaker is closed: its 503 and 429 opened the breaker of its model (see the report)"
 
 
 def test_active_probes_bring_back_a_recovered_provider_without_a_chat_request(tmp_path, mock):
