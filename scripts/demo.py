@@ -33,6 +33,9 @@ CURL_FAILOVER = (f"curl -si http://127.0.0.1:{LISTENER}/v1/chat/completions "
                  "-H 'content-type: application/json' "
                  f"-d '{json.dumps(CHAT)}'")
 CURL_STATS = f"curl -s http://127.0.0.1:{ADMIN}/stats | grep llm_failover"
+ADMIN_SECRET = "demo-admin-secret-change-me"   # envoy/demo.yaml's LLM_FAILOVER_ADMIN_SECRET
+CURL_HEALTH = (f"curl -s -H 'x-llm-failover-admin-secret: {ADMIN_SECRET}' "
+               f"http://127.0.0.1:{LISTENER}/llm-failover/health")
 
 
 def port_free(port: int) -> bool:
@@ -76,10 +79,15 @@ def smoke() -> None:
         prometheus = r.read().decode()
     tagged = 'llm_failover_provider_failover{llm_reason="rate_limited",llm_provider="openai"} 1'
     assert tagged in prometheus, "stats_tags did not give the provider and reason labels"
+    health = urllib.request.Request(f"http://127.0.0.1:{LISTENER}/llm-failover/health",
+                                    headers={"x-llm-failover-admin-secret": ADMIN_SECRET})
+    with urllib.request.urlopen(health, timeout=5) as r:
+        report = {p["name"]: p for p in json.loads(r.read())["providers"]}
+    assert report["openai"]["models"][0]["lastStatus"] == 429, report["openai"]
     status, headers, body = post_chat(LOCAL_CHAT)
     assert status == 200 and headers["x-llm-provider"] == "ollama", (status, headers)
     assert body["object"] == "chat.completion" and body["choices"][0]["message"]["content"] == "hello from ollama", body
-    print("demo smoke check: failover, skip, tagged metrics and the Ollama translation seen", flush=True)
+    print("demo smoke check: failover, skip, tagged metrics, the health report and the Ollama translation seen", flush=True)
 
 
 def mock_command(name: str, port: int, schedule: str, retry_after: str | None, api: str) -> list[str]:
@@ -143,6 +151,10 @@ ollama :18083 (speaks Ollama's native /api/chat: the filter translates). Try:
   {CURL_STATS}
 
       What the filter counted: requests, failovers by provider and reason, skips.
+
+  {CURL_HEALTH}
+
+      Every provider's breaker, cooldown, latency and budget (docs/operations.md, docs/runbook.md).
 
 Ctrl-C stops everything.
 """, flush=True)

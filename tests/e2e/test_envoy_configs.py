@@ -35,7 +35,7 @@ def test_demo_answers_as_the_readme_says():
     result = subprocess.run([sys.executable, str(ROOT / "scripts/demo.py"), "--smoke"], cwd=ROOT,
                             capture_output=True, text=True, timeout=90)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "failover, skip, tagged metrics and the Ollama translation seen" in result.stdout
+    assert "failover, skip, tagged metrics, the health report and the Ollama translation seen" in result.stdout
 
 
 def test_docker_compose_runs_a_config_envoy_accepts(tmp_path):
