@@ -136,6 +136,12 @@ enum Answer {
 /// content can still fail over, since nothing has reached the client.
 const PEEK_LIMIT_BYTES: usize = 64 * 1024;
 
+/// While a stream is held, Envoy's per-try timeout keeps running (the router has not seen the
+/// response headers yet). A provider that sends only role chunks or pings while it thinks is
+/// released at its first complete event after this long, so a slow start is not taken for a
+/// dead provider.
+const PEEK_MAX_HOLD_MS: u64 = 1_000;
+
 pub struct AttemptFilter {
     context_id: u32,
     role: Rc<AttemptRole>,
@@ -164,6 +170,8 @@ pub struct AttemptFilter {
     error_kind: Option<ErrorKind>,
     /// The client's URL, which the router role left for a context-length redirect.
     origin: Option<String>,
+    /// When the provider's response headers came.
+    headers_at_ms: u64,
 }
 
 impl AttemptFilter {
@@ -190,6 +198,7 @@ impl AttemptFilter {
             peek_stream: false,
             error_kind: None,
             origin: None,
+            headers_at_ms: 0,
         }
     }
 
@@ -460,7 +469,9 @@ impl AttemptFilter {
     /// turns it into the failure it reports, which Envoy retries at the next provider.
     fn peek(&mut self, buffered: &[u8], end_of_stream: bool) -> Option<Action> {
         let start = error_kind::stream_start(buffered);
-        let decided = end_of_stream || buffered.len() >= PEEK_LIMIT_BYTES;
+        let complete_event = buffered.windows(2).any(|w| w == b"\n\n" || w == b"\r\n") || buffered.starts_with(b"{") && buffered.contains(&b'\n');
+        let held_long = now_ms().saturating_sub(self.headers_at_ms) >= PEEK_MAX_HOLD_MS;
+        let decided = end_of_stream || buffered.len() >= PEEK_LIMIT_BYTES || (held_long && complete_event);
         match start {
             StreamStart::Undecided if !decided => return Some(Action::Pause),
             StreamStart::Error(kind) => {
@@ -628,6 +639,7 @@ impl HttpContext for AttemptFilter {
 
     fn on_http_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
         self.answered = true;
+        self.headers_at_ms = now_ms();
         let status: u16 = abi::header_str(MapType::HttpResponseHeaders, ":status").and_then(|s| s.parse().ok()).unwrap_or(0);
         self.status = self.prepare_answer(status, end_of_stream);
         if matches!(self.answer, Answer::Hold { .. }) || self.peek_stream {
