@@ -3,10 +3,9 @@
 
 use std::collections::HashMap;
 
-use crate::health::{SharedStore, StoreError};
+use crate::health::{compare_and_swap, SharedStore, StoreError};
 
 const DAY_MS: i64 = 86_400_000;
-const CAS_ATTEMPTS: usize = 10;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Budget {
@@ -86,23 +85,14 @@ pub fn last_recorded(store: &dyn SharedStore, provider: &str) -> Option<Spent> {
 
 /// Adds an attempt's requests and tokens to today's spending, in one bounded CAS loop.
 pub fn spend(store: &dyn SharedStore, provider: &str, budget: &Budget, requests: u64, tokens: u64, now_ms: u64) -> Result<Spent, StoreError> {
-    let key = key(provider);
     let day = budget.day(now_ms);
-    for _ in 0..CAS_ATTEMPTS {
-        let (current, version) = match store.get(&key) {
-            Some((bytes, version)) => (Spent::decode(&bytes).unwrap_or_default(), Some(version)),
-            None => (Spent::default(), None),
-        };
-        let mut next = current.on(day);
+    let spent = compare_and_swap(store, &key(provider), |bytes| {
+        let mut next = bytes.and_then(Spent::decode).unwrap_or_default().on(day);
         next.requests = next.requests.saturating_add(requests);
         next.tokens = next.tokens.saturating_add(tokens);
-        match store.set(&key, &next.encode(), version) {
-            Ok(()) => return Ok(next),
-            Err(StoreError::CasMismatch) => continue,
-            Err(other) => return Err(other),
-        }
-    }
-    Err(StoreError::CasMismatch)
+        Some((next.encode(), next))
+    })?;
+    spent.ok_or(StoreError::CasMismatch)
 }
 
 /// Forgets today's spending (an operator's reset).

@@ -383,7 +383,7 @@ impl Health {
     }
 }
 
-fn duration_ms(d: Duration) -> u64 {
+pub fn duration_ms(d: Duration) -> u64 {
     d.as_millis().min(u128::from(u64::MAX)) as u64
 }
 
@@ -446,6 +446,31 @@ pub trait SharedStore {
 }
 
 const CAS_ATTEMPTS: usize = 10;
+
+/// One bounded compare-and-swap loop over one key: `change` reads the stored bytes (`None` for
+/// a missing key) and returns the bytes to write and what the caller wants back, or `None` for
+/// nothing to write. A lost race starts over, so concurrent workers never lose an update.
+pub fn compare_and_swap<T>(
+    store: &dyn SharedStore,
+    key: &str,
+    mut change: impl FnMut(Option<&[u8]>) -> Option<(Vec<u8>, T)>,
+) -> Result<Option<T>, StoreError> {
+    for _ in 0..CAS_ATTEMPTS {
+        let (current, version) = match store.get(key) {
+            Some((bytes, version)) => (Some(bytes), Some(version)),
+            None => (None, None),
+        };
+        let Some((bytes, result)) = change(current.as_deref()) else {
+            return Ok(None);
+        };
+        match store.set(key, &bytes, version) {
+            Ok(()) => return Ok(Some(result)),
+            Err(StoreError::CasMismatch) => continue,
+            Err(other) => return Err(other),
+        }
+    }
+    Err(StoreError::CasMismatch)
+}
 
 /// Every provider's record under one key, so a request reads all the health it needs in a
 /// single host call.
@@ -520,25 +545,14 @@ pub fn failure_is_the_models(failure: Failure) -> bool {
     matches!(failure, Failure::RateLimited | Failure::ServerError)
 }
 
-/// One bounded compare-and-swap loop over the table: `change` edits it (returning what the
-/// caller wants back, or `None` for nothing to write), and a lost race starts over, so
-/// concurrent workers never lose an update.
+/// A compare-and-swap of the health table: `change` edits it (returning what the caller wants
+/// back, or `None` for nothing to write).
 fn update<T>(store: &dyn SharedStore, mut change: impl FnMut(&mut HealthTable) -> Option<T>) -> Result<Option<T>, StoreError> {
-    for _ in 0..CAS_ATTEMPTS {
-        let (mut table, version) = match store.get(TABLE_KEY) {
-            Some((bytes, version)) => (HealthTable::decode(&bytes), Some(version)),
-            None => (HealthTable::default(), None),
-        };
-        let Some(result) = change(&mut table) else {
-            return Ok(None);
-        };
-        match store.set(TABLE_KEY, &table.encode(), version) {
-            Ok(()) => return Ok(Some(result)),
-            Err(StoreError::CasMismatch) => continue,
-            Err(other) => return Err(other),
-        }
-    }
-    Err(StoreError::CasMismatch)
+    compare_and_swap(store, TABLE_KEY, |bytes| {
+        let mut table = bytes.map(HealthTable::decode).unwrap_or_default();
+        let result = change(&mut table)?;
+        Some((table.encode(), result))
+    })
 }
 
 /// Applies an attempt's outcome: a failure to the record it belongs to (the provider's or the

@@ -4,10 +4,9 @@
 
 use std::time::Duration;
 
-use crate::health::{BreakerState, HealthTable, SharedStore, StoreError};
+use crate::health::{compare_and_swap, duration_ms, BreakerState, HealthTable, SharedStore, StoreError};
 
 pub const LEASE_KEY: &str = "llm-failover/v1/probe-lease";
-const CAS_ATTEMPTS: usize = 10;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Probe {
@@ -50,22 +49,14 @@ impl Lease {
 
 /// Takes or renews the lease for `holder`; `false` while another holder's lease runs.
 pub fn hold_lease(store: &dyn SharedStore, holder: u64, now_ms: u64, lease: Duration) -> Result<bool, StoreError> {
-    let until_ms = now_ms.saturating_add(lease.as_millis().min(u128::from(u64::MAX)) as u64);
-    for _ in 0..CAS_ATTEMPTS {
-        let (current, version) = match store.get(LEASE_KEY) {
-            Some((bytes, version)) => (Lease::decode(&bytes), Some(version)),
-            None => (None, None),
-        };
-        if current.is_some_and(|l| l.holder != holder && now_ms < l.until_ms) {
-            return Ok(false);
+    let until_ms = now_ms.saturating_add(duration_ms(lease));
+    let held = compare_and_swap(store, LEASE_KEY, |bytes| {
+        if bytes.and_then(Lease::decode).is_some_and(|l| l.holder != holder && now_ms < l.until_ms) {
+            return None;
         }
-        match store.set(LEASE_KEY, &Lease { holder, until_ms }.encode(), version) {
-            Ok(()) => return Ok(true),
-            Err(StoreError::CasMismatch) => continue,
-            Err(other) => return Err(other),
-        }
-    }
-    Err(StoreError::CasMismatch)
+        Some((Lease { holder, until_ms }.encode(), ()))
+    })?;
+    Ok(held.is_some())
 }
 
 /// The probes due now: providers whose own breaker is open or half-open. (A model's breaker

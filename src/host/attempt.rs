@@ -403,7 +403,7 @@ impl AttemptFilter {
             let policy = &self.role.config.rate_limit;
             let limits = RateLimitHeaders::read(|name| abi::header_str(MapType::HttpResponseHeaders, name), now);
             if limits.nearly_spent(policy.min_remaining_requests, policy.min_remaining_tokens) {
-                let reset = limits.reset_in_ms.unwrap_or(policy.default_reset.as_millis() as u64);
+                let reset = limits.reset_in_ms.unwrap_or(health::duration_ms(policy.default_reset));
                 self.near_limit_until_ms = Some(now.saturating_add(reset.max(1)));
             }
         } else if let Some(failure) = self.failure_of(status) {
