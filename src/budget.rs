@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use crate::health::{compare_and_swap, SharedStore, StoreError};
+use crate::policy::ExpectedTokens;
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -108,6 +109,16 @@ pub struct Price {
 }
 
 impl Price {
+    /// The expected cost of a request in dollars; `None` when a price is negative or not a
+    /// number, which makes it unknown rather than cheapest.
+    pub fn cost(&self, tokens: ExpectedTokens) -> Option<f64> {
+        let valid = |p: f64| p.is_finite() && p >= 0.0;
+        if !valid(self.input_per_mtok) || !valid(self.output_per_mtok) {
+            return None;
+        }
+        Some((tokens.input as f64 * self.input_per_mtok + tokens.output as f64 * self.output_per_mtok) / 1e6)
+    }
+
     /// The cost of an answer in millionths of a dollar (Envoy's counters are integers). A
     /// price per million tokens in dollars is a price per token in micro-dollars.
     pub fn micro_usd(&self, prompt_tokens: u64, completion_tokens: u64) -> u64 {

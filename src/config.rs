@@ -79,7 +79,7 @@ pub struct Chain {
 pub struct ProviderInfo {
     /// Tokens (input and output) the provider's model takes.
     pub context_window: Option<u64>,
-    pub price: Option<policy::Price>,
+    pub price: Option<Price>,
     pub weight: u32,
 }
 
@@ -486,13 +486,7 @@ fn check_router(raw: RawRouter, env: &dyn Environment) -> Result<RouterConfig, C
         if info.context_window == Some(0) {
             return Err(invalid(format!("providerInfo.{name}.contextWindow"), "must be greater than 0"));
         }
-        let price = match info.price {
-            Some(p) if p.input_per_m_tok.is_finite() && p.input_per_m_tok >= 0.0 && p.output_per_m_tok.is_finite() && p.output_per_m_tok >= 0.0 => {
-                Some(policy::Price { input_per_mtok: p.input_per_m_tok, output_per_mtok: p.output_per_m_tok })
-            }
-            Some(_) => return Err(invalid(format!("providerInfo.{name}.price"), "prices must be 0 or more")),
-            None => None,
-        };
+        let price = info.price.as_ref().map(|p| check_price(&format!("providerInfo.{name}.price"), p)).transpose()?;
         provider_info.insert(name, ProviderInfo { context_window: info.context_window, price, weight: info.weight });
     }
     let max_request_bytes = usize::try_from(raw.max_request_bytes)
@@ -765,12 +759,7 @@ fn check_attempt(raw: RawAttempt, env: &dyn Environment) -> Result<AttemptConfig
     let budget = raw.budget.as_ref().map(check_budget).transpose()?;
     let mut prices = Prices::default();
     for (model, price) in &raw.prices {
-        for (name, value) in [("inputPerMTok", price.input_per_m_tok), ("outputPerMTok", price.output_per_m_tok)] {
-            if !(value.is_finite() && value >= 0.0) {
-                return Err(invalid(format!("prices.{model}.{name}"), "must be a price of 0 or more"));
-            }
-        }
-        prices.0.insert(model.clone(), Price { input_per_mtok: price.input_per_m_tok, output_per_mtok: price.output_per_m_tok });
+        prices.0.insert(model.clone(), check_price(&format!("prices.{model}"), price)?);
     }
     Ok(AttemptConfig {
         provider: Provider {
@@ -788,6 +777,15 @@ fn check_attempt(raw: RawAttempt, env: &dyn Environment) -> Result<AttemptConfig
         budget,
         prices,
     })
+}
+
+fn check_price(field: &str, raw: &RawPrice) -> Result<Price, ConfigError> {
+    for (name, value) in [("inputPerMTok", raw.input_per_m_tok), ("outputPerMTok", raw.output_per_m_tok)] {
+        if !(value.is_finite() && value >= 0.0) {
+            return Err(invalid(format!("{field}.{name}"), "must be a price of 0 or more"));
+        }
+    }
+    Ok(Price { input_per_mtok: raw.input_per_m_tok, output_per_mtok: raw.output_per_m_tok })
 }
 
 fn positive_duration(field: &str, text: &str) -> Result<Duration, ConfigError> {
@@ -953,6 +951,7 @@ mod tests {
             (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"admin":{"path":"h","internalListener":true}}"#, "admin.path", "starting with `/`"),
             (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"admin":{"path":"/v1","internalListener":true}}"#, "admin.path", "overlap"),
             (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"probeTimeout":"0s"}"#, "probeTimeout", "greater than 0"),
+            (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"providerInfo":{"a":{"price":{"inputPerMTok":1,"outputPerMTok":-2}}}}"#, "providerInfo.a.price.outputPerMTok", "0 or more"),
         ];
         for (json, field, reason) in cases {
             let err = router(json).expect_err(json);

@@ -24,24 +24,7 @@ pub enum Ordering {
     Weighted,
 }
 
-/// US dollars (or any one currency) per million tokens.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Price {
-    pub input_per_mtok: f64,
-    pub output_per_mtok: f64,
-}
-
-impl Price {
-    /// The expected cost of a request; `None` when a price is negative or not a number,
-    /// which makes it unknown rather than cheapest.
-    pub fn cost(&self, tokens: ExpectedTokens) -> Option<f64> {
-        let valid = |p: f64| p.is_finite() && p >= 0.0;
-        if !valid(self.input_per_mtok) || !valid(self.output_per_mtok) {
-            return None;
-        }
-        Some((tokens.input as f64 * self.input_per_mtok + tokens.output as f64 * self.output_per_mtok) / 1e6)
-    }
-}
+pub use crate::budget::Price;
 
 /// One provider of the chain as the ordering sees it, in configured order.
 #[derive(Debug, Clone, PartialEq)]
