@@ -323,7 +323,7 @@ fn check_prober(raw: RawProber) -> Result<ProberConfig, ConfigError> {
     }
     let mut probes = Vec::with_capacity(raw.probes.len());
     for (i, p) in raw.probes.into_iter().enumerate() {
-        check_provider_name(&p.provider).map_err(|r| invalid(format!("probes[{i}].provider"), r))?;
+        check_name(&p.provider).map_err(|r| invalid(format!("probes[{i}].provider"), r))?;
         if p.cluster.is_empty() {
             return Err(invalid(format!("probes[{i}].cluster"), "must name the provider's Envoy cluster"));
         }
@@ -401,7 +401,7 @@ fn check_router(raw: RawRouter, env: &dyn Environment) -> Result<RouterConfig, C
         return Err(invalid("providers", "must name at least one provider"));
     }
     for (i, name) in raw.providers.iter().enumerate() {
-        check_provider_name(name).map_err(|r| invalid(format!("providers[{i}]"), r))?;
+        check_name(name).map_err(|r| invalid(format!("providers[{i}]"), r))?;
         if raw.providers.iter().take(i).any(|p| p == name) {
             return Err(invalid(format!("providers[{i}]"), format!("`{name}` is listed twice")));
         }
@@ -411,7 +411,7 @@ fn check_router(raw: RawRouter, env: &dyn Environment) -> Result<RouterConfig, C
     }
     let mut profiles = Vec::with_capacity(raw.chains.len() + raw.profiles.len());
     for (name, members) in raw.chains {
-        check_provider_name(&name).map_err(|r| invalid(format!("chains.{name}"), r))?;
+        check_name(&name).map_err(|r| invalid(format!("chains.{name}"), r))?;
         if members.is_empty() {
             return Err(invalid(format!("chains.{name}"), "must name at least one provider"));
         }
@@ -518,7 +518,8 @@ fn check_router(raw: RawRouter, env: &dyn Environment) -> Result<RouterConfig, C
 }
 
 /// Provider names become Envoy priority-group names, stat names and shared-data keys.
-fn check_provider_name(name: &str) -> Result<(), String> {
+/// Provider and profile names: they become priority-group and stat names, and log words.
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
@@ -696,7 +697,7 @@ fn default_failure_max() -> String {
 
 fn check_attempt(raw: RawAttempt, env: &dyn Environment) -> Result<AttemptConfig, ConfigError> {
     let p = raw.provider;
-    check_provider_name(&p.name).map_err(|r| invalid("provider.name", r))?;
+    check_name(&p.name).map_err(|r| invalid("provider.name", r))?;
     if p.host.is_empty() || p.host.contains('/') || p.host.contains(char::is_whitespace) {
         return Err(invalid("provider.host", format!("`{}` must be a host name with an optional port", p.host)));
     }
@@ -789,11 +790,7 @@ fn check_price(field: &str, raw: &RawPrice) -> Result<Price, ConfigError> {
 }
 
 fn positive_duration(field: &str, text: &str) -> Result<Duration, ConfigError> {
-    let d = duration::parse(text).map_err(|r| invalid(field, r))?;
-    if d.is_zero() {
-        return Err(invalid(field, "must be greater than 0"));
-    }
-    Ok(d)
+    duration::parse_positive(text).map_err(|r| invalid(field, r))
 }
 
 fn check_breaker(raw: &RawBreaker) -> Result<BreakerPolicy, ConfigError> {
@@ -854,13 +851,7 @@ fn check_budget(raw: &RawBudget) -> Result<Budget, ConfigError> {
 }
 
 fn check_cooldowns(raw: &RawCooldowns) -> Result<CooldownPolicy, ConfigError> {
-    let field = |name: &str, text: &str| -> Result<Duration, ConfigError> {
-        let d = duration::parse(text).map_err(|r| invalid(format!("cooldowns.{name}"), r))?;
-        if d.is_zero() {
-            return Err(invalid(format!("cooldowns.{name}"), "must be greater than 0"));
-        }
-        Ok(d)
-    };
+    let field = |name: &str, text: &str| positive_duration(&format!("cooldowns.{name}"), text);
     let auth_failure = match raw.auth_failure.as_str() {
         UNTIL_RESET => None,
         text => Some(field("authFailure", text)?),

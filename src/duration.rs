@@ -2,6 +2,14 @@
 
 use std::time::Duration;
 
+/// A duration that must be longer than zero (timeouts, cooldowns, intervals).
+pub fn parse_positive(text: &str) -> Result<Duration, String> {
+    match parse(text)? {
+        d if d.is_zero() => Err("must be greater than 0".into()),
+        d => Ok(d),
+    }
+}
+
 pub fn parse(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text

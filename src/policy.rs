@@ -184,13 +184,8 @@ impl Profile {
     /// (`profiles.coder.high[1]`).
     pub fn check(name: &str, raw: RawProfile, known_provider: &dyn Fn(&str) -> bool) -> Result<Profile, (String, String)> {
         let field = format!("profiles.{name}");
-        let ok_name = !name.is_empty()
-            && name.len() <= 64
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-        if !ok_name {
-            // Profile names end up in logs and metric labels, like provider names.
-            return Err((field, format!("`{name}` must be 1-64 characters of a-z, 0-9, `-` or `_`")));
-        }
+        // Profile names end up in logs and metric labels, like provider names.
+        crate::config::check_name(name).map_err(|reason| (field.clone(), reason))?;
         let chain = |tier: Tier, members: Option<Vec<String>>| -> Result<Option<Vec<String>>, (String, String)> {
             let Some(members) = members else { return Ok(None) };
             let field = format!("{field}.{}", tier.name());
@@ -209,11 +204,7 @@ impl Profile {
         };
         let duration = |key: &str, text: &Option<String>| -> Result<Option<Duration>, (String, String)> {
             let Some(text) = text else { return Ok(None) };
-            match crate::duration::parse(text) {
-                Ok(d) if !d.is_zero() => Ok(Some(d)),
-                Ok(_) => Err((format!("{field}.{key}"), "must be greater than 0".into())),
-                Err(reason) => Err((format!("{field}.{key}"), reason)),
-            }
+            crate::duration::parse_positive(text).map(Some).map_err(|reason| (format!("{field}.{key}"), reason))
         };
         let hedge_after = duration("hedgeAfter", &raw.hedge_after)?;
         let deadline = duration("deadline", &raw.deadline)?;
