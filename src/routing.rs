@@ -155,14 +155,16 @@ pub fn select_profile(config: &RouterConfig, route: Option<&str>, header: Option
     }
 }
 
-/// Providers of the chain whose context window cannot hold the request (`needed` tokens):
-/// left out before any attempt.
-pub fn too_small<'c>(chain: &'c Chain, config: &RouterConfig, needed: u64) -> Vec<&'c str> {
+/// Providers of the chain whose context window cannot hold the request (`needed` tokens), and,
+/// after `exceeded_at` said the context was too long, those not larger than it: left out
+/// before any attempt, in chain order.
+pub fn too_small<'c>(chain: &'c Chain, config: &RouterConfig, needed: u64, exceeded_at: Option<&str>) -> Vec<&'c str> {
+    let smaller = exceeded_at.map(|at| not_larger_than(chain, config, at)).unwrap_or_default();
     chain
         .providers
         .iter()
-        .filter(|p| config.info(p).and_then(|i| i.context_window).is_some_and(|window| window < needed))
         .map(String::as_str)
+        .filter(|p| smaller.contains(p) || config.info(p).and_then(|i| i.context_window).is_some_and(|window| window < needed))
         .collect()
 }
 
@@ -368,10 +370,10 @@ mod tests {
     fn providers_too_small_for_the_request_are_left_out() {
         let config = profiles_config();
         let (_, chain) = config.chain(config.profile_named("coder").unwrap(), policy::Tier::High).unwrap();
-        assert_eq!(too_small(chain, &config, 40_000), vec!["qwen"]);
-        assert!(too_small(chain, &config, 1_000).is_empty());
+        assert_eq!(too_small(chain, &config, 40_000, None), vec!["qwen"]);
+        assert!(too_small(chain, &config, 1_000, None).is_empty());
         let (_, general) = config.chain(config.profile_named("general").unwrap(), policy::Tier::Normal).unwrap();
-        assert_eq!(too_small(general, &config, 40_000), vec!["qwen"], "a provider without a window is never too small");
+        assert_eq!(too_small(general, &config, 40_000, None), vec!["qwen"], "a provider without a window is never too small");
     }
 
     #[test]
@@ -380,6 +382,11 @@ mod tests {
         let (_, high) = config.chain(config.profile_named("coder").unwrap(), policy::Tier::High).unwrap();
         assert_eq!(not_larger_than(high, &config, "qwen"), vec!["qwen"]);
         assert_eq!(not_larger_than(high, &config, "big"), vec!["big", "qwen"]);
+        // Too small for the request, and not larger than the one that refused: each once, in
+        // chain order, so a larger provider left over is seen.
+        let c = chain(&["r1", "qwen", "big"]);
+        assert_eq!(too_small(&c, &config, 40_000, Some("r1")), vec!["r1", "qwen"]);
+        assert_eq!(too_small(&c, &config, 40_000, Some("big")), vec!["r1", "qwen", "big"]);
         let (_, general) = config.chain(config.profile_named("general").unwrap(), policy::Tier::Normal).unwrap();
         assert_eq!(not_larger_than(general, &config, "qwen"), vec!["llama", "qwen"], "no window: not known to be larger");
         assert_eq!(

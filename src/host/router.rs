@@ -182,15 +182,15 @@ impl RouterFilter {
         let (Some(profile), Some((chain_index, chain))) = (config.profiles.get(profile_index), config.chain(profile_index, tier)) else {
             return Action::Continue;
         };
-        let expected = policy::expected_tokens(body, 0);
+        let windows = chain.providers.iter().filter(|p| config.info(p).and_then(|i| i.context_window).is_some()).count();
+        // Sizing the request reads the body again: only context windows and price need it.
+        let sized = windows > 0 || profile.ordering == policy::Ordering::LowestPrice;
+        let expected = if sized { policy::expected_tokens(body, 0) } else { policy::ExpectedTokens::default() };
         let needed = expected.input.saturating_add(expected.output);
-        let mut too_small = routing::too_small(chain, config, needed);
+        // After a provider said the context is too long, only larger windows may follow.
+        let too_small = routing::too_small(chain, config, needed, self.exceeded_at.as_deref());
         if let Some(exceeded_at) = &self.exceeded_at {
-            // A provider said the context is too long: only larger windows may follow.
-            let smaller = routing::not_larger_than(chain, config, exceeded_at);
-            log(LogLevel::Info, &format!("llm-failover #{}: context too long for `{exceeded_at}`; leaving out {smaller:?}", self.context_id));
-            too_small.extend(smaller);
-            too_small.dedup();
+            log(LogLevel::Info, &format!("llm-failover #{}: context too long for `{exceeded_at}`; leaving out {too_small:?}", self.context_id));
         }
         if too_small.len() == chain.providers.len() {
             let message = match &self.exceeded_at {
@@ -204,7 +204,6 @@ impl RouterFilter {
         }
         // A context-length error can only be replayed toward larger windows when windows are
         // known; otherwise the provider's own error goes back to the client.
-        let windows = chain.providers.iter().filter(|p| config.info(p).and_then(|i| i.context_window).is_some()).count();
         if let (Some(origin), true) = (&self.origin, windows >= 2) {
             abi::set_header(MapType::HttpRequestHeaders, ORIGIN_HEADER, origin);
         }
