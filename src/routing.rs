@@ -2,7 +2,7 @@
 
 use crate::config::{Chain, RouterConfig};
 use crate::policy;
-use crate::health::{self, BreakerState, Health, UNTIL_RESET};
+use crate::health::{self, BreakerState, Health, HealthTable, UNTIL_RESET};
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct Plan<'c> {
@@ -25,6 +25,11 @@ pub struct Standing {
 }
 
 impl Standing {
+    /// A provider's standing for a request for `model`, from the health table.
+    pub fn of(table: &HealthTable, provider: &str, model: &str) -> Standing {
+        Standing { provider: table.get(provider), model: table.get(&health::model_key(provider, model)) }
+    }
+
     fn out_until(&self, now_ms: u64) -> Option<u64> {
         let open = [&self.provider, &self.model]
             .into_iter()

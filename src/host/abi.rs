@@ -5,7 +5,7 @@
 use std::ptr::{null, null_mut};
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{MapType, Status};
+use proxy_wasm::types::{BufferType, MapType, Status};
 
 use crate::config::Environment;
 use crate::health::{self, SharedStore, StoreError};
@@ -51,6 +51,11 @@ unsafe fn host_bytes(data: *mut u8, size: usize) -> Vec<u8> {
     } else {
         Vec::from_raw_parts(data, size, size)
     }
+}
+
+/// A request or response body as buffered so far (empty when the host has none).
+pub fn body(kind: BufferType, size: usize) -> Vec<u8> {
+    hostcalls::get_buffer(kind, 0, size).ok().flatten().unwrap_or_default()
 }
 
 /// Every header of a map in one host call.

@@ -617,7 +617,7 @@ impl HttpContext for AttemptFilter {
             // The router role sent the body whole; its model keys this model's breaker.
             self.peek_model = false;
             if end_of_stream {
-                let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size).ok().flatten().unwrap_or_default();
+                let body = abi::body(BufferType::HttpRequestBody, body_size);
                 self.requested_model = chat::requested_model(&body).map(|m| m.into_owned());
                 self.model = self.requested_model.clone();
             }
@@ -629,7 +629,7 @@ impl HttpContext for AttemptFilter {
             return Action::Pause;
         }
         self.awaiting_body = false;
-        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size).ok().flatten().unwrap_or_default();
+        let body = abi::body(BufferType::HttpRequestBody, body_size);
         if self.role.config.provider.format.translates() {
             return self.translate(&body);
         }
@@ -653,9 +653,19 @@ impl HttpContext for AttemptFilter {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        // Read each chunk once, and only where it is used: a held body whole at its end.
+        let needed = self.peek_stream
+            || match self.answer {
+                Answer::Pass => self.success,
+                Answer::Stream(_) => true,
+                Answer::Hold { .. } => end_of_stream,
+            };
+        if !needed {
+            return if matches!(self.answer, Answer::Hold { .. }) { Action::Pause } else { Action::Continue };
+        }
+        let chunk = abi::body(BufferType::HttpResponseBody, body_size);
         if self.peek_stream {
-            let buffered = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
-            if let Some(action) = self.peek(&buffered, end_of_stream) {
+            if let Some(action) = self.peek(&chunk, end_of_stream) {
                 return action;
             }
             // Decided: everything held so far goes on as one chunk.
@@ -663,13 +673,11 @@ impl HttpContext for AttemptFilter {
         match &mut self.answer {
             Answer::Pass => {
                 if self.success {
-                    let chunk = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
                     self.usage.feed(&chunk);
                 }
                 Action::Continue
             }
             Answer::Stream(translator) => {
-                let chunk = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
                 self.usage.feed(&chunk);
                 let mut out = translator.feed(&chunk);
                 if end_of_stream {
@@ -683,7 +691,7 @@ impl HttpContext for AttemptFilter {
                     return Action::Pause;
                 }
                 let error = *error;
-                let body = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
+                let body = chunk;
                 if !error {
                     self.usage.feed(&body);
                 }

@@ -211,7 +211,7 @@ impl RouterFilter {
         let now = now_ms();
         let health = health_view::current(now);
         let model = request.model.as_ref();
-        let standing = |p: &str| Standing { provider: health.get(p), model: health.get(&health::model_key(p, model)) };
+        let standing = |p: &str| Standing::of(&health, p, model);
         self.show_breakers(chain, &health, now);
         let mut plan = routing::plan(&fitting, model, standing, now);
         self.claim_probes(&mut plan, now);
@@ -369,7 +369,7 @@ impl RouterFilter {
         self.warn_if_cut_short(planned_attempts);
         let now = now_ms();
         let health = health_view::current(now);
-        let standing = |p: &str| Standing { provider: health.get(p), model: health.get(&health::model_key(p, model)) };
+        let standing = |p: &str| Standing::of(&health, p, model);
         let retry_after = routing::retry_after_secs(chain, standing, now);
         role.counters.exhausted.inc();
         let (when, advice) = match retry_after {
@@ -457,17 +457,14 @@ impl HttpContext for RouterFilter {
         if headers.get(":method") != Some(b"POST") || !config.is_chat_path(headers.get_str(":path").unwrap_or_default()) {
             return Action::Continue;
         }
-        let path = headers.get_str(":path").unwrap_or_default();
-        if let Some((plain, exceeded_at)) = routing::take_query_param(path, EXCEEDED_PARAM) {
+        let mut path = headers.get_str(":path").unwrap_or_default().to_string();
+        if let Some((plain, exceeded_at)) = routing::take_query_param(&path, EXCEEDED_PARAM) {
             abi::set_header(MapType::HttpRequestHeaders, ":path", &plain);
             self.exceeded_at = Some(exceeded_at);
+            path = plain;
         }
-        self.origin = Some(format!(
-            "{}://{}{}",
-            headers.get_str(":scheme").unwrap_or("http"),
-            headers.get_str(":authority").unwrap_or_default(),
-            headers.get_str(":path").map(|p| routing::take_query_param(p, EXCEEDED_PARAM).map_or(p.to_string(), |(plain, _)| plain)).unwrap_or_default()
-        ));
+        let scheme = headers.get_str(":scheme").unwrap_or("http");
+        self.origin = Some(format!("{scheme}://{}{path}", headers.get_str(":authority").unwrap_or_default()));
         let declared = headers.get_str("content-length").and_then(|v| v.parse::<usize>().ok());
         if declared.is_some_and(|len| len > config.max_request_bytes) {
             return self.too_large();
@@ -490,7 +487,7 @@ impl HttpContext for RouterFilter {
         if !end_of_stream {
             return Action::Pause;
         }
-        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size).ok().flatten().unwrap_or_default();
+        let body = abi::body(BufferType::HttpRequestBody, body_size);
         self.route(&body)
     }
 
