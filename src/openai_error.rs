@@ -3,6 +3,11 @@
 use serde_json::json;
 
 pub fn body(message: &str, kind: &str, code: &str, param: Option<&str>) -> Vec<u8> {
+    with_code(message, kind, Some(code), param)
+}
+
+/// The same, for errors that may have no code (a provider's, translated).
+pub fn with_code(message: &str, kind: &str, code: Option<&str>, param: Option<&str>) -> Vec<u8> {
     let value = json!({
         "error": { "message": message, "type": kind, "param": param, "code": code }
     });

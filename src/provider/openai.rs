@@ -432,10 +432,7 @@ impl ToolCallDelta {
 /// An error as OpenAI sends it, also inside a stream (`data: {"error": ...}`), which the SDKs
 /// raise as an API error.
 pub fn error_body(message: &str, kind: &str, code: Option<&str>) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "error": { "message": message, "type": kind, "param": null, "code": code }
-    }))
-    .unwrap_or_default()
+    crate::openai_error::with_code(message, kind, code, None)
 }
 
 /// The OpenAI error `type` for an HTTP status, for providers whose errors have other names.
