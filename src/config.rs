@@ -28,6 +28,9 @@ pub const CHAT_SUFFIX: &str = "/chat/completions";
 pub enum Config {
     Router(Box<RouterConfig>),
     Attempt(Box<AttemptConfig>),
+    /// The attempt filter of an aggregate cluster: each attempt takes the attempt role of the
+    /// provider its endpoint names (`llm_failover.provider` in the endpoint's metadata).
+    AttemptByEndpoint,
     Prober(ProberConfig),
     RouteRefresh,
 }
@@ -50,6 +53,18 @@ pub struct RouterConfig {
     /// claimed it.
     pub probe_timeout: Duration,
     pub admin: Option<Admin>,
+    pub hedge_clusters: Vec<HedgeCluster>,
+}
+
+/// An Envoy aggregate cluster over providers' clusters, in this order. Envoy neither sends a
+/// hedged attempt to another cluster nor, once a request is hedged, moves its retries to the
+/// next priority group (measured on 1.40): every attempt of a hedged request stays in its first
+/// cluster. Through this one, the route's `previous_priorities` retry priority moves each
+/// attempt, hedge or retry, to the next provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HedgeCluster {
+    pub providers: Vec<String>,
+    pub cluster: String,
 }
 
 /// The health endpoint: read every provider's health, reset one or all.
@@ -171,6 +186,17 @@ impl RouterConfig {
     pub fn info(&self, provider: &str) -> Option<&ProviderInfo> {
         self.provider_info.get(provider)
     }
+
+    /// The hedge cluster that tries `order` in order: the shortest whose providers start with
+    /// it. Providers past the order are never reached, since the order's length bounds the
+    /// attempts.
+    pub fn hedge_cluster(&self, order: &[&str]) -> Option<&str> {
+        self.hedge_clusters
+            .iter()
+            .filter(|h| h.providers.len() >= order.len() && h.providers.iter().zip(order).all(|(p, o)| p == o))
+            .min_by_key(|h| h.providers.len())
+            .map(|h| h.cluster.as_str())
+    }
 }
 
 /// Where the provider API key comes from: the VM's environment (Envoy's
@@ -184,11 +210,12 @@ pub fn parse(json: &[u8], env: &dyn Environment) -> Result<Config, ConfigError> 
     match header.role.as_deref() {
         Some("router") => check_router(read(json)?, env).map(|r| Config::Router(Box::new(r))),
         Some("attempt") => check_attempt(read(json)?, env).map(|a| Config::Attempt(Box::new(a))),
+        Some("attempt-by-endpoint") => read::<RawRouteRefresh>(json).map(|_| Config::AttemptByEndpoint),
         Some("prober") => check_prober(read(json)?).map(Config::Prober),
         Some("route-refresh") => read::<RawRouteRefresh>(json).map(|_| Config::RouteRefresh),
         Some(other) => Err(invalid(
             "role",
-            format!("unknown role `{other}`, expected `router`, `attempt`, `route-refresh` or `prober`"),
+            format!("unknown role `{other}`, expected `router`, `attempt`, `attempt-by-endpoint`, `route-refresh` or `prober`"),
         )),
         None => Err(invalid("role", "missing (one of `router`, `attempt`, `route-refresh`)")),
     }
@@ -249,6 +276,15 @@ struct RawRouter {
     probe_timeout: Option<String>,
     #[serde(default)]
     admin: Option<RawAdmin>,
+    #[serde(default)]
+    hedge_clusters: Vec<RawHedgeCluster>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawHedgeCluster {
+    providers: Vec<String>,
+    cluster: String,
 }
 
 #[derive(Deserialize)]
@@ -501,6 +537,28 @@ fn check_router(raw: RawRouter, env: &dyn Environment) -> Result<RouterConfig, C
             return Err(invalid("admin.path", "must not overlap `chatPaths`"));
         }
     }
+    let mut hedge_clusters: Vec<HedgeCluster> = Vec::with_capacity(raw.hedge_clusters.len());
+    for (i, h) in raw.hedge_clusters.into_iter().enumerate() {
+        let field = |name: &str| format!("hedgeClusters[{i}].{name}");
+        if h.providers.len() < 2 {
+            return Err(invalid(field("providers"), "must name at least two providers: a hedge goes to the next one"));
+        }
+        for (j, provider) in h.providers.iter().enumerate() {
+            if !known_provider(provider) {
+                return Err(invalid(format!("{}[{j}]", field("providers")), format!("provider `{provider}` is not in `providers`")));
+            }
+            if h.providers.iter().take(j).any(|p| p == provider) {
+                return Err(invalid(format!("{}[{j}]", field("providers")), format!("provider `{provider}` appears twice")));
+            }
+        }
+        if h.cluster.is_empty() || h.cluster.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+            return Err(invalid(field("cluster"), "must name the aggregate cluster over these providers' clusters"));
+        }
+        if hedge_clusters.iter().any(|k| k.providers == h.providers) {
+            return Err(invalid(field("providers"), format!("{:?} already has a cluster", h.providers)));
+        }
+        hedge_clusters.push(HedgeCluster { providers: h.providers, cluster: h.cluster });
+    }
     Ok(RouterConfig {
         chat_paths: raw.chat_paths,
         max_request_bytes,
@@ -514,6 +572,7 @@ fn check_router(raw: RawRouter, env: &dyn Environment) -> Result<RouterConfig, C
         provider_info,
         probe_timeout,
         admin,
+        hedge_clusters,
     })
 }
 
@@ -912,6 +971,30 @@ mod tests {
     }
 
     #[test]
+    fn a_hedge_cluster_serves_every_order_it_starts_with() {
+        let r = router(
+            r#"{"role":"router","providers":["a","b","c"],"chains":{"c":["a","b","c"]},
+                "hedgeClusters":[{"providers":["a","b","c"],"cluster":"abc"},{"providers":["a","b"],"cluster":"ab"},
+                                 {"providers":["b","a"],"cluster":"ba"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(r.hedge_cluster(&["a", "b", "c"]), Some("abc"));
+        assert_eq!(r.hedge_cluster(&["a", "b"]), Some("ab"), "the shortest that fits");
+        assert_eq!(r.hedge_cluster(&["a"]), Some("ab"));
+        assert_eq!(r.hedge_cluster(&["b", "a"]), Some("ba"));
+        assert_eq!(r.hedge_cluster(&["a", "c"]), None, "the order's second provider must be the cluster's");
+        assert_eq!(r.hedge_cluster(&["b", "a", "c"]), None, "a cluster too short would leave `c` out");
+        assert!(router(ROUTER).unwrap().hedge_clusters.is_empty());
+    }
+
+    #[test]
+    fn the_attempt_by_endpoint_role_takes_no_fields() {
+        assert!(matches!(parse(br#"{"role":"attempt-by-endpoint"}"#, &ENV), Ok(Config::AttemptByEndpoint)));
+        let err = parse(br#"{"role":"attempt-by-endpoint","provider":{"name":"a"}}"#, &ENV).unwrap_err();
+        assert_eq!(err.field, "provider");
+    }
+
+    #[test]
     fn without_default_chain_an_unknown_model_has_no_chain() {
         let r = router(r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"models":{"m":"c"}}"#).unwrap();
         assert!(r.chain_for("m").is_some());
@@ -943,6 +1026,12 @@ mod tests {
             (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"admin":{"path":"/v1","internalListener":true}}"#, "admin.path", "overlap"),
             (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"probeTimeout":"0s"}"#, "probeTimeout", "greater than 0"),
             (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"providerInfo":{"a":{"price":{"inputPerMTok":1,"outputPerMTok":-2}}}}"#, "providerInfo.a.price.outputPerMTok", "0 or more"),
+            (r#"{"role":"router","providers":["a","b"],"chains":{"c":["a","b"]},"hedgeClusters":[{"providers":["a","x"],"cluster":"h"}]}"#, "hedgeClusters[0].providers[1]", "provider `x` is not in `providers`"),
+            (r#"{"role":"router","providers":["a","b"],"chains":{"c":["a","b"]},"hedgeClusters":[{"providers":["a","a"],"cluster":"h"}]}"#, "hedgeClusters[0].providers[1]", "appears twice"),
+            (r#"{"role":"router","providers":["a","b"],"chains":{"c":["a","b"]},"hedgeClusters":[{"providers":["a"],"cluster":"h"}]}"#, "hedgeClusters[0].providers", "at least two"),
+            (r#"{"role":"router","providers":["a","b"],"chains":{"c":["a","b"]},"hedgeClusters":[{"providers":["a","b"],"cluster":""}]}"#, "hedgeClusters[0].cluster", "aggregate cluster"),
+            (r#"{"role":"router","providers":["a","b"],"chains":{"c":["a","b"]},"hedgeClusters":[{"providers":["a","b"],"cluster":"h1"},{"providers":["a","b"],"cluster":"h2"}]}"#, "hedgeClusters[1].providers", "already has a cluster"),
+            (r#"{"role":"router","providers":["a","b"],"chains":{"c":["a","b"]},"hedgeClusters":[{"first":"a","providers":["a","b"],"cluster":"h"}]}"#, "hedgeClusters[0].first", "unknown field"),
         ];
         for (json, field, reason) in cases {
             let err = router(json).expect_err(json);
