@@ -3,7 +3,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -60,6 +60,25 @@ pub struct AttemptRole {
     counters: Counters,
     models: RefCell<HashMap<String, Rc<ModelCounters>>>,
     latency_written_ms: Cell<u64>,
+}
+
+thread_local! {
+    /// Each provider's attempt role in this VM (one per worker), by provider name: the attempt
+    /// filter of an aggregate cluster learns its provider only from the endpoint Envoy picked.
+    static ROLES: RefCell<HashMap<String, Weak<AttemptRole>>> = RefCell::new(HashMap::new());
+}
+
+/// The endpoint metadata naming the provider an endpoint belongs to.
+const ENDPOINT_PROVIDER: [&str; 5] = ["xds", "upstream_host_metadata", "filter_metadata", "llm_failover", "provider"];
+
+/// Makes this role the one an aggregate cluster's attempts at its provider take; the newest
+/// config of a provider wins, as it does for the provider's own cluster.
+pub fn register(role: &Rc<AttemptRole>) {
+    ROLES.with(|roles| roles.borrow_mut().insert(role.config.provider.name.clone(), Rc::downgrade(role)));
+}
+
+fn registered(provider: &str) -> Option<Rc<AttemptRole>> {
+    ROLES.with(|roles| roles.borrow().get(provider).and_then(Weak::upgrade))
 }
 
 /// Models a provider may be asked for are the clients' to name: past this many, the rest are
@@ -713,5 +732,61 @@ impl HttpContext for AttemptFilter {
                 Action::Continue
             }
         }
+    }
+}
+
+/// The attempt filter of an aggregate cluster (a hedge cluster over two providers): Envoy picks
+/// the endpoint, its metadata names the provider, and that provider's own attempt role (from
+/// its cluster's config, in this VM) rewrites and records the attempt.
+pub struct ByEndpoint {
+    context_id: u32,
+    attempt: Option<AttemptFilter>,
+}
+
+impl ByEndpoint {
+    pub fn new(context_id: u32) -> ByEndpoint {
+        ByEndpoint { context_id, attempt: None }
+    }
+
+    /// No provider to speak for: the request cannot be sent with the right key, so it is not
+    /// sent at all.
+    fn misconfigured(&self, provider: Option<&str>) -> Action {
+        let why = match provider {
+            None => "the endpoint Envoy chose has no `llm_failover.provider` in its metadata".to_string(),
+            Some(name) => format!("no cluster of provider `{name}` has the attempt role in this Envoy"),
+        };
+        log(LogLevel::Error, &format!("llm-failover #{}: attempt not sent: {why}", self.context_id));
+        let body = openai::error_body(&format!("the gateway is misconfigured: {why}"), "server_error", Some("gateway_misconfigured"));
+        abi::send_response(500, "llm_failover_misconfigured", &[("content-type", "application/json")], &body);
+        Action::Pause
+    }
+}
+
+impl Context for ByEndpoint {
+    fn on_done(&mut self) -> bool {
+        self.attempt.as_mut().is_none_or(AttemptFilter::on_done)
+    }
+}
+
+impl HttpContext for ByEndpoint {
+    fn on_http_request_headers(&mut self, headers: usize, end_of_stream: bool) -> Action {
+        let provider = hostcalls::get_property(ENDPOINT_PROVIDER.to_vec()).ok().flatten().and_then(|v| String::from_utf8(v).ok());
+        let Some(role) = provider.as_deref().and_then(registered) else {
+            return self.misconfigured(provider.as_deref());
+        };
+        let attempt = self.attempt.insert(AttemptFilter::new(self.context_id, role));
+        attempt.on_http_request_headers(headers, end_of_stream)
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.attempt.as_mut().map_or(Action::Continue, |a| a.on_http_request_body(body_size, end_of_stream))
+    }
+
+    fn on_http_response_headers(&mut self, headers: usize, end_of_stream: bool) -> Action {
+        self.attempt.as_mut().map_or(Action::Continue, |a| a.on_http_response_headers(headers, end_of_stream))
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.attempt.as_mut().map_or(Action::Continue, |a| a.on_http_response_body(body_size, end_of_stream))
     }
 }

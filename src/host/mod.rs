@@ -38,6 +38,7 @@ pub fn now_ms() -> u64 {
 enum Role {
     Router(Rc<router::RouterRole>),
     Attempt(Rc<attempt::AttemptRole>),
+    AttemptByEndpoint,
     RouteRefresh,
     Prober(prober::Prober),
 }
@@ -85,8 +86,11 @@ impl RootContext for Root {
                     config.provider.format.name(),
                     config.provider.host
                 );
-                (Role::Attempt(Rc::new(attempt::AttemptRole::new(*config))), summary)
+                let role = Rc::new(attempt::AttemptRole::new(*config));
+                attempt::register(&role);
+                (Role::Attempt(role), summary)
             }
+            Config::AttemptByEndpoint => (Role::AttemptByEndpoint, "attempt role of the provider each endpoint names".to_string()),
             Config::RouteRefresh => (Role::RouteRefresh, "route-refresh".to_string()),
             Config::Prober(config) => {
                 let summary = format!("prober of {} providers every {:?}", config.probes.len(), config.interval);
@@ -104,6 +108,7 @@ impl RootContext for Root {
         match self.role.as_ref()? {
             Role::Router(role) => Some(Box::new(router::RouterFilter::new(context_id, role.clone()))),
             Role::Attempt(role) => Some(Box::new(attempt::AttemptFilter::new(context_id, role.clone()))),
+            Role::AttemptByEndpoint => Some(Box::new(attempt::ByEndpoint::new(context_id))),
             Role::RouteRefresh => Some(Box::new(route_refresh::RouteRefresh)),
             Role::Prober(_) => None,
         }

@@ -43,6 +43,8 @@ struct Counters {
     last_resort: Counter,
     exhausted: Counter,
     retries_cut_short: Counter,
+    /// Requests of a hedged profile that were not hedged: no hedge cluster for their order.
+    hedge_unavailable: Counter,
     rejected: HashMap<&'static str, Counter>,
     skipped: HashMap<String, Counter>,
     /// Each provider's own breaker, as this worker last set it.
@@ -64,6 +66,7 @@ impl RouterRole {
             last_resort: counter("last_resort"),
             exhausted: counter("exhausted"),
             retries_cut_short: counter("retries_cut_short"),
+            hedge_unavailable: counter("hedge_unavailable"),
             rejected: REJECTIONS.iter().map(|r| (*r, counter(&format!("rejected.{r}")))).collect(),
             skipped: config.providers.iter().map(|p| (p.clone(), counter(&format!("provider.{p}.skipped")))).collect(),
             breaker: config
@@ -77,6 +80,36 @@ impl RouterRole {
         }
         RouterRole { config, counters }
     }
+
+    /// Whether this request is hedged, and through which cluster. Once Envoy hedges a
+    /// request it keeps every attempt in the first attempt's cluster (measured on 1.40), so
+    /// only a hedge cluster over the whole order, in order, keeps failover working. Without
+    /// one the request is not hedged, and fails over as usual; that is counted.
+    fn hedging<'a>(&'a self, profile: &Profile, order: &[&str]) -> Hedging<'a> {
+        if profile.hedge_after.is_none() {
+            return Hedging::Off;
+        }
+        if order.len() < 2 {
+            return Hedging::SameProvider;
+        }
+        match self.config.hedge_cluster(order) {
+            Some(cluster) => Hedging::Through(cluster),
+            None => {
+                self.counters.hedge_unavailable.inc();
+                Hedging::Off
+            }
+        }
+    }
+}
+
+/// How a request's attempts may overlap.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hedging<'a> {
+    Off,
+    /// One provider to try: a hedge tries it again.
+    SameProvider,
+    /// Every attempt goes to this aggregate cluster, which tries the order's providers in turn.
+    Through(&'a str),
 }
 
 enum Stage {
@@ -223,8 +256,11 @@ impl RouterFilter {
         routing::apply_ordering(&mut plan, profile.ordering, config, standing, expected, random, now);
         let mut skipped: Vec<String> = too_small.iter().map(|p| p.to_string()).collect();
         skipped.extend(plan.skipped.iter().map(|p| p.to_string()));
-        self.set_timeouts(profile);
-        let order_ok = abi::set_header(MapType::HttpRequestHeaders, ORDER_HEADER, &priority_groups::header_value(&plan.order));
+        let hedging = role.hedging(profile, &plan.order);
+        self.set_timeouts(profile, hedging);
+        let cluster = if let Hedging::Through(cluster) = hedging { Some(cluster) } else { None };
+        let groups = priority_groups::groups(&plan.order, cluster);
+        let order_ok = abi::set_header(MapType::HttpRequestHeaders, ORDER_HEADER, &priority_groups::header_value(&groups));
         let retries_ok =
             abi::set_header(MapType::HttpRequestHeaders, "x-envoy-max-retries", &(plan.order.len() - 1).to_string());
         if !(order_ok && retries_ok) {
@@ -313,15 +349,17 @@ impl RouterFilter {
     /// The profile's deadline for the whole request and its per-attempt limit, as Envoy's own
     /// request headers: the route's retry policy applies them. Hedging sends the next attempt
     /// when one has not answered in time, and the first answer wins.
-    fn set_timeouts(&self, profile: &Profile) {
+    fn set_timeouts(&self, profile: &Profile, hedging: Hedging) {
         let ms = |d: std::time::Duration| d.as_millis().max(1).to_string();
         if let Some(deadline) = profile.deadline {
             abi::set_header(MapType::HttpRequestHeaders, "x-envoy-upstream-rq-timeout-ms", &ms(deadline));
         }
-        if let Some(per_try) = profile.hedge_after.or(profile.first_byte_timeout) {
+        let hedged = hedging != Hedging::Off;
+        let per_try = if hedged { profile.hedge_after } else { profile.first_byte_timeout };
+        if let Some(per_try) = per_try {
             abi::set_header(MapType::HttpRequestHeaders, "x-envoy-upstream-rq-per-try-timeout-ms", &ms(per_try));
         }
-        if profile.hedge_after.is_some() {
+        if hedged {
             abi::set_header(MapType::HttpRequestHeaders, "x-envoy-hedge-on-per-try-timeout", "true");
         }
     }
@@ -432,6 +470,14 @@ impl RouterFilter {
     }
 }
 
+/// An attempt role answered itself (Envoy's details name the local reply): a request the
+/// provider cannot take, or a misconfigured cluster. That answer says more than "no provider
+/// could serve", so it goes back as it is.
+fn answered_by_an_attempt_role() -> bool {
+    let details = hostcalls::get_property(vec!["response", "code_details"]).ok().flatten().unwrap_or_default();
+    details.starts_with(b"llm_failover_")
+}
+
 impl Context for RouterFilter {}
 
 impl HttpContext for RouterFilter {
@@ -499,7 +545,7 @@ impl HttpContext for RouterFilter {
         let Stage::Routed { chain, model, skipped, profile, planned_attempts } = &self.stage else {
             return self.refused_by_envoy(status);
         };
-        if health::Failure::from_status(status).is_some() {
+        if health::Failure::from_status(status).is_some() && !answered_by_an_attempt_role() {
             let (chain, model, planned) = (*chain, model.clone(), *planned_attempts);
             return self.exhausted(chain, &model, status, planned);
         }
