@@ -40,6 +40,9 @@ class Provider:
     tls_ca: str | None = None       # CA file: talk TLS, with SNI and SAN check for `host`
     extra: dict = field(default_factory=dict)   # more `provider` fields (defaultMaxTokens...)
     attempt_extra: dict = field(default_factory=dict)   # more attempt-role fields (breaker, budget...)
+    # The provider its endpoint's metadata names (`llm_failover.provider`), which a hedge
+    # cluster's attempt filter goes by: the provider's own name unless a test says otherwise.
+    endpoint_provider: str | None = None
 
     def plugin_config(self) -> dict:
         provider: dict = {"name": self.name, "format": self.format,
@@ -125,30 +128,53 @@ def tls_socket(host: str, ca_file: str) -> dict:
     }
 
 
+UPSTREAM_CODEC = {"name": "envoy.filters.http.upstream_codec",
+                  "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}}
+# Envoy allows 3 concurrent retries per cluster by default: under load the rest would not fail
+# over at all.
+RETRY_CIRCUIT_BREAKERS = {"thresholds": [{"priority": "DEFAULT", "max_retries": 1024}]}
+
+
+def upstream_filters(plugin_config: dict | str, env: dict[str, str]) -> dict:
+    return {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        "explicit_http_config": {"http_protocol_options": {}},
+        "http_filters": [wasm_filter(plugin_config, env), UPSTREAM_CODEC],
+    }}
+
+
+def hedge_cluster_name(providers: list[str]) -> str:
+    return "hedge_" + "_".join(providers)
+
+
+def hedge_cluster(providers: list[str], env: dict[str, str]) -> dict:
+    """As docs/routing.md shows: an aggregate cluster over provider clusters, whose attempt
+    filter takes the attempt role of the provider each endpoint names."""
+    return {
+        "name": hedge_cluster_name(providers),
+        "connect_timeout": "0.5s",
+        "lb_policy": "CLUSTER_PROVIDED",
+        "circuit_breakers": RETRY_CIRCUIT_BREAKERS,
+        "cluster_type": {"name": "envoy.clusters.aggregate", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.clusters.aggregate.v3.ClusterConfig",
+            "clusters": [f"provider_{p}" for p in providers]}},
+        "typed_extension_protocol_options": upstream_filters({"role": "attempt-by-endpoint"}, env),
+    }
+
+
 def provider_cluster(p: Provider, env: dict[str, str], attempt_config: dict | str | None = None) -> dict:
+    endpoint_provider = p.name if p.endpoint_provider is None else p.endpoint_provider
+    endpoint = {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p.port}}}}
+    if endpoint_provider:
+        endpoint["metadata"] = {"filter_metadata": {"llm_failover": {"provider": endpoint_provider}}}
     cluster = {
         "name": f"provider_{p.name}",
         "type": "STATIC",
         "connect_timeout": "0.5s",
-        # Envoy allows 3 concurrent retries per cluster by default: under load the rest would
-        # not fail over at all.
-        "circuit_breakers": {"thresholds": [{"priority": "DEFAULT", "max_retries": 1024}]},
-        "load_assignment": {
-            "cluster_name": f"provider_{p.name}",
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
-                "socket_address": {"address": "127.0.0.1", "port_value": p.port}}}}]}],
-        },
-        "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http_protocol_options": {}},
-                "http_filters": [
-                    wasm_filter(attempt_config if attempt_config is not None else p.plugin_config(), env),
-                    {"name": "envoy.filters.http.upstream_codec",
-                     "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}},
-                ],
-            },
-        },
+        "circuit_breakers": RETRY_CIRCUIT_BREAKERS,
+        "load_assignment": {"cluster_name": f"provider_{p.name}", "endpoints": [{"lb_endpoints": [endpoint]}]},
+        "typed_extension_protocol_options": upstream_filters(
+            attempt_config if attempt_config is not None else p.plugin_config(), env),
     }
     if p.tls_ca:
         cluster["transport_socket"] = tls_socket(p.plugin_config()["provider"]["host"], p.tls_ca)
@@ -162,9 +188,12 @@ def render(*, listener_port: int, admin_port: int, providers: list[Provider],
            body_buffer_limit: int | None = None, router_config: dict | str | None = None,
            attempt_configs: dict[str, dict | str] | None = None,
            extra_env: dict[str, str] | None = None, probers: list[dict] | None = None,
-           route_profiles: dict[str, str] | None = None) -> str:
+           route_profiles: dict[str, str] | None = None,
+           hedge_clusters: list[list[str]] | None = None) -> str:
     """`route_profiles`: path prefix -> profile, each a route of its own carrying the profile in
-    its metadata (`llm_failover.profile`), before the catch-all `/v1/` route."""
+    its metadata (`llm_failover.profile`), before the catch-all `/v1/` route.
+    `hedge_clusters`: provider orders, each an aggregate cluster the router role names in
+    `hedgeClusters`; the route then moves each attempt of a hedged request to the next priority."""
     env = {p.key_env: p.key for p in providers if p.key_env and p.key}
     env.update(extra_env or {})
     router = {"role": "router", "providers": [p.name for p in providers], "chains": chains}
@@ -172,6 +201,9 @@ def render(*, listener_port: int, admin_port: int, providers: list[Provider],
         router["models"] = models
     if default_chain:
         router["defaultChain"] = default_chain
+    if hedge_clusters:
+        router["hedgeClusters"] = [{"providers": order, "cluster": hedge_cluster_name(order)}
+                                   for order in hedge_clusters]
     router.update(router_extra or {})
     route_action = {
         "inline_cluster_specifier_plugin": {"extension": {
@@ -197,6 +229,12 @@ def render(*, listener_port: int, admin_port: int, providers: list[Provider],
             "retry_back_off": {"base_interval": "0.005s", "max_interval": "0.02s"},
         },
     }
+    if hedge_clusters:
+        route_action["retry_policy"]["retry_priority"] = {
+            "name": "envoy.retry_priorities.previous_priorities",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
+                "update_frequency": 1}}
     route = {"match": {"prefix": "/v1/"}, "route": route_action}
     if body_buffer_limit:
         route["request_body_buffer_limit"] = body_buffer_limit
@@ -240,7 +278,8 @@ def render(*, listener_port: int, admin_port: int, providers: list[Provider],
                     },
                 }]}],
             }],
-            "clusters": [provider_cluster(p, env, attempt_configs.get(p.name)) for p in providers],
+            "clusters": [provider_cluster(p, env, attempt_configs.get(p.name)) for p in providers]
+                        + [hedge_cluster(order, env) for order in hedge_clusters or []],
         },
     }
     if probers:

@@ -163,24 +163,99 @@ def test_an_error_event_before_any_content_fails_over(tmp_path, mock):
     envoy.wait_for_log(r"`llama` sent an error event \(server_error\) before any content; answering 503")
 
 
-def test_a_hedged_slow_attempt_loses_to_a_fast_one_and_is_not_blamed(tmp_path, mock):
-    """Measured on Envoy 1.40: the hedged attempt goes to the same provider (Envoy does not
-    refresh the cluster for a hedge), so hedging helps against one slow response, not one slow
-    provider; failover to the next provider still follows a failure or `firstByteTimeout`."""
-    router = {"profiles": {**ROUTER["profiles"], "general": {"normal": ["llama", "qwen"], "hedgeAfter": "300ms"}}}
-    envoy, mocks = gateway(tmp_path, mock, router=router, per_try_timeout="10s")
-    mocks["llama"].script({"delay": 3.0}, {"echo": True})
-    started = time.monotonic()
-    response = chat(envoy, "hello")
-    elapsed = time.monotonic() - started
-    assert response.status == 200
-    assert response.headers["x-llm-attempts"] == "2", "the hedge answered"
-    assert elapsed < 2.5, "the first answer won; the slow one was not waited for"
-    assert len(mocks["llama"].requests) == 2
-    time.sleep(3.2)   # the slow attempt is cancelled when its answer would have come
+HEDGED = {"profiles": {**ROUTER["profiles"],
+                      "general": {"normal": ["llama", "qwen"], "hedgeAfter": "300ms"},
+                      "coder": {"normal": ["qwen", "llama"], "hedgeAfter": "300ms"}}}
+
+
+def hedged_gateway(tmp_path, mock, hedge_clusters, profiles=None, **provider_fields):
+    """Each provider with a key of its own, so a hedge that reached the wrong provider's
+    attempt role shows in the key the mock received."""
+    mocks = {name: mock(name) for name in NAMES}
+    providers = [Provider(n, m.port, key_env=f"{n.upper()}_KEY", key=f"sk-{n}", **provider_fields.get(n, {}))
+                 for n, m in mocks.items()]
+    router = {**ROUTER, "profiles": {**HEDGED["profiles"], **(profiles or {})}}
+    envoy = start_gateway(tmp_path, providers, chains={}, default_chain=None, per_try_timeout="10s",
+                          router_extra=router, hedge_clusters=hedge_clusters)
+    return envoy, mocks
+
+
+def test_a_hedged_slow_primary_loses_to_a_fast_fallback(tmp_path, mock):
+    """Envoy sends a hedge to the cluster of the attempt it hedges. A hedged request goes to the
+    aggregate cluster of its order, and `previous_priorities` moves the hedge to the next
+    provider. Which cluster depends on each request's own order."""
+    envoy, mocks = hedged_gateway(tmp_path, mock, [["llama", "qwen"], ["qwen", "llama"]])
+    for model, slow, fast in [("gpt-4o", "llama", "qwen"), ("my-coder", "qwen", "llama")]:
+        mocks[slow].script({"delay": 3.0}, {"echo": True})
+        before = {name: len(m.requests) for name, m in mocks.items()}
+        response = chat(envoy, "hello", model=model)
+        assert response.status == 200, response.text()
+        assert response.headers["x-llm-provider"] == fast, f"{model}: the hedge went to {fast}"
+        assert response.headers["x-llm-attempts"] == "2"
+        assert response.json()["choices"][0]["message"]["content"] == f"hello from {fast}"
+        mocks[slow].wait_for_requests(before[slow] + 1)
+        assert [len(mocks[n].requests) - before[n] for n in (slow, fast)] == [1, 1]
+        for name in (slow, fast):
+            received = mocks[name].requests[-1]
+            assert received.header("authorization") == f"Bearer sk-{name}", "each attempt carries its own key only"
+            assert received.header("host") == f"{name}.provider.test"
+    time.sleep(3.2)   # the slow attempts are cancelled when their answers would have come
     stats = envoy.stats()
-    assert stats.get("wasmcustom.llm_failover.provider.llama.failover.no_response", 0) == 0, "the loser is not blamed"
-    assert chat(envoy, "hello").headers["x-llm-provider"] == "llama"
+    for name in ("llama", "qwen"):
+        assert stats.get(f"wasmcustom.llm_failover.provider.{name}.failover.no_response", 0) == 0, "the loser is not blamed"
+        assert stats[f"wasmcustom.llm_failover.provider.{name}.served"] == 1
+    assert stats.get("wasmcustom.llm_failover.hedge_unavailable", 0) == 0
+    assert chat(envoy, "hello").headers["x-llm-provider"] == "llama", "the slow primary is still first"
+
+
+def test_a_hedged_request_fails_over_through_its_whole_order(tmp_path, mock):
+    """Once Envoy hedges a request it keeps every attempt in the first attempt's cluster (it
+    does not pick the next priority group), so retries too go through the hedge cluster, whose
+    priorities are the order. Hedges count as attempts."""
+    profiles = {"general": {"normal": ["llama", "qwen", "r1"], "hedgeAfter": "300ms"}}
+    envoy, mocks = hedged_gateway(tmp_path, mock, [["llama", "qwen", "r1"]], profiles=profiles)
+    mocks["llama"].script(openai_error(429))
+    mocks["qwen"].script(openai_error(503))
+    response = chat(envoy, "hello")
+    assert response.status == 200, response.text()
+    assert (response.headers["x-llm-provider"], response.headers["x-llm-attempts"]) == ("r1", "3")
+
+
+def test_after_a_failover_a_slow_provider_is_hedged_with_the_next(tmp_path, mock):
+    profiles = {"general": {"normal": ["llama", "qwen", "r1"], "hedgeAfter": "300ms"}}
+    envoy, mocks = hedged_gateway(tmp_path, mock, [["llama", "qwen", "r1"]], profiles=profiles)
+    mocks["llama"].script(openai_error(429))
+    mocks["qwen"].script({"delay": 3.0}, {"echo": True})
+    response = chat(envoy, "hello")
+    assert response.status == 200, response.text()
+    assert (response.headers["x-llm-provider"], response.headers["x-llm-attempts"]) == ("r1", "3"), "qwen's hedge"
+    mocks["qwen"].wait_for_requests(1)
+    assert [len(mocks[n].requests) for n in ("llama", "qwen", "r1")] == [1, 1, 1]
+    assert mocks["r1"].requests[0].header("authorization") == "Bearer sk-r1"
+
+
+def test_without_a_hedge_cluster_for_its_order_a_request_is_not_hedged_and_fails_over(tmp_path, mock):
+    """Envoy does not move a hedged request's retries to the next provider, so a request whose
+    order has no hedge cluster is not hedged: it fails over as usual. The router counts it,
+    so an operator sees the missing cluster."""
+    envoy, mocks = hedged_gateway(tmp_path, mock, [["qwen", "llama"]])
+    mocks["llama"].script(openai_error(429))
+    response = chat(envoy, "hello")
+    assert response.status == 200, response.text()
+    assert (response.headers["x-llm-provider"], response.headers["x-llm-attempts"]) == ("qwen", "2")
+    assert envoy.stats()["wasmcustom.llm_failover.hedge_unavailable"] == 1
+
+
+def test_a_hedge_cluster_endpoint_naming_no_provider_is_refused_clearly(tmp_path, mock):
+    """An endpoint whose metadata names a provider with no attempt role: the attempt is not
+    sent (no key to send it with), and the answer says what is misconfigured."""
+    envoy, mocks = hedged_gateway(tmp_path, mock, [["llama", "qwen"]], llama={"endpoint_provider": "ghost"})
+    response = chat(envoy, "hello")
+    assert response.status == 500, response.text()
+    error = response.json()["error"]
+    assert error["code"] == "gateway_misconfigured" and "`ghost`" in error["message"]
+    assert len(mocks["llama"].requests) == 0
+    envoy.wait_for_log(r"attempt not sent: no cluster of provider `ghost` has the attempt role")
 
 
 def test_the_overall_deadline_holds_across_failovers(tmp_path, mock):

@@ -63,3 +63,23 @@ def test_a_certificate_for_another_host_is_refused_and_failed_over(tmp_path, moc
     assert response.headers["x-llm-provider"] == "b"
     assert impostor.requests == [], "the key must never be sent over an unverified connection"
     envoy.wait_for_stat("wasmcustom.llm_failover.provider.impostor.failover.connect_failure")
+
+
+def test_a_hedge_through_an_aggregate_cluster_keeps_each_providers_tls(tmp_path, tls_mock):
+    """A hedge cluster's attempts connect with the provider cluster's own TLS: each provider
+    gets its own SNI, host and key, whichever cluster the attempt went through."""
+    slow, slow_ca = tls_mock("slow", "api.slow-provider.test")
+    fast, fast_ca = tls_mock("fast", "api.fast-provider.test")
+    providers = [Provider("slow", slow.port, host="api.slow-provider.test", tls_ca=slow_ca, key_env="SLOW_KEY", key="sk-slow"),
+                 Provider("fast", fast.port, host="api.fast-provider.test", tls_ca=fast_ca, key_env="FAST_KEY", key="sk-fast")]
+    envoy = start_gateway(tmp_path, providers, per_try_timeout="10s", hedge_clusters=[["slow", "fast"]],
+                          router_extra={"chains": {}, "profiles": {"default": {"normal": ["slow", "fast"], "hedgeAfter": "300ms"}}})
+    slow.script({"delay": 2.0}, {"echo": True})
+    response = envoy.post_json("/v1/chat/completions", CHAT)
+    assert response.status == 200
+    assert (response.headers["x-llm-provider"], response.headers["x-llm-attempts"]) == ("fast", "2")
+    slow.wait_for_requests(1)
+    for mock, host, key in [(slow, "api.slow-provider.test", "sk-slow"), (fast, "api.fast-provider.test", "sk-fast")]:
+        [received] = mock.requests
+        assert (received.sni, received.header("host")) == (host, host)
+        assert received.header("authorization") == f"Bearer {key}"
