@@ -28,6 +28,7 @@ MOCKS = [
 ]
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Say hello"}]}
 LOCAL_CHAT = {"model": "llama3.3", "messages": [{"role": "user", "content": "Say hello"}]}
+HEDGED_CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}]}
 
 CURL_FAILOVER = (f"curl -si http://127.0.0.1:{LISTENER}/v1/chat/completions "
                  "-H 'content-type: application/json' "
@@ -87,6 +88,11 @@ def smoke() -> None:
     status, headers, body = post_chat(LOCAL_CHAT)
     assert status == 200 and headers["x-llm-provider"] == "ollama", (status, headers)
     assert body["object"] == "chat.completion" and body["choices"][0]["message"]["content"] == "hello from ollama", body
+    # The hedged profile, through its hedge cluster. The 429 cooled openai's gpt-4o only, so
+    # openai serves gpt-4o-mini.
+    status, headers, _ = post_chat(HEDGED_CHAT)
+    assert status == 200 and headers["x-llm-profile"] == "interactive; by=model", (status, headers)
+    assert headers["x-llm-provider"] == "openai", headers
     print("demo smoke check: failover, skip, tagged metrics, the health report and the Ollama translation seen", flush=True)
 
 
