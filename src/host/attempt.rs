@@ -3,7 +3,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -14,8 +14,8 @@ use super::counters::{self, Counter, Gauge, Histogram};
 use super::router::{EXCEEDED_PARAM, ORIGIN_HEADER};
 use super::{health_view, log, now_ms};
 use crate::chat;
-use crate::config::{AttemptConfig, CHAT_SUFFIX};
-use crate::health::{self, Downstream, Failure, Outcome};
+use crate::config::{self, AttemptConfig, Config, CHAT_SUFFIX};
+use crate::health::{self, Downstream, Failure, Outcome, SharedStore};
 use crate::provider::openai::{self, AnswerContext, ChatRequest};
 use crate::provider::StreamTranslator;
 use crate::usage::{RateLimitHeaders, UsageScanner};
@@ -65,20 +65,50 @@ pub struct AttemptRole {
 thread_local! {
     /// Each provider's attempt role in this VM (one per worker), by provider name: the attempt
     /// filter of an aggregate cluster learns its provider only from the endpoint Envoy picked.
-    static ROLES: RefCell<HashMap<String, Weak<AttemptRole>>> = RefCell::new(HashMap::new());
+    static ROLES: RefCell<HashMap<String, Rc<AttemptRole>>> = RefCell::new(HashMap::new());
 }
 
 /// The endpoint metadata naming the provider an endpoint belongs to.
 const ENDPOINT_PROVIDER: [&str; 5] = ["xds", "upstream_host_metadata", "filter_metadata", "llm_failover", "provider"];
 
+/// Shared data keeps each provider's attempt config (names of environment variables, never
+/// keys) for a VM that has not configured that provider: a VM reloaded after a crash holds only
+/// the plugins that have run since, and a hedge cluster's own VM none.
+fn config_key(provider: &str) -> String {
+    format!("llm-failover/v1/attempt-config/{provider}")
+}
+
 /// Makes this role the one an aggregate cluster's attempts at its provider take; the newest
 /// config of a provider wins, as it does for the provider's own cluster.
-pub fn register(role: &Rc<AttemptRole>) {
-    ROLES.with(|roles| roles.borrow_mut().insert(role.config.provider.name.clone(), Rc::downgrade(role)));
+pub fn register(role: &Rc<AttemptRole>, config_json: &[u8]) {
+    let name = role.config.provider.name.clone();
+    let key = config_key(&name);
+    if HostStore.get(&key).is_none_or(|(stored, _)| stored != config_json) {
+        if let Err(error) = HostStore.set(&key, config_json, None) {
+            log(LogLevel::Warn, &format!("llm-failover: config of `{name}` not shared with hedge clusters: {error:?}"));
+        }
+    }
+    ROLES.with(|roles| roles.borrow_mut().insert(name, role.clone()));
 }
 
 fn registered(provider: &str) -> Option<Rc<AttemptRole>> {
-    ROLES.with(|roles| roles.borrow().get(provider).and_then(Weak::upgrade))
+    if let Some(role) = ROLES.with(|roles| roles.borrow().get(provider).cloned()) {
+        return Some(role);
+    }
+    let (json, _) = HostStore.get(&config_key(provider))?;
+    match config::parse(&json, &abi::VmEnvironment) {
+        Ok(Config::Attempt(config)) if config.provider.name == provider => {
+            log(LogLevel::Info, &format!("llm-failover: this VM takes the attempt role of `{provider}` from its shared config"));
+            let role = Rc::new(AttemptRole::new(*config));
+            ROLES.with(|roles| roles.borrow_mut().insert(provider.to_string(), role.clone()));
+            Some(role)
+        }
+        Ok(_) => None,
+        Err(error) => {
+            log(LogLevel::Error, &format!("llm-failover: the shared config of `{provider}` is refused in this VM: {error}"));
+            None
+        }
+    }
 }
 
 /// Models a provider may be asked for are the clients' to name: past this many, the rest are

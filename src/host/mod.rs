@@ -87,7 +87,7 @@ impl RootContext for Root {
                     config.provider.host
                 );
                 let role = Rc::new(attempt::AttemptRole::new(*config));
-                attempt::register(&role);
+                attempt::register(&role, &bytes);
                 (Role::Attempt(role), summary)
             }
             Config::AttemptByEndpoint => (Role::AttemptByEndpoint, "attempt role of the provider each endpoint names".to_string()),

@@ -65,8 +65,19 @@ class Provider:
         return config
 
 
-def wasm_filter(plugin_config: dict | str, env: dict[str, str], wasm: Path = WASM) -> dict:
+def wasm_filter(plugin_config: dict | str, env: dict[str, str], wasm: Path = WASM,
+                vm_configuration: str | None = None) -> dict:
+    """`vm_configuration` set: a VM of its own (the same vm_id still shares the data)."""
     configuration = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
+    vm_config = {
+        "vm_id": "llm_failover",
+        "runtime": "envoy.wasm.runtime.v8",
+        "code": {"local": {"filename": str(wasm)}},
+        "environment_variables": {"key_values": env},
+    }
+    if vm_configuration:
+        vm_config["configuration"] = {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                                      "value": vm_configuration}
     return {
         "name": "envoy.filters.http.wasm",
         "typed_config": {
@@ -77,12 +88,7 @@ def wasm_filter(plugin_config: dict | str, env: dict[str, str], wasm: Path = WAS
                 "failure_policy": "FAIL_RELOAD",
                 "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
                                   "value": configuration},
-                "vm_config": {
-                    "vm_id": "llm_failover",
-                    "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": str(wasm)}},
-                    "environment_variables": {"key_values": env},
-                },
+                "vm_config": vm_config,
             },
         },
     }
@@ -135,11 +141,11 @@ UPSTREAM_CODEC = {"name": "envoy.filters.http.upstream_codec",
 RETRY_CIRCUIT_BREAKERS = {"thresholds": [{"priority": "DEFAULT", "max_retries": 1024}]}
 
 
-def upstream_filters(plugin_config: dict | str, env: dict[str, str]) -> dict:
+def upstream_filters(plugin_config: dict | str, env: dict[str, str], vm_configuration: str | None = None) -> dict:
     return {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
         "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
         "explicit_http_config": {"http_protocol_options": {}},
-        "http_filters": [wasm_filter(plugin_config, env), UPSTREAM_CODEC],
+        "http_filters": [wasm_filter(plugin_config, env, vm_configuration=vm_configuration), UPSTREAM_CODEC],
     }}
 
 
@@ -147,7 +153,7 @@ def hedge_cluster_name(providers: list[str]) -> str:
     return "hedge_" + "_".join(providers)
 
 
-def hedge_cluster(providers: list[str], env: dict[str, str]) -> dict:
+def hedge_cluster(providers: list[str], env: dict[str, str], vm_configuration: str | None = None) -> dict:
     """As docs/routing.md shows: an aggregate cluster over provider clusters, whose attempt
     filter takes the attempt role of the provider each endpoint names."""
     return {
@@ -158,7 +164,7 @@ def hedge_cluster(providers: list[str], env: dict[str, str]) -> dict:
         "cluster_type": {"name": "envoy.clusters.aggregate", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.clusters.aggregate.v3.ClusterConfig",
             "clusters": [f"provider_{p}" for p in providers]}},
-        "typed_extension_protocol_options": upstream_filters({"role": "attempt-by-endpoint"}, env),
+        "typed_extension_protocol_options": upstream_filters({"role": "attempt-by-endpoint"}, env, vm_configuration),
     }
 
 
@@ -189,11 +195,12 @@ def render(*, listener_port: int, admin_port: int, providers: list[Provider],
            attempt_configs: dict[str, dict | str] | None = None,
            extra_env: dict[str, str] | None = None, probers: list[dict] | None = None,
            route_profiles: dict[str, str] | None = None,
-           hedge_clusters: list[list[str]] | None = None) -> str:
+           hedge_clusters: list[list[str]] | None = None, hedge_cluster_vm: str | None = None) -> str:
     """`route_profiles`: path prefix -> profile, each a route of its own carrying the profile in
     its metadata (`llm_failover.profile`), before the catch-all `/v1/` route.
     `hedge_clusters`: provider orders, each an aggregate cluster the router role names in
-    `hedgeClusters`; the route then moves each attempt of a hedged request to the next priority."""
+    `hedgeClusters`; the route then moves each attempt of a hedged request to the next priority.
+    `hedge_cluster_vm`: their filters in a VM of their own, where no provider's role ran."""
     env = {p.key_env: p.key for p in providers if p.key_env and p.key}
     env.update(extra_env or {})
     router = {"role": "router", "providers": [p.name for p in providers], "chains": chains}
@@ -279,7 +286,7 @@ def render(*, listener_port: int, admin_port: int, providers: list[Provider],
                 }]}],
             }],
             "clusters": [provider_cluster(p, env, attempt_configs.get(p.name)) for p in providers]
-                        + [hedge_cluster(order, env) for order in hedge_clusters or []],
+                        + [hedge_cluster(order, env, hedge_cluster_vm) for order in hedge_clusters or []],
         },
     }
     if probers:

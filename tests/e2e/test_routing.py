@@ -168,7 +168,7 @@ HEDGED = {"profiles": {**ROUTER["profiles"],
                       "coder": {"normal": ["qwen", "llama"], "hedgeAfter": "300ms"}}}
 
 
-def hedged_gateway(tmp_path, mock, hedge_clusters, profiles=None, **provider_fields):
+def hedged_gateway(tmp_path, mock, hedge_clusters, profiles=None, hedge_cluster_vm=None, **provider_fields):
     """Each provider with a key of its own, so a hedge that reached the wrong provider's
     attempt role shows in the key the mock received."""
     mocks = {name: mock(name) for name in NAMES}
@@ -176,7 +176,7 @@ def hedged_gateway(tmp_path, mock, hedge_clusters, profiles=None, **provider_fie
                  for n, m in mocks.items()]
     router = {**ROUTER, "profiles": {**HEDGED["profiles"], **(profiles or {})}}
     envoy = start_gateway(tmp_path, providers, chains={}, default_chain=None, per_try_timeout="10s",
-                          router_extra=router, hedge_clusters=hedge_clusters)
+                          router_extra=router, hedge_clusters=hedge_clusters, hedge_cluster_vm=hedge_cluster_vm)
     return envoy, mocks
 
 
@@ -244,6 +244,21 @@ def test_without_a_hedge_cluster_for_its_order_a_request_is_not_hedged_and_fails
     assert response.status == 200, response.text()
     assert (response.headers["x-llm-provider"], response.headers["x-llm-attempts"]) == ("qwen", "2")
     assert envoy.stats()["wasmcustom.llm_failover.hedge_unavailable"] == 1
+
+
+def test_a_hedge_cluster_in_a_vm_where_no_provider_role_ran_takes_their_shared_configs(tmp_path, mock):
+    """As in a VM reloaded after a crash, which holds only the plugins that ran since: the hedge
+    cluster's filter finds each provider's attempt config in shared data (env var names, never
+    keys) and reads the keys from its own VM's environment."""
+    envoy, mocks = hedged_gateway(tmp_path, mock, [["llama", "qwen"]], hedge_cluster_vm="hedge-vm")
+    mocks["llama"].script({"delay": 3.0}, {"echo": True})
+    response = chat(envoy, "hello")
+    assert response.status == 200, response.text()
+    assert (response.headers["x-llm-provider"], response.headers["x-llm-attempts"]) == ("qwen", "2")
+    mocks["llama"].wait_for_requests(1)
+    assert mocks["llama"].requests[0].header("authorization") == "Bearer sk-llama"
+    assert mocks["qwen"].requests[0].header("authorization") == "Bearer sk-qwen"
+    envoy.wait_for_log(r"this VM takes the attempt role of `qwen` from its shared config")
 
 
 def test_a_hedge_cluster_endpoint_naming_no_provider_is_refused_clearly(tmp_path, mock):
