@@ -208,6 +208,17 @@ def test_a_hedged_slow_primary_loses_to_a_fast_fallback(tmp_path, mock):
     assert chat(envoy, "hello").headers["x-llm-provider"] == "llama", "the slow primary is still first"
 
 
+def test_many_concurrent_hedged_requests_all_reach_the_fast_provider(tmp_path, mock):
+    """Every hedge is a retry on the hedge cluster: with its retry circuit breaker raised as the
+    docs say, 32 requests at once are all hedged, none cut short."""
+    envoy, mocks = hedged_gateway(tmp_path, mock, [["llama", "qwen"]])
+    mocks["llama"].set_default({"delay": 1.5})
+    responses = harness.concurrently(32, lambda _: chat(envoy, "hello", timeout=15))
+    assert [(r.status, r.headers["x-llm-provider"], r.headers["x-llm-attempts"]) for r in responses] == [(200, "qwen", "2")] * 32
+    assert len(mocks["qwen"].requests) == 32
+    assert envoy.stats().get("cluster.hedge_llama_qwen.upstream_rq_retry_overflow", 0) == 0
+
+
 def test_a_hedged_request_fails_over_through_its_whole_order(tmp_path, mock):
     """Once Envoy hedges a request it keeps every attempt in the first attempt's cluster (it
     does not pick the next priority group), so retries too go through the hedge cluster, whose
