@@ -8,12 +8,18 @@ pub struct Event {
     pub data: String,
 }
 
+/// The longest line (and the longest event's data) a stream may carry. Past it the stream is
+/// broken off rather than held: its bytes would stay in the VM's memory, and no provider sends
+/// an event this large.
+pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+
 /// Reads events as chunks arrive; an event is complete at the blank line that ends it.
 #[derive(Debug, Default)]
 pub struct EventReader {
     lines: LineReader,
     name: Option<String>,
     data: Option<String>,
+    overflowed: bool,
 }
 
 impl EventReader {
@@ -29,9 +35,17 @@ impl EventReader {
         self.take_events(lines)
     }
 
+    /// A line or an event was longer than the limit: nothing more is read.
+    pub fn overflowed(&self) -> bool {
+        self.overflowed || self.lines.overflowed()
+    }
+
     fn take_events(&mut self, lines: Vec<Vec<u8>>) -> Vec<Event> {
         let mut events = Vec::new();
         for line in lines {
+            if self.overflowed {
+                break;
+            }
             if line.is_empty() {
                 if let Some(data) = self.data.take() {
                     events.push(Event { name: self.name.take(), data });
@@ -56,23 +70,49 @@ impl EventReader {
                 // Comments (`: ping`), `id:` and `retry:` change nothing we translate.
                 _ => {}
             }
+            if self.data.as_ref().is_some_and(|data| data.len() > self.lines.limit) {
+                self.overflowed = true;
+                self.data = None;
+            }
         }
         events
     }
 }
 
-/// Splits a byte stream into lines ended by `\n`, `\r\n` or `\r`, without their ending.
-#[derive(Debug, Default)]
+/// Splits a byte stream into lines ended by `\n`, `\r\n` or `\r`, without their ending. A line
+/// longer than its limit breaks the stream off (`overflowed`): it is never held whole.
+#[derive(Debug)]
 pub struct LineReader {
     pending: Vec<u8>,
+    /// How far `pending` has been searched for a line ending: a long line is scanned once.
+    scanned: usize,
+    limit: usize,
+    overflowed: bool,
+}
+
+impl Default for LineReader {
+    fn default() -> Self {
+        LineReader::with_limit(MAX_LINE_BYTES)
+    }
 }
 
 impl LineReader {
+    pub fn with_limit(limit: usize) -> LineReader {
+        LineReader { pending: Vec::new(), scanned: 0, limit, overflowed: false }
+    }
+
+    pub fn overflowed(&self) -> bool {
+        self.overflowed
+    }
+
     pub fn feed(&mut self, chunk: &[u8]) -> Vec<Vec<u8>> {
+        if self.overflowed {
+            return Vec::new();
+        }
         self.pending.extend_from_slice(chunk);
         let mut lines = Vec::new();
         let mut start = 0;
-        let mut i = 0;
+        let mut i = self.scanned;
         while let Some(&byte) = self.pending.get(i) {
             match byte {
                 b'\n' => {
@@ -93,11 +133,18 @@ impl LineReader {
             }
         }
         self.pending.drain(..start.min(self.pending.len()));
+        self.scanned = i.saturating_sub(start);
+        if self.pending.len() > self.limit {
+            self.overflowed = true;
+            self.pending = Vec::new();
+            self.scanned = 0;
+        }
         lines
     }
 
     /// What is left once the stream ends: a last line without its ending.
     pub fn finish(&mut self) -> Vec<Vec<u8>> {
+        self.scanned = 0;
         let mut rest = std::mem::take(&mut self.pending);
         if rest.last() == Some(&b'\r') {
             rest.pop();
@@ -200,6 +247,54 @@ mod tests {
             assert_eq!(random_split(&bytes, seed).concat(), bytes);
         }
         assert_ne!(random_split(&bytes, 1), random_split(&bytes, 2));
+    }
+
+    #[test]
+    fn a_line_longer_than_the_limit_breaks_the_stream_off_without_holding_it() {
+        let mut reader = LineReader::with_limit(64);
+        assert_eq!(reader.feed(b"short\n"), vec![b"short".to_vec()]);
+        for _ in 0..4 {
+            assert!(reader.feed(&[b'x'; 20]).is_empty());
+        }
+        assert!(reader.overflowed(), "80 bytes without an ending");
+        assert!(reader.pending.is_empty(), "the long line is not kept");
+        assert!(reader.feed(b"\nmore\n").is_empty(), "nothing is read after it");
+        let mut within = LineReader::with_limit(64);
+        assert_eq!(within.feed(&[b'y'; 64]), Vec::<Vec<u8>>::new());
+        assert_eq!(within.feed(b"\n"), vec![vec![b'y'; 64]]);
+        assert!(!within.overflowed());
+    }
+
+    #[test]
+    fn lines_complete_before_the_overflow_in_the_same_chunk_are_read() {
+        let mut reader = LineReader::with_limit(8);
+        let chunk = [&b"a\nb\n"[..], &[b'z'; 9]].concat();
+        assert_eq!(reader.feed(&chunk), vec![b"a".to_vec(), b"b".to_vec()]);
+        assert!(reader.overflowed());
+    }
+
+    #[test]
+    fn an_event_whose_data_lines_add_up_past_the_limit_overflows() {
+        let mut reader = EventReader { lines: LineReader::with_limit(32), ..EventReader::default() };
+        assert_eq!(reader.feed(b"data: ok\n\n"), vec![event(None, "ok")]);
+        assert!(reader.feed(b"data: 0123456789ab\ndata: 0123456789ab\n").is_empty(), "12 + 1 + 12 bytes");
+        assert!(!reader.overflowed());
+        assert!(reader.feed(b"data: 0123456789ab\n").is_empty());
+        assert!(reader.overflowed());
+        assert!(reader.feed(b"\ndata: late\n\n").is_empty());
+        assert!(reader.finish().is_empty());
+    }
+
+    #[test]
+    fn a_long_line_in_many_chunks_is_scanned_once() {
+        let mut reader = LineReader::default();
+        for _ in 0..1000 {
+            assert!(reader.feed(&[b'q'; 1000]).is_empty());
+            assert_eq!(reader.scanned, reader.pending.len(), "only the new bytes are searched next time");
+        }
+        assert_eq!(reader.feed(b"\r"), Vec::<Vec<u8>>::new());
+        assert_eq!(reader.scanned, 1_000_000, "a trailing \\r waits for its \\n");
+        assert_eq!(reader.feed(b"\n").first().map(Vec::len), Some(1_000_000));
     }
 
     #[test]

@@ -863,7 +863,12 @@ impl StreamTranslator for Stream {
             return Vec::new();
         }
         let events = self.events.feed(chunk);
-        self.translate(events)
+        let mut out = self.translate(events);
+        if self.events.overflowed() && !matches!(self.phase, Phase::Ended | Phase::Failed | Phase::Closed) {
+            out.extend(super::oversized_stream_error("Anthropic"));
+            self.phase = Phase::Failed;
+        }
+        out
     }
 
     /// A stream cut short still ends as OpenAI's do: a finish chunk if none was sent, then

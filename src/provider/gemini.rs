@@ -966,6 +966,10 @@ impl StreamTranslator for Stream {
                 break;
             }
         }
+        if self.events.overflowed() && !self.closed {
+            out.extend(super::oversized_stream_error("Gemini"));
+            self.closed = true;
+        }
         if self.saw_event && !self.unframed.is_empty() {
             self.unframed = Vec::new();
         }

@@ -50,6 +50,16 @@ impl Default for FormatOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unsupported(pub String);
 
+/// The OpenAI error event that ends a translated stream whose provider sent a line or an event
+/// longer than `sse::MAX_LINE_BYTES`.
+pub fn oversized_stream_error(api: &str) -> Vec<u8> {
+    let message = format!(
+        "{api}'s stream carried an event longer than {} MiB; the stream ends here",
+        crate::sse::MAX_LINE_BYTES / (1024 * 1024)
+    );
+    crate::sse::data_event(&openai::error_body(&message, "api_error", Some("bad_provider_answer")))
+}
+
 /// A provider's answer translated as it streams: each chunk in, the OpenAI SSE bytes to send
 /// for it out (often none, when a chunk ends mid-event).
 pub trait StreamTranslator {
@@ -339,6 +349,22 @@ mod tests {
             models: models.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
             api_version: Some("2024-10-21".into()),
             options: FormatOptions::default(),
+        }
+    }
+
+    #[test]
+    fn a_translated_stream_with_an_oversized_line_ends_in_an_error_event_and_holds_nothing() {
+        let megabyte = vec![b'x'; 1024 * 1024];
+        for (format, api) in [(Format::Anthropic, "Anthropic"), (Format::Gemini, "Gemini"), (Format::Ollama, "Ollama")] {
+            let context = openai::AnswerContext { id: "chatcmpl-1".into(), created: 1, model: "m".into(), include_usage: false };
+            let Some(mut translator) = format.stream(context) else { panic!("{api} streams are translated") };
+            let mut out = Vec::new();
+            for _ in 0..(crate::sse::MAX_LINE_BYTES / megabyte.len() + 1) {
+                out.extend(translator.feed(&megabyte));
+            }
+            assert_eq!(out, oversized_stream_error(api), "{api}: one error event, and the line is not passed on");
+            assert!(String::from_utf8_lossy(&out).contains(&format!("{api}'s stream carried an event longer than 16 MiB")));
+            assert!(translator.feed(b"\n\ndata: {}\n\n").is_empty() && translator.finish().is_empty(), "{api}: the stream ended");
         }
     }
 

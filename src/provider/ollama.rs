@@ -614,6 +614,10 @@ impl StreamTranslator for Stream {
         for line in self.lines.feed(chunk) {
             self.translate_line(&line, &mut out);
         }
+        if self.lines.overflowed() && !self.closed && !self.finished {
+            out.extend(super::oversized_stream_error("Ollama"));
+            self.closed = true;
+        }
         out
     }
 
