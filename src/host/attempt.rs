@@ -765,9 +765,9 @@ impl HttpContext for AttemptFilter {
     }
 }
 
-/// The attempt filter of an aggregate cluster (a hedge cluster over two providers): Envoy picks
-/// the endpoint, its metadata names the provider, and that provider's own attempt role (from
-/// its cluster's config, in this VM) rewrites and records the attempt.
+/// The attempt filter of an aggregate cluster (a hedge cluster over an order of providers):
+/// Envoy picks the endpoint, its metadata names the provider, and that provider's own attempt
+/// role (its cluster's config, in this VM or from shared data) rewrites and records the attempt.
 pub struct ByEndpoint {
     context_id: u32,
     attempt: Option<AttemptFilter>,

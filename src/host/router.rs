@@ -18,7 +18,7 @@ use crate::chat::{self, BadRequest};
 use crate::config::{Chain, RouterConfig, ORDER_HEADER};
 use crate::policy::{self, Profile, Tier};
 use crate::health_report::{self, AdminRequest};
-use crate::routing::Standing;
+use crate::routing::{Hedging, Standing};
 use crate::{budget, health, openai_error, priority_groups, routing};
 
 /// Headers a client could use to choose routes, retries or timeouts: stripped from every
@@ -80,36 +80,6 @@ impl RouterRole {
         }
         RouterRole { config, counters }
     }
-
-    /// Whether this request is hedged, and through which cluster. Once Envoy hedges a
-    /// request it keeps every attempt in the first attempt's cluster (measured on 1.40), so
-    /// only a hedge cluster over the whole order, in order, keeps failover working. Without
-    /// one the request is not hedged, and fails over as usual; that is counted.
-    fn hedging<'a>(&'a self, profile: &Profile, order: &[&str]) -> Hedging<'a> {
-        if profile.hedge_after.is_none() {
-            return Hedging::Off;
-        }
-        if order.len() < 2 {
-            return Hedging::SameProvider;
-        }
-        match self.config.hedge_cluster(order) {
-            Some(cluster) => Hedging::Through(cluster),
-            None => {
-                self.counters.hedge_unavailable.inc();
-                Hedging::Off
-            }
-        }
-    }
-}
-
-/// How a request's attempts may overlap.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Hedging<'a> {
-    Off,
-    /// One provider to try: a hedge tries it again.
-    SameProvider,
-    /// Every attempt goes to this aggregate cluster, which tries the order's providers in turn.
-    Through(&'a str),
 }
 
 enum Stage {
@@ -256,7 +226,10 @@ impl RouterFilter {
         routing::apply_ordering(&mut plan, profile.ordering, config, standing, expected, random, now);
         let mut skipped: Vec<String> = too_small.iter().map(|p| p.to_string()).collect();
         skipped.extend(plan.skipped.iter().map(|p| p.to_string()));
-        let hedging = role.hedging(profile, &plan.order);
+        let hedging = routing::hedging(config, profile.hedge_after, &plan.order);
+        if hedging == Hedging::Unavailable {
+            role.counters.hedge_unavailable.inc();
+        }
         self.set_timeouts(profile, hedging);
         let cluster = if let Hedging::Through(cluster) = hedging { Some(cluster) } else { None };
         let groups = priority_groups::groups(&plan.order, cluster);
@@ -354,7 +327,7 @@ impl RouterFilter {
         if let Some(deadline) = profile.deadline {
             abi::set_header(MapType::HttpRequestHeaders, "x-envoy-upstream-rq-timeout-ms", &ms(deadline));
         }
-        let hedged = hedging != Hedging::Off;
+        let hedged = hedging.hedged();
         let per_try = if hedged { profile.hedge_after } else { profile.first_byte_timeout };
         if let Some(per_try) = per_try {
             abi::set_header(MapType::HttpRequestHeaders, "x-envoy-upstream-rq-per-try-timeout-ms", &ms(per_try));
