@@ -445,26 +445,16 @@ fn check_router(raw: RawRouter, env: &dyn Environment) -> Result<RouterConfig, C
     if raw.chains.is_empty() && raw.profiles.is_empty() {
         return Err(invalid("chains", "must define at least one chain (or `profiles`)"));
     }
+    let known_provider = |p: &str| raw.providers.iter().any(|k| k == p);
     let mut profiles = Vec::with_capacity(raw.chains.len() + raw.profiles.len());
     for (name, members) in raw.chains {
         check_name(&name).map_err(|r| invalid(format!("chains.{name}"), r))?;
         if members.is_empty() {
             return Err(invalid(format!("chains.{name}"), "must name at least one provider"));
         }
-        for (i, member) in members.iter().enumerate() {
-            if !raw.providers.contains(member) {
-                return Err(invalid(
-                    format!("chains.{name}[{i}]"),
-                    format!("provider `{member}` is not in `providers`"),
-                ));
-            }
-            if members.iter().take(i).any(|m| m == member) {
-                return Err(invalid(format!("chains.{name}[{i}]"), format!("provider `{member}` appears twice")));
-            }
-        }
+        check_members(&format!("chains.{name}"), &members, &known_provider).map_err(|(f, r)| invalid(f, r))?;
         profiles.push(Profile::of_chain(&name, members));
     }
-    let known_provider = |p: &str| raw.providers.iter().any(|k| k == p);
     for profile in policy::check_profiles(raw.profiles, &known_provider).map_err(|(f, r)| invalid(f, r))? {
         if profiles.iter().any(|p| p.name == profile.name) {
             return Err(invalid(format!("profiles.{}", profile.name), "is also the name of a chain"));
@@ -543,14 +533,7 @@ fn check_router(raw: RawRouter, env: &dyn Environment) -> Result<RouterConfig, C
         if h.providers.len() < 2 {
             return Err(invalid(field("providers"), "must name at least two providers: a hedge goes to the next one"));
         }
-        for (j, provider) in h.providers.iter().enumerate() {
-            if !known_provider(provider) {
-                return Err(invalid(format!("{}[{j}]", field("providers")), format!("provider `{provider}` is not in `providers`")));
-            }
-            if h.providers.iter().take(j).any(|p| p == provider) {
-                return Err(invalid(format!("{}[{j}]", field("providers")), format!("provider `{provider}` appears twice")));
-            }
-        }
+        check_members(&field("providers"), &h.providers, &known_provider).map_err(|(f, r)| invalid(f, r))?;
         if h.cluster.is_empty() || h.cluster.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
             return Err(invalid(field("cluster"), "must name the aggregate cluster over these providers' clusters"));
         }
@@ -587,6 +570,20 @@ pub(crate) fn check_name(name: &str) -> Result<(), String> {
     } else {
         Err(format!("`{name}` must be 1-64 characters of a-z, 0-9, `-` or `_`"))
     }
+}
+
+/// An ordered list of providers (a chain, a profile's tier, a hedge cluster): each one known,
+/// and each at most once. Errors are `(field, reason)`, the field naming the entry.
+pub(crate) fn check_members(field: &str, members: &[String], known_provider: &dyn Fn(&str) -> bool) -> Result<(), (String, String)> {
+    for (i, member) in members.iter().enumerate() {
+        if !known_provider(member) {
+            return Err((format!("{field}[{i}]"), format!("provider `{member}` is not in `providers`")));
+        }
+        if members.iter().take(i).any(|m| m == member) {
+            return Err((format!("{field}[{i}]"), format!("provider `{member}` appears twice")));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]

@@ -192,14 +192,7 @@ impl Profile {
             if members.is_empty() {
                 return Err((field, "must name at least one provider (leave the tier out to use `normal`)".into()));
             }
-            for (i, member) in members.iter().enumerate() {
-                if !known_provider(member) {
-                    return Err((format!("{field}[{i}]"), format!("provider `{member}` is not in `providers`")));
-                }
-                if members.iter().take(i).any(|m| m == member) {
-                    return Err((format!("{field}[{i}]"), format!("provider `{member}` appears twice")));
-                }
-            }
+            crate::config::check_members(&field, &members, known_provider)?;
             Ok(Some(members))
         };
         let duration = |key: &str, text: &Option<String>| -> Result<Option<Duration>, (String, String)> {
