@@ -4,7 +4,15 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test bench setup build unit lint e2e clean
+.PHONY: run test bench setup build unit lint e2e clean envoy-configs
+
+# envoy/demo.yaml is rendered from envoy/demo.json (its comment header is kept); a unit test
+# fails when it is stale.
+envoy-configs:
+	@for name in demo; do \
+	  { sed '/^$$/q' envoy/$$name.yaml; cargo run -q --locked --bin llm-failover-render envoy/$$name.json; } > envoy/$$name.yaml.new \
+	  && mv envoy/$$name.yaml.new envoy/$$name.yaml && echo "rendered envoy/$$name.yaml"; \
+	done
 
 setup:
 	@scripts/toolchain.sh setup

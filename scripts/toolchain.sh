@@ -78,10 +78,10 @@ build() {
   toolchain="$(wasm_toolchain)"
   cd "$ROOT"
   case "$toolchain" in
-    rustup) cargo build --release --target "$TARGET" ;;
+    rustup) cargo build --release --target "$TARGET" --lib ;;
     debian)
       # Debian's rustc has no prebuilt std for wasm32: build it from rust-web-src.
-      RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 cargo build --release --target "$TARGET" \
+      RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 cargo build --release --target "$TARGET" --lib \
         -Zbuild-std=std,panic_abort ;;
   esac
   say "built target/$TARGET/release/llm_failover.wasm with the $toolchain toolchain"

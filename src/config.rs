@@ -16,8 +16,8 @@ use crate::trust::Network;
 use crate::health::{BreakerPolicy, CooldownPolicy, ErrorRate, HealthPolicy, LatencyPolicy};
 use crate::provider::{Auth, AuthStyle, Format, FormatOptions, Provider};
 
-/// The header the router role hands the provider order in; `header_to_metadata` in the Envoy
-/// config must read this name.
+/// The header the router role names the request's order cluster in; the route's
+/// `cluster_header` reads it (see `orders`).
 pub const ORDER_HEADER: &str = "x-llm-failover-order";
 
 /// Every chat path ends so, which is how the attempt role (which has no router config) knows a
@@ -26,13 +26,26 @@ pub const CHAT_SUFFIX: &str = "/chat/completions";
 
 #[derive(Debug)]
 pub enum Config {
-    Router(Box<RouterConfig>),
-    Attempt(Box<AttemptConfig>),
-    /// The attempt filter of an aggregate cluster: each attempt takes the attempt role of the
+    /// The one plugin configuration of a deployment: the router role's, which also holds
+    /// every provider's attempt config.
+    Router(Box<Deployment>),
+    /// The upstream filter of the order clusters: each attempt takes the attempt config of the
     /// provider its endpoint names (`llm_failover.provider` in the endpoint's metadata).
-    AttemptByEndpoint,
+    Attempt,
     Prober(ProberConfig),
-    RouteRefresh,
+}
+
+#[derive(Debug)]
+pub struct Deployment {
+    pub router: RouterConfig,
+    /// One per provider, in the order of `providers`.
+    pub attempts: Vec<AttemptConfig>,
+}
+
+impl Deployment {
+    pub fn attempt(&self, provider: &str) -> Option<&AttemptConfig> {
+        self.attempts.iter().find(|a| a.provider.name == provider)
+    }
 }
 
 #[derive(Debug)]
@@ -53,18 +66,6 @@ pub struct RouterConfig {
     /// claimed it.
     pub probe_timeout: Duration,
     pub admin: Option<Admin>,
-    pub hedge_clusters: Vec<HedgeCluster>,
-}
-
-/// An Envoy aggregate cluster over providers' clusters, in this order. Envoy neither sends a
-/// hedged attempt to another cluster nor, once a request is hedged, moves its retries to the
-/// next priority group (measured on 1.40): every attempt of a hedged request stays in its first
-/// cluster. Through this one, the route's `previous_priorities` retry priority moves each
-/// attempt, hedge or retry, to the next provider.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HedgeCluster {
-    pub providers: Vec<String>,
-    pub cluster: String,
 }
 
 /// The health endpoint: read every provider's health, reset one or all.
@@ -113,6 +114,59 @@ pub struct AttemptConfig {
     pub rate_limit: RateLimitPolicy,
     pub budget: Option<Budget>,
     pub prices: Prices,
+    pub error_answers: ErrorAnswers,
+}
+
+/// Whether an attempt holds a provider's error answer (and the start of a stream) until it
+/// has read it. Reading is what error-aware failover, translated error bodies, context-length
+/// replay and stream-start checks need; Envoy 1.36 crashes when a request is retried after an
+/// upstream filter held an error answer (fixed in 1.37 by envoyproxy/envoy#41879).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorAnswers {
+    #[default]
+    Read,
+    Pass,
+}
+
+/// The Envoy a config runs in (`major.minor`), read from the node's build version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EnvoyVersion(pub u64, pub u64);
+
+impl fmt::Display for EnvoyVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.0, self.1)
+    }
+}
+
+/// The oldest Envoy that can retry a request after an upstream filter held an error answer.
+pub const READS_ERROR_ANSWERS_FROM: EnvoyVersion = EnvoyVersion(1, 37);
+/// The oldest Envoy this filter is tested on.
+pub const OLDEST_ENVOY: EnvoyVersion = EnvoyVersion(1, 36);
+
+impl Deployment {
+    /// What this config needs of the Envoy it runs in; `None` when the version is unknown
+    /// (a build that does not say), which is taken as new enough.
+    pub fn supported_by(&self, envoy: Option<EnvoyVersion>) -> Result<(), ConfigError> {
+        let Some(envoy) = envoy else {
+            return Ok(());
+        };
+        if envoy < OLDEST_ENVOY {
+            return Err(invalid("", format!("Envoy {envoy} is older than {OLDEST_ENVOY}, the oldest this filter supports")));
+        }
+        let reads = self.attempts.first().is_some_and(|a| a.error_answers == ErrorAnswers::Read);
+        if reads && envoy < READS_ERROR_ANSWERS_FROM {
+            return Err(invalid(
+                "errorAnswers",
+                format!(
+                    "`read` (error-aware failover, translated error bodies, context-length replay, stream-start checks) needs \
+                     Envoy {READS_ERROR_ANSWERS_FROM} or later: Envoy {envoy} crashes retrying after a held error answer \
+                     (envoyproxy/envoy#41879); set `\"errorAnswers\": \"pass\"` on this Envoy"
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// When rate-limit headers move a provider behind the others before it answers 429.
@@ -186,17 +240,6 @@ impl RouterConfig {
     pub fn info(&self, provider: &str) -> Option<&ProviderInfo> {
         self.provider_info.get(provider)
     }
-
-    /// The hedge cluster that tries `order` in order: the shortest whose providers start with
-    /// it. Providers past the order are never reached, since the order's length bounds the
-    /// attempts.
-    pub fn hedge_cluster(&self, order: &[&str]) -> Option<&str> {
-        self.hedge_clusters
-            .iter()
-            .filter(|h| h.providers.len() >= order.len() && h.providers.iter().zip(order).all(|(p, o)| p == o))
-            .min_by_key(|h| h.providers.len())
-            .map(|h| h.cluster.as_str())
-    }
 }
 
 /// Where the provider API key comes from: the VM's environment (Envoy's
@@ -208,16 +251,15 @@ pub trait Environment {
 pub fn parse(json: &[u8], env: &dyn Environment) -> Result<Config, ConfigError> {
     let header: RoleOnly = read(json)?;
     match header.role.as_deref() {
-        Some("router") => check_router(read(json)?, env).map(|r| Config::Router(Box::new(r))),
-        Some("attempt") => check_attempt(read(json)?, env).map(|a| Config::Attempt(Box::new(a))),
-        Some("attempt-by-endpoint") => read::<RawRouteRefresh>(json).map(|_| Config::AttemptByEndpoint),
+        Some("router") => check_deployment(read(json)?, env).map(|d| Config::Router(Box::new(d))),
+        Some("attempt") => read::<RawAttemptRole>(json).map(|_| Config::Attempt),
         Some("prober") => check_prober(read(json)?).map(Config::Prober),
-        Some("route-refresh") => read::<RawRouteRefresh>(json).map(|_| Config::RouteRefresh),
-        Some(other) => Err(invalid(
+        Some(old @ ("attempt-by-endpoint" | "route-refresh")) => Err(invalid(
             "role",
-            format!("unknown role `{other}`, expected `router`, `attempt`, `attempt-by-endpoint`, `route-refresh` or `prober`"),
+            format!("role `{old}` is gone: order clusters take `{{\"role\": \"attempt\"}}` and no route refresh is needed (docs/configuration.md)"),
         )),
-        None => Err(invalid("role", "missing (one of `router`, `attempt`, `route-refresh`)")),
+        Some(other) => Err(invalid("role", format!("unknown role `{other}`, expected `router`, `attempt` or `prober`"))),
+        None => Err(invalid("role", "missing (one of `router`, `attempt`, `prober`)")),
     }
 }
 
@@ -241,9 +283,11 @@ struct RoleOnly {
     role: Option<String>,
 }
 
+/// The attempt role names nothing: the endpoint names the provider, and the router role's
+/// config has it.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RawRouteRefresh {
+struct RawAttemptRole {
     #[serde(rename = "role")]
     _role: String,
 }
@@ -257,7 +301,7 @@ struct RawRouter {
     chat_paths: Vec<String>,
     #[serde(default = "default_max_request_bytes")]
     max_request_bytes: u64,
-    providers: Vec<String>,
+    providers: Vec<RawProvider>,
     #[serde(default)]
     chains: BTreeMap<String, Vec<String>>,
     #[serde(default)]
@@ -269,22 +313,22 @@ struct RawRouter {
     #[serde(default)]
     trusted_headers: Option<RawTrustedHeaders>,
     #[serde(default)]
-    provider_info: BTreeMap<String, RawProviderInfo>,
-    #[serde(default)]
     default_chain: Option<String>,
     #[serde(default)]
     probe_timeout: Option<String>,
     #[serde(default)]
     admin: Option<RawAdmin>,
+    /// Every provider's health policy, unless its own entry says otherwise (field by field).
     #[serde(default)]
-    hedge_clusters: Vec<RawHedgeCluster>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RawHedgeCluster {
-    providers: Vec<String>,
-    cluster: String,
+    cooldowns: RawCooldowns,
+    #[serde(default)]
+    breaker: RawBreaker,
+    #[serde(default)]
+    latency: RawLatency,
+    #[serde(default)]
+    rate_limit: RawRateLimit,
+    #[serde(default)]
+    error_answers: ErrorAnswers,
 }
 
 #[derive(Deserialize)]
@@ -302,17 +346,6 @@ fn default_profile_header() -> String {
 }
 fn default_tier_header() -> String {
     "x-llm-tier".into()
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RawProviderInfo {
-    #[serde(default)]
-    context_window: Option<u64>,
-    #[serde(default)]
-    price: Option<RawPrice>,
-    #[serde(default = "default_weight")]
-    weight: u32,
 }
 
 fn default_weight() -> u32 {
@@ -417,7 +450,7 @@ fn check_admin(raw: &RawAdmin, env: &dyn Environment) -> Result<Admin, ConfigErr
     Ok(Admin { path: raw.path.trim_end_matches('/').to_string(), secret })
 }
 
-fn check_router(raw: RawRouter, env: &dyn Environment) -> Result<RouterConfig, ConfigError> {
+fn check_deployment(raw: RawRouter, env: &dyn Environment) -> Result<Deployment, ConfigError> {
     if raw.chat_paths.is_empty() {
         return Err(invalid("chatPaths", "must list at least one path"));
     }
@@ -436,16 +469,26 @@ fn check_router(raw: RawRouter, env: &dyn Environment) -> Result<RouterConfig, C
     if raw.providers.is_empty() {
         return Err(invalid("providers", "must name at least one provider"));
     }
-    for (i, name) in raw.providers.iter().enumerate() {
-        check_name(name).map_err(|r| invalid(format!("providers[{i}]"), r))?;
-        if raw.providers.iter().take(i).any(|p| p == name) {
-            return Err(invalid(format!("providers[{i}]"), format!("`{name}` is listed twice")));
+    let defaults = HealthDefaults { cooldowns: raw.cooldowns, breaker: raw.breaker, latency: raw.latency, rate_limit: raw.rate_limit };
+    defaults.check()?;
+    let mut attempts = Vec::with_capacity(raw.providers.len());
+    let mut provider_info = HashMap::with_capacity(raw.providers.len());
+    for (i, entry) in raw.providers.into_iter().enumerate() {
+        let field = |f: String| if f.is_empty() { format!("providers[{i}]") } else { format!("providers[{i}].{f}") };
+        let name = entry.name.clone();
+        check_name(&name).map_err(|r| invalid(field("name".into()), r))?;
+        if attempts.iter().any(|a: &AttemptConfig| a.provider.name == name) {
+            return Err(invalid(field("name".into()), format!("`{name}` is listed twice")));
         }
+        let (attempt, info) = check_provider(entry, &defaults, raw.error_answers, env).map_err(|e| invalid(field(e.field), e.reason))?;
+        provider_info.insert(name, info);
+        attempts.push(attempt);
     }
+    let provider_names: Vec<String> = attempts.iter().map(|a| a.provider.name.clone()).collect();
     if raw.chains.is_empty() && raw.profiles.is_empty() {
         return Err(invalid("chains", "must define at least one chain (or `profiles`)"));
     }
-    let known_provider = |p: &str| raw.providers.iter().any(|k| k == p);
+    let known_provider = |p: &str| provider_names.iter().any(|k| k == p);
     let mut profiles = Vec::with_capacity(raw.chains.len() + raw.profiles.len());
     for (name, members) in raw.chains {
         check_name(&name).map_err(|r| invalid(format!("chains.{name}"), r))?;
@@ -504,17 +547,6 @@ fn check_router(raw: RawRouter, env: &dyn Environment) -> Result<RouterConfig, C
         }
         None => None,
     };
-    let mut provider_info = HashMap::with_capacity(raw.provider_info.len());
-    for (name, info) in raw.provider_info {
-        if !known_provider(&name) {
-            return Err(invalid(format!("providerInfo.{name}"), format!("provider `{name}` is not in `providers`")));
-        }
-        if info.context_window == Some(0) {
-            return Err(invalid(format!("providerInfo.{name}.contextWindow"), "must be greater than 0"));
-        }
-        let price = info.price.as_ref().map(|p| check_price(&format!("providerInfo.{name}.price"), p)).transpose()?;
-        provider_info.insert(name, ProviderInfo { context_window: info.context_window, price, weight: info.weight });
-    }
     let max_request_bytes = usize::try_from(raw.max_request_bytes)
         .map_err(|_| invalid("maxRequestBytes", "is too large"))?;
     let probe_timeout = match &raw.probe_timeout {
@@ -527,25 +559,10 @@ fn check_router(raw: RawRouter, env: &dyn Environment) -> Result<RouterConfig, C
             return Err(invalid("admin.path", "must not overlap `chatPaths`"));
         }
     }
-    let mut hedge_clusters: Vec<HedgeCluster> = Vec::with_capacity(raw.hedge_clusters.len());
-    for (i, h) in raw.hedge_clusters.into_iter().enumerate() {
-        let field = |name: &str| format!("hedgeClusters[{i}].{name}");
-        if h.providers.len() < 2 {
-            return Err(invalid(field("providers"), "must name at least two providers: a hedge goes to the next one"));
-        }
-        check_members(&field("providers"), &h.providers, &known_provider).map_err(|(f, r)| invalid(f, r))?;
-        if h.cluster.is_empty() || h.cluster.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
-            return Err(invalid(field("cluster"), "must name the aggregate cluster over these providers' clusters"));
-        }
-        if hedge_clusters.iter().any(|k| k.providers == h.providers) {
-            return Err(invalid(field("providers"), format!("{:?} already has a cluster", h.providers)));
-        }
-        hedge_clusters.push(HedgeCluster { providers: h.providers, cluster: h.cluster });
-    }
-    Ok(RouterConfig {
+    let router = RouterConfig {
         chat_paths: raw.chat_paths,
         max_request_bytes,
-        providers: raw.providers,
+        providers: provider_names,
         chains,
         profiles,
         model_profiles,
@@ -555,8 +572,8 @@ fn check_router(raw: RawRouter, env: &dyn Environment) -> Result<RouterConfig, C
         provider_info,
         probe_timeout,
         admin,
-        hedge_clusters,
-    })
+    };
+    Ok(Deployment { router, attempts })
 }
 
 /// Provider names become Envoy priority-group names, stat names and shared-data keys.
@@ -586,27 +603,7 @@ pub(crate) fn check_members(field: &str, members: &[String], known_provider: &dy
     Ok(())
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RawAttempt {
-    #[serde(rename = "role")]
-    _role: String,
-    provider: RawProvider,
-    #[serde(default)]
-    cooldowns: RawCooldowns,
-    #[serde(default)]
-    breaker: RawBreaker,
-    #[serde(default)]
-    latency: RawLatency,
-    #[serde(default)]
-    rate_limit: RawRateLimit,
-    #[serde(default)]
-    budget: Option<RawBudget>,
-    #[serde(default)]
-    prices: BTreeMap<String, RawPrice>,
-}
-
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Clone)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawBreaker {
     #[serde(default)]
@@ -615,7 +612,7 @@ struct RawBreaker {
     error_rate: Option<RawErrorRate>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawErrorRate {
     percent: u32,
@@ -632,7 +629,7 @@ fn default_window() -> String {
     "60s".into()
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Clone)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawLatency {
     #[serde(default)]
@@ -641,7 +638,7 @@ struct RawLatency {
     memory: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Clone)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawRateLimit {
     #[serde(default)]
@@ -670,6 +667,8 @@ struct RawPrice {
     output_per_m_tok: f64,
 }
 
+/// One provider: where and how to reach it, its health policy (over the deployment's), and
+/// what the router knows of it for ordering and context limits.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawProvider {
@@ -688,6 +687,46 @@ struct RawProvider {
     default_max_tokens: Option<u64>,
     #[serde(default)]
     anthropic_version: Option<String>,
+    #[serde(default)]
+    cooldowns: RawCooldowns,
+    #[serde(default)]
+    breaker: RawBreaker,
+    #[serde(default)]
+    latency: RawLatency,
+    #[serde(default)]
+    rate_limit: RawRateLimit,
+    #[serde(default)]
+    budget: Option<RawBudget>,
+    #[serde(default)]
+    prices: BTreeMap<String, RawPrice>,
+    /// Tokens (input and output) the provider's model takes.
+    #[serde(default)]
+    context_window: Option<u64>,
+    #[serde(default)]
+    price: Option<RawPrice>,
+    #[serde(default = "default_weight")]
+    weight: u32,
+}
+
+/// The deployment-wide health policy; a provider's own fields win, one by one.
+struct HealthDefaults {
+    cooldowns: RawCooldowns,
+    breaker: RawBreaker,
+    latency: RawLatency,
+    rate_limit: RawRateLimit,
+}
+
+impl HealthDefaults {
+    fn check(&self) -> Result<(), ConfigError> {
+        check_cooldowns(&self.cooldowns)?;
+        check_breaker(&self.breaker)?;
+        check_latency(&self.latency)?;
+        check_rate_limit(&self.rate_limit).map(|_| ())
+    }
+}
+
+fn or<T: Clone>(own: &Option<T>, default: &Option<T>) -> Option<T> {
+    own.clone().or_else(|| default.clone())
 }
 
 #[derive(Deserialize)]
@@ -699,71 +738,78 @@ struct RawAuth {
     api_key_env: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default, Clone)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawCooldowns {
-    #[serde(default = "default_auth_failure")]
-    auth_failure: String,
-    #[serde(default = "default_rate_limited")]
-    rate_limited: String,
-    #[serde(default = "default_max_retry_after")]
-    max_retry_after: String,
-    #[serde(default = "default_quota_exhausted")]
-    quota_exhausted: String,
-    #[serde(default = "default_failure_base")]
-    failure_base: String,
-    #[serde(default = "default_failure_max")]
-    failure_max: String,
+    auth_failure: Option<String>,
+    rate_limited: Option<String>,
+    max_retry_after: Option<String>,
+    quota_exhausted: Option<String>,
+    failure_base: Option<String>,
+    failure_max: Option<String>,
 }
 
-impl Default for RawCooldowns {
-    fn default() -> Self {
+impl RawCooldowns {
+    fn over(&self, d: &RawCooldowns) -> RawCooldowns {
         RawCooldowns {
-            auth_failure: default_auth_failure(),
-            rate_limited: default_rate_limited(),
-            max_retry_after: default_max_retry_after(),
-            quota_exhausted: default_quota_exhausted(),
-            failure_base: default_failure_base(),
-            failure_max: default_failure_max(),
+            auth_failure: or(&self.auth_failure, &d.auth_failure),
+            rate_limited: or(&self.rate_limited, &d.rate_limited),
+            max_retry_after: or(&self.max_retry_after, &d.max_retry_after),
+            quota_exhausted: or(&self.quota_exhausted, &d.quota_exhausted),
+            failure_base: or(&self.failure_base, &d.failure_base),
+            failure_max: or(&self.failure_max, &d.failure_max),
         }
     }
 }
 
-fn default_auth_failure() -> String {
-    UNTIL_RESET.into()
-}
-
 /// `cooldowns.authFailure` value: a bad key stays out until an operator resets it.
 const UNTIL_RESET: &str = "until-reset";
-fn default_rate_limited() -> String {
-    "30s".into()
-}
-fn default_max_retry_after() -> String {
-    "1h".into()
-}
-fn default_quota_exhausted() -> String {
-    "1h".into()
-}
-fn default_failure_base() -> String {
-    "5s".into()
-}
-fn default_failure_max() -> String {
-    "5m".into()
+
+impl RawBreaker {
+    fn over(&self, d: &RawBreaker) -> RawBreaker {
+        RawBreaker { consecutive_failures: or(&self.consecutive_failures, &d.consecutive_failures), error_rate: or(&self.error_rate, &d.error_rate) }
+    }
 }
 
-fn check_attempt(raw: RawAttempt, env: &dyn Environment) -> Result<AttemptConfig, ConfigError> {
-    let p = raw.provider;
-    check_name(&p.name).map_err(|r| invalid("provider.name", r))?;
+impl RawLatency {
+    fn over(&self, d: &RawLatency) -> RawLatency {
+        RawLatency { slow_ttfb: or(&self.slow_ttfb, &d.slow_ttfb), memory: or(&self.memory, &d.memory) }
+    }
+}
+
+impl RawRateLimit {
+    fn over(&self, d: &RawRateLimit) -> RawRateLimit {
+        RawRateLimit {
+            min_remaining_requests: or(&self.min_remaining_requests, &d.min_remaining_requests),
+            min_remaining_tokens: or(&self.min_remaining_tokens, &d.min_remaining_tokens),
+            default_reset: or(&self.default_reset, &d.default_reset),
+        }
+    }
+}
+
+/// A provider's entry: its attempt config, and what the router knows of it. Fields in errors
+/// are the entry's own (`host`, `cooldowns.rateLimited`).
+fn check_provider(
+    p: RawProvider,
+    defaults: &HealthDefaults,
+    error_answers: ErrorAnswers,
+    env: &dyn Environment,
+) -> Result<(AttemptConfig, ProviderInfo), ConfigError> {
+    if p.context_window == Some(0) {
+        return Err(invalid("contextWindow", "must be greater than 0"));
+    }
+    let price = p.price.as_ref().map(|price| check_price("price", price)).transpose()?;
+    let info = ProviderInfo { context_window: p.context_window, price, weight: p.weight };
     if p.host.is_empty() || p.host.contains('/') || p.host.contains(char::is_whitespace) {
-        return Err(invalid("provider.host", format!("`{}` must be a host name with an optional port", p.host)));
+        return Err(invalid("host", format!("`{}` must be a host name with an optional port", p.host)));
     }
     let base_path = p.base_path.unwrap_or_else(|| p.format.default_base_path().to_string());
     if !base_path.starts_with('/') || base_path.contains('?') {
-        return Err(invalid("provider.basePath", format!("`{base_path}` must start with `/` and have no query")));
+        return Err(invalid("basePath", format!("`{base_path}` must start with `/` and have no query")));
     }
     let base_path = base_path.trim_end_matches('/').to_string();
     if p.format.needs_api_version() && p.api_version.as_deref().unwrap_or("").is_empty() {
-        return Err(invalid("provider.apiVersion", format!("is required for format `{}`", p.format.name())));
+        return Err(invalid("apiVersion", format!("is required for format `{}`", p.format.name())));
     }
     let auth = match p.auth {
         None => Auth::none(),
@@ -772,14 +818,14 @@ fn check_attempt(raw: RawAttempt, env: &dyn Environment) -> Result<AttemptConfig
             let key = match (style, raw.api_key_env) {
                 (AuthStyle::None, None) => String::new(),
                 (AuthStyle::None, Some(_)) => {
-                    return Err(invalid("provider.auth.apiKeyEnv", "makes no sense with style `none`"))
+                    return Err(invalid("auth.apiKeyEnv", "makes no sense with style `none`"))
                 }
-                (_, None) => return Err(invalid("provider.auth.apiKeyEnv", "is required to send a key")),
+                (_, None) => return Err(invalid("auth.apiKeyEnv", "is required to send a key")),
                 (_, Some(name)) => match env.var(&name) {
                     Some(key) if !key.trim().is_empty() => key.trim().to_string(),
                     _ => {
                         return Err(invalid(
-                            "provider.auth.apiKeyEnv",
+                            "auth.apiKeyEnv",
                             format!("environment variable `{name}` is not set in the VM (list it in vm_config.environment_variables)"),
                         ))
                     }
@@ -791,34 +837,34 @@ fn check_attempt(raw: RawAttempt, env: &dyn Environment) -> Result<AttemptConfig
     for (model, target) in &p.models {
         let unsafe_in_path = p.format.model_in_path() && target.contains(['"', '\\', '/', '?', '#', ' ']);
         if target.is_empty() || unsafe_in_path {
-            return Err(invalid(format!("provider.models.{model}"), format!("`{target}` is not a usable model name")));
+            return Err(invalid(format!("models.{model}"), format!("`{target}` is not a usable model name")));
         }
     }
     let mut options = FormatOptions::default();
     if let Some(max) = p.default_max_tokens {
         if max == 0 {
-            return Err(invalid("provider.defaultMaxTokens", "must be greater than 0"));
+            return Err(invalid("defaultMaxTokens", "must be greater than 0"));
         }
         options.default_max_tokens = max;
     }
     if let Some(version) = p.anthropic_version {
         if version.is_empty() || !version.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(invalid("provider.anthropicVersion", format!("`{version}` is not a header value")));
+            return Err(invalid("anthropicVersion", format!("`{version}` is not a header value")));
         }
         options.anthropic_version = version;
     }
     let health = HealthPolicy {
-        cooldowns: check_cooldowns(&raw.cooldowns)?,
-        breaker: check_breaker(&raw.breaker)?,
-        latency: check_latency(&raw.latency)?,
+        cooldowns: check_cooldowns(&p.cooldowns.over(&defaults.cooldowns))?,
+        breaker: check_breaker(&p.breaker.over(&defaults.breaker))?,
+        latency: check_latency(&p.latency.over(&defaults.latency))?,
     };
-    let rate_limit = check_rate_limit(&raw.rate_limit)?;
-    let budget = raw.budget.as_ref().map(check_budget).transpose()?;
+    let rate_limit = check_rate_limit(&p.rate_limit.over(&defaults.rate_limit))?;
+    let budget = p.budget.as_ref().map(check_budget).transpose()?;
     let mut prices = Prices::default();
-    for (model, price) in &raw.prices {
+    for (model, price) in &p.prices {
         prices.0.insert(model.clone(), check_price(&format!("prices.{model}"), price)?);
     }
-    Ok(AttemptConfig {
+    let attempt = AttemptConfig {
         provider: Provider {
             name: p.name,
             format: p.format,
@@ -833,7 +879,9 @@ fn check_attempt(raw: RawAttempt, env: &dyn Environment) -> Result<AttemptConfig
         rate_limit,
         budget,
         prices,
-    })
+        error_answers,
+    };
+    Ok((attempt, info))
 }
 
 fn check_price(field: &str, raw: &RawPrice) -> Result<Price, ConfigError> {
@@ -907,18 +955,20 @@ fn check_budget(raw: &RawBudget) -> Result<Budget, ConfigError> {
 }
 
 fn check_cooldowns(raw: &RawCooldowns) -> Result<CooldownPolicy, ConfigError> {
-    let field = |name: &str, text: &str| positive_duration(&format!("cooldowns.{name}"), text);
-    let auth_failure = match raw.auth_failure.as_str() {
+    let field = |name: &str, text: &Option<String>, default: &str| {
+        positive_duration(&format!("cooldowns.{name}"), text.as_deref().unwrap_or(default))
+    };
+    let auth_failure = match raw.auth_failure.as_deref().unwrap_or(UNTIL_RESET) {
         UNTIL_RESET => None,
-        text => Some(field("authFailure", text)?),
+        text => Some(positive_duration("cooldowns.authFailure", text)?),
     };
     let policy = CooldownPolicy {
         auth_failure,
-        rate_limited: field("rateLimited", &raw.rate_limited)?,
-        max_retry_after: field("maxRetryAfter", &raw.max_retry_after)?,
-        quota_exhausted: field("quotaExhausted", &raw.quota_exhausted)?,
-        failure_base: field("failureBase", &raw.failure_base)?,
-        failure_max: field("failureMax", &raw.failure_max)?,
+        rate_limited: field("rateLimited", &raw.rate_limited, "30s")?,
+        max_retry_after: field("maxRetryAfter", &raw.max_retry_after, "1h")?,
+        quota_exhausted: field("quotaExhausted", &raw.quota_exhausted, "1h")?,
+        failure_base: field("failureBase", &raw.failure_base, "5s")?,
+        failure_max: field("failureMax", &raw.failure_max, "5m")?,
     };
     if policy.failure_max < policy.failure_base {
         return Err(invalid("cooldowns.failureMax", "must not be shorter than `failureBase`"));
@@ -938,18 +988,34 @@ mod tests {
     }
     const ENV: Env = Env(&[("OPENAI_KEY", "sk-test-openai"), ("EMPTY", "  "), ("ADMIN", "a-long-enough-admin-secret"), ("SHORT", "abc")]);
 
-    fn router(json: &str) -> Result<RouterConfig, ConfigError> {
+    fn deployment(json: &str) -> Result<Deployment, ConfigError> {
         match parse(json.as_bytes(), &ENV)? {
-            Config::Router(r) => Ok(*r),
+            Config::Router(d) => Ok(*d),
             other => panic!("expected a router config, got {other:?}"),
         }
     }
 
-    fn attempt(json: &str) -> Result<AttemptConfig, ConfigError> {
-        match parse(json.as_bytes(), &ENV)? {
-            Config::Attempt(a) => Ok(*a),
-            other => panic!("expected an attempt config, got {other:?}"),
+    /// Tables of router fields name providers only: each becomes the plainest entry.
+    fn router(json: &str) -> Result<RouterConfig, ConfigError> {
+        let mut value: serde_json::Value = serde_json::from_str(json).expect("test JSON");
+        if let Some(serde_json::Value::Array(providers)) = value.get_mut("providers") {
+            for p in providers.iter_mut() {
+                if let serde_json::Value::String(name) = p {
+                    *p = serde_json::json!({"name": name, "format": "openai", "host": format!("{name}.test")});
+                }
+            }
         }
+        deployment(&value.to_string()).map(|d| d.router)
+    }
+
+    /// A deployment of this one provider entry (with `extra` deployment fields).
+    fn attempt_with(entry: &str, extra: &str) -> Result<AttemptConfig, ConfigError> {
+        let json = format!(r#"{{"role":"router","providers":[{entry}],"chains":{{"c":["x"]}}{extra}}}"#);
+        deployment(&json).map(|mut d| d.attempts.remove(0))
+    }
+
+    fn attempt(entry: &str) -> Result<AttemptConfig, ConfigError> {
+        attempt_with(entry, "")
     }
 
     const ROUTER: &str = r#"{"role":"router","providers":["openai","openrouter","ollama"],
@@ -968,27 +1034,43 @@ mod tests {
     }
 
     #[test]
-    fn a_hedge_cluster_serves_every_order_it_starts_with() {
-        let r = router(
-            r#"{"role":"router","providers":["a","b","c"],"chains":{"c":["a","b","c"]},
-                "hedgeClusters":[{"providers":["a","b","c"],"cluster":"abc"},{"providers":["a","b"],"cluster":"ab"},
-                                 {"providers":["b","a"],"cluster":"ba"}]}"#,
-        )
-        .unwrap();
-        assert_eq!(r.hedge_cluster(&["a", "b", "c"]), Some("abc"));
-        assert_eq!(r.hedge_cluster(&["a", "b"]), Some("ab"), "the shortest that fits");
-        assert_eq!(r.hedge_cluster(&["a"]), Some("ab"));
-        assert_eq!(r.hedge_cluster(&["b", "a"]), Some("ba"));
-        assert_eq!(r.hedge_cluster(&["a", "c"]), None, "the order's second provider must be the cluster's");
-        assert_eq!(r.hedge_cluster(&["b", "a", "c"]), None, "a cluster too short would leave `c` out");
-        assert!(router(ROUTER).unwrap().hedge_clusters.is_empty());
+    fn the_attempt_role_takes_no_fields_and_old_roles_say_what_replaced_them() {
+        assert!(matches!(parse(br#"{"role":"attempt"}"#, &ENV), Ok(Config::Attempt)));
+        let err = parse(br#"{"role":"attempt","provider":{"name":"a"}}"#, &ENV).unwrap_err();
+        assert_eq!(err.field, "provider");
+        for old in ["attempt-by-endpoint", "route-refresh"] {
+            let err = parse(format!(r#"{{"role":"{old}"}}"#).as_bytes(), &ENV).unwrap_err();
+            assert!(err.reason.contains("is gone"), "{err}");
+        }
     }
 
     #[test]
-    fn the_attempt_by_endpoint_role_takes_no_fields() {
-        assert!(matches!(parse(br#"{"role":"attempt-by-endpoint"}"#, &ENV), Ok(Config::AttemptByEndpoint)));
-        let err = parse(br#"{"role":"attempt-by-endpoint","provider":{"name":"a"}}"#, &ENV).unwrap_err();
-        assert_eq!(err.field, "provider");
+    fn provider_health_takes_the_deployment_defaults_field_by_field() {
+        let json = r#"{"role":"router","chains":{"c":["a","b"]},
+            "cooldowns":{"rateLimited":"7s","failureBase":"1s"},"breaker":{"consecutiveFailures":2},
+            "providers":[{"name":"a","format":"openai","host":"a","cooldowns":{"rateLimited":"9s"}},
+                         {"name":"b","format":"openai","host":"b","breaker":{"consecutiveFailures":5}}]}"#;
+        let d = deployment(json).unwrap();
+        let (a, b) = (&d.attempts[0].health, &d.attempts[1].health);
+        assert_eq!((a.cooldowns.rate_limited, a.cooldowns.failure_base), (Duration::from_secs(9), Duration::from_secs(1)));
+        assert_eq!((b.cooldowns.rate_limited, b.breaker.consecutive_failures), (Duration::from_secs(7), 5));
+        assert_eq!(a.breaker.consecutive_failures, 2);
+        assert_eq!(a.cooldowns.failure_max, Duration::from_secs(300), "the filter's own default");
+        let bad = r#"{"role":"router","chains":{"c":["a"]},"cooldowns":{"rateLimited":"0s"},"providers":[{"name":"a","format":"openai","host":"a"}]}"#;
+        assert_eq!(deployment(bad).unwrap_err().field, "cooldowns.rateLimited");
+    }
+
+    #[test]
+    fn envoy_136_runs_a_deployment_only_with_error_answers_passed() {
+        let reads = deployment(r#"{"role":"router","chains":{"c":["a"]},"providers":[{"name":"a","format":"openai","host":"a"}]}"#).unwrap();
+        let err = reads.supported_by(Some(EnvoyVersion(1, 36))).unwrap_err();
+        assert_eq!(err.field, "errorAnswers");
+        assert!(err.reason.contains("Envoy 1.37") && err.reason.contains("41879"), "{err}");
+        assert!(reads.supported_by(Some(EnvoyVersion(1, 37))).is_ok() && reads.supported_by(None).is_ok());
+        assert!(reads.supported_by(Some(EnvoyVersion(1, 35))).unwrap_err().reason.contains("oldest"));
+        let passes = deployment(r#"{"role":"router","errorAnswers":"pass","chains":{"c":["a"]},"providers":[{"name":"a","format":"openai","host":"a"}]}"#).unwrap();
+        assert!(passes.supported_by(Some(EnvoyVersion(1, 36))).is_ok());
+        assert_eq!(passes.attempts[0].error_answers, ErrorAnswers::Pass);
     }
 
     #[test]
@@ -1003,11 +1085,12 @@ mod tests {
         let cases: &[(&str, &str, &str)] = &[
             (r#"{"providers":["a"],"chains":{"c":["a"]}}"#, "role", "missing"),
             (r#"{"role":"proxy"}"#, "role", "unknown role `proxy`"),
+            (r#"{"role":"router","providers":[{"name":"a","format":"openai","host":"a"}],"chains":{"c":["a"]},"hedgeClusters":[]}"#, "hedgeClusters", "unknown field"),
             (r#"{"role":"router","providers":["a"],"chains":{"c":["a","b"]}}"#, "chains.c[1]", "provider `b` is not in `providers`"),
             (r#"{"role":"router","providers":["a"],"chains":{"c":[]}}"#, "chains.c", "at least one provider"),
             (r#"{"role":"router","providers":["a"],"chains":{"c":["a","a"]}}"#, "chains.c[1]", "appears twice"),
-            (r#"{"role":"router","providers":["A b"],"chains":{"c":["A b"]}}"#, "providers[0]", "a-z, 0-9"),
-            (r#"{"role":"router","providers":["a","a"],"chains":{"c":["a"]}}"#, "providers[1]", "listed twice"),
+            (r#"{"role":"router","providers":["A b"],"chains":{"c":["A b"]}}"#, "providers[0].name", "a-z, 0-9"),
+            (r#"{"role":"router","providers":["a","a"],"chains":{"c":["a"]}}"#, "providers[1].name", "listed twice"),
             (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"models":{"m":"nope"}}"#, "models.m", "chain `nope` is not in `chains`"),
             (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"defaultChain":"x"}"#, "defaultChain", "chain `x`"),
             (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"maxRequestBytes":0}"#, "maxRequestBytes", "greater than 0"),
@@ -1022,13 +1105,9 @@ mod tests {
             (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"admin":{"path":"h","internalListener":true}}"#, "admin.path", "starting with `/`"),
             (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"admin":{"path":"/v1","internalListener":true}}"#, "admin.path", "overlap"),
             (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"probeTimeout":"0s"}"#, "probeTimeout", "greater than 0"),
-            (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"providerInfo":{"a":{"price":{"inputPerMTok":1,"outputPerMTok":-2}}}}"#, "providerInfo.a.price.outputPerMTok", "0 or more"),
-            (r#"{"role":"router","providers":["a","b"],"chains":{"c":["a","b"]},"hedgeClusters":[{"providers":["a","x"],"cluster":"h"}]}"#, "hedgeClusters[0].providers[1]", "provider `x` is not in `providers`"),
-            (r#"{"role":"router","providers":["a","b"],"chains":{"c":["a","b"]},"hedgeClusters":[{"providers":["a","a"],"cluster":"h"}]}"#, "hedgeClusters[0].providers[1]", "appears twice"),
-            (r#"{"role":"router","providers":["a","b"],"chains":{"c":["a","b"]},"hedgeClusters":[{"providers":["a"],"cluster":"h"}]}"#, "hedgeClusters[0].providers", "at least two"),
-            (r#"{"role":"router","providers":["a","b"],"chains":{"c":["a","b"]},"hedgeClusters":[{"providers":["a","b"],"cluster":""}]}"#, "hedgeClusters[0].cluster", "aggregate cluster"),
-            (r#"{"role":"router","providers":["a","b"],"chains":{"c":["a","b"]},"hedgeClusters":[{"providers":["a","b"],"cluster":"h1"},{"providers":["a","b"],"cluster":"h2"}]}"#, "hedgeClusters[1].providers", "already has a cluster"),
-            (r#"{"role":"router","providers":["a","b"],"chains":{"c":["a","b"]},"hedgeClusters":[{"first":"a","providers":["a","b"],"cluster":"h"}]}"#, "hedgeClusters[0].first", "unknown field"),
+            (r#"{"role":"router","providers":[{"name":"a","format":"openai","host":"a","price":{"inputPerMTok":1,"outputPerMTok":-2}}],"chains":{"c":["a"]}}"#, "providers[0].price.outputPerMTok", "0 or more"),
+            (r#"{"role":"router","providers":[{"name":"a","format":"openai","host":"a","contextWindow":0}],"chains":{"c":["a"]}}"#, "providers[0].contextWindow", "greater than 0"),
+            (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"errorAnswers":"drop"}"#, "errorAnswers", "unknown variant"),
         ];
         for (json, field, reason) in cases {
             let err = router(json).expect_err(json);
@@ -1072,13 +1151,13 @@ mod tests {
         assert!(err.to_string().contains("line 1"), "{err}");
     }
 
-    const OPENAI: &str = r#"{"role":"attempt","provider":{"name":"openai","format":"openai",
-        "host":"api.openai.com","auth":{"apiKeyEnv":"OPENAI_KEY"},"models":{"smart":"gpt-4o"}}}"#;
+    const OPENAI: &str = r#"{"name":"x","format":"openai",
+        "host":"api.openai.com","auth":{"apiKeyEnv":"OPENAI_KEY"},"models":{"smart":"gpt-4o"}}"#;
 
     #[test]
     fn attempt_config_reads_the_key_from_the_environment() {
         let a = attempt(OPENAI).unwrap();
-        assert_eq!(a.provider.name, "openai");
+        assert_eq!(a.provider.name, "x");
         assert_eq!(a.provider.base_path, "/v1");
         assert_eq!(a.provider.auth.style, AuthStyle::Bearer);
         assert_eq!(a.provider.auth.header_value().as_deref(), Some("Bearer sk-test-openai"));
@@ -1098,24 +1177,24 @@ mod tests {
     #[test]
     fn bad_attempt_configs_name_the_field() {
         let cases: &[(&str, &str, &str)] = &[
-            (r#"{"role":"attempt","provider":{"name":"x","format":"mistral-native","host":"h"}}"#, "provider.format", "unknown variant `mistral-native`"),
-            (r#"{"role":"attempt","provider":{"name":"x","format":"openai","host":"http://h/v1"}}"#, "provider.host", "host name"),
-            (r#"{"role":"attempt","provider":{"name":"x","format":"openai","host":"h","auth":{}}}"#, "provider.auth.apiKeyEnv", "required"),
-            (r#"{"role":"attempt","provider":{"name":"x","format":"openai","host":"h","auth":{"apiKeyEnv":"MISSING"}}}"#, "provider.auth.apiKeyEnv", "`MISSING` is not set"),
-            (r#"{"role":"attempt","provider":{"name":"x","format":"openai","host":"h","auth":{"apiKeyEnv":"EMPTY"}}}"#, "provider.auth.apiKeyEnv", "`EMPTY` is not set"),
-            (r#"{"role":"attempt","provider":{"name":"x","format":"openai","host":"h","auth":{"style":"basic","apiKeyEnv":"OPENAI_KEY"}}}"#, "provider.auth.style", "unknown variant `basic`"),
-            (r#"{"role":"attempt","provider":{"name":"x","format":"azure-openai","host":"h"}}"#, "provider.apiVersion", "required"),
-            (r#"{"role":"attempt","provider":{"name":"x","format":"openai","host":"h"},"cooldowns":{"authFailure":"1 hour"}}"#, "cooldowns.authFailure", "unknown unit"),
-            (r#"{"role":"attempt","provider":{"name":"x","format":"openai","host":"h"},"cooldowns":{"rateLimited":"0s"}}"#, "cooldowns.rateLimited", "greater than 0"),
-            (r#"{"role":"attempt","provider":{"name":"x","format":"openai","host":"h"},"cooldowns":{"failureBase":"10m","failureMax":"1m"}}"#, "cooldowns.failureMax", "not be shorter"),
-            (r#"{"role":"attempt","provider":{"name":"x","format":"openai","host":"h"},"breaker":{"consecutiveFailures":0}}"#, "breaker.consecutiveFailures", "at least 1"),
-            (r#"{"role":"attempt","provider":{"name":"x","format":"openai","host":"h"},"breaker":{"errorRate":{"percent":120}}}"#, "breaker.errorRate.percent", "between 1 and 100"),
-            (r#"{"role":"attempt","provider":{"name":"x","format":"openai","host":"h"},"latency":{"slowTtfb":"fast"}}"#, "latency.slowTtfb", ""),
-            (r#"{"role":"attempt","provider":{"name":"x","format":"openai","host":"h"},"budget":{}}"#, "budget", "requestsPerDay"),
-            (r#"{"role":"attempt","provider":{"name":"x","format":"openai","host":"h"},"budget":{"requestsPerDay":5,"resetUtcOffset":"KST"}}"#, "budget.resetUtcOffset", "UTC offset"),
-            (r#"{"role":"attempt","provider":{"name":"x","format":"openai","host":"h"},"prices":{"m":{"inputPerMTok":-1,"outputPerMTok":1}}}"#, "prices.m.inputPerMTok", "0 or more"),
-            (r#"{"role":"attempt","provider":{"name":"x","format":"openai","host":"h"},"breaker":{"halfOpen":1}}"#, "breaker.halfOpen", "unknown field"),
-            (r#"{"role":"attempt","provider":{"name":"x","format":"openai","host":"h","apiKey":"sk-inline"}}"#, "provider.apiKey", "unknown field"),
+            (r#"{"name":"x","format":"mistral-native","host":"h"}"#, "providers[0].format", "unknown variant `mistral-native`"),
+            (r#"{"name":"x","format":"openai","host":"http://h/v1"}"#, "providers[0].host", "host name"),
+            (r#"{"name":"x","format":"openai","host":"h","auth":{}}"#, "providers[0].auth.apiKeyEnv", "required"),
+            (r#"{"name":"x","format":"openai","host":"h","auth":{"apiKeyEnv":"MISSING"}}"#, "providers[0].auth.apiKeyEnv", "`MISSING` is not set"),
+            (r#"{"name":"x","format":"openai","host":"h","auth":{"apiKeyEnv":"EMPTY"}}"#, "providers[0].auth.apiKeyEnv", "`EMPTY` is not set"),
+            (r#"{"name":"x","format":"openai","host":"h","auth":{"style":"basic","apiKeyEnv":"OPENAI_KEY"}}"#, "providers[0].auth.style", "unknown variant `basic`"),
+            (r#"{"name":"x","format":"azure-openai","host":"h"}"#, "providers[0].apiVersion", "required"),
+            (r#"{"name":"x","format":"openai","host":"h","cooldowns":{"authFailure":"1 hour"}}"#, "providers[0].cooldowns.authFailure", "unknown unit"),
+            (r#"{"name":"x","format":"openai","host":"h","cooldowns":{"rateLimited":"0s"}}"#, "providers[0].cooldowns.rateLimited", "greater than 0"),
+            (r#"{"name":"x","format":"openai","host":"h","cooldowns":{"failureBase":"10m","failureMax":"1m"}}"#, "providers[0].cooldowns.failureMax", "not be shorter"),
+            (r#"{"name":"x","format":"openai","host":"h","breaker":{"consecutiveFailures":0}}"#, "providers[0].breaker.consecutiveFailures", "at least 1"),
+            (r#"{"name":"x","format":"openai","host":"h","breaker":{"errorRate":{"percent":120}}}"#, "providers[0].breaker.errorRate.percent", "between 1 and 100"),
+            (r#"{"name":"x","format":"openai","host":"h","latency":{"slowTtfb":"fast"}}"#, "providers[0].latency.slowTtfb", ""),
+            (r#"{"name":"x","format":"openai","host":"h","budget":{}}"#, "providers[0].budget", "requestsPerDay"),
+            (r#"{"name":"x","format":"openai","host":"h","budget":{"requestsPerDay":5,"resetUtcOffset":"KST"}}"#, "providers[0].budget.resetUtcOffset", "UTC offset"),
+            (r#"{"name":"x","format":"openai","host":"h","prices":{"m":{"inputPerMTok":-1,"outputPerMTok":1}}}"#, "providers[0].prices.m.inputPerMTok", "0 or more"),
+            (r#"{"name":"x","format":"openai","host":"h","breaker":{"halfOpen":1}}"#, "providers[0].breaker.halfOpen", "unknown field"),
+            (r#"{"name":"x","format":"openai","host":"h","apiKey":"sk-inline"}"#, "providers[0].apiKey", "unknown field"),
         ];
         for (json, field, reason) in cases {
             let err = attempt(json).expect_err(json);
@@ -1127,18 +1206,11 @@ mod tests {
     #[test]
     fn azure_defaults_to_the_api_key_header() {
         let a = attempt(
-            r#"{"role":"attempt","provider":{"name":"azure","format":"azure-openai","host":"x.openai.azure.com",
-            "apiVersion":"2024-10-21","auth":{"apiKeyEnv":"OPENAI_KEY"}}}"#,
+            r#"{"name":"x","format":"azure-openai","host":"x.openai.azure.com",
+            "apiVersion":"2024-10-21","auth":{"apiKeyEnv":"OPENAI_KEY"}}"#,
         )
         .unwrap();
         assert_eq!(a.provider.auth.style, AuthStyle::ApiKey);
         assert_eq!(a.provider.base_path, "/openai");
-    }
-
-    #[test]
-    fn route_refresh_role_takes_no_other_field() {
-        assert!(matches!(parse(br#"{"role":"route-refresh"}"#, &ENV), Ok(Config::RouteRefresh)));
-        let err = parse(br#"{"role":"route-refresh","x":1}"#, &ENV).unwrap_err();
-        assert_eq!(err.field, "x");
     }
 }

@@ -13,15 +13,17 @@ pub mod error_kind;
 pub mod health;
 pub mod health_report;
 pub mod openai_error;
+pub mod orders;
 pub mod policy;
-pub mod priority_groups;
 pub mod provider;
 pub mod probe;
 pub mod proxy_map;
+pub mod render;
 pub mod routing;
 pub mod sse;
 pub mod trust;
 pub mod usage;
+pub mod yaml;
 
 #[cfg(target_arch = "wasm32")]
 mod host;

@@ -239,37 +239,6 @@ pub fn apply_ordering(
     plan.order = order.iter().filter_map(|&i| plan.order.get(i).copied()).collect();
 }
 
-/// How a request's attempts may overlap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hedging<'a> {
-    /// The profile does not hedge.
-    Off,
-    /// The profile hedges, but no hedge cluster covers this order: not hedged, so that it still
-    /// fails over.
-    Unavailable,
-    /// One provider to try: a hedge tries it again on its own cluster.
-    SameProvider,
-    /// Every attempt goes to this aggregate cluster, which tries the order's providers in turn.
-    Through(&'a str),
-}
-
-impl Hedging<'_> {
-    pub fn hedged(self) -> bool {
-        matches!(self, Hedging::SameProvider | Hedging::Through(_))
-    }
-}
-
-/// Whether a request is hedged, and through which cluster. Once Envoy hedges a request it keeps
-/// every attempt in the first attempt's cluster (measured on 1.40), so only a hedge cluster over
-/// the whole order, in order, keeps failover working.
-pub fn hedging<'a>(config: &'a RouterConfig, hedge_after: Option<std::time::Duration>, order: &[&str]) -> Hedging<'a> {
-    match (hedge_after, order.len()) {
-        (None, _) => Hedging::Off,
-        (Some(_), 0 | 1) => Hedging::SameProvider,
-        (Some(_), _) => config.hedge_cluster(order).map_or(Hedging::Unavailable, Hedging::Through),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,27 +307,12 @@ mod tests {
         assert_eq!(retry_after_secs(&c, standings(&all_reset), 0), None, "only an operator brings them back");
     }
 
-    #[test]
-    fn a_request_is_hedged_only_through_a_cluster_over_its_order() {
-        let json = r#"{"role":"router","providers":["a","b","c"],"chains":{"c":["a","b","c"]},
-            "hedgeClusters":[{"providers":["a","b","c"],"cluster":"abc"}]}"#;
-        let crate::config::Config::Router(config) = crate::config::parse(json.as_bytes(), &NoEnv).unwrap() else { unreachable!() };
-        let after = Some(std::time::Duration::from_millis(300));
-        let cases: &[(Option<std::time::Duration>, &[&str], Hedging)] = &[
-            (None, &["a", "b"], Hedging::Off),
-            (after, &["a", "b", "c"], Hedging::Through("abc")),
-            (after, &["a", "b"], Hedging::Through("abc")),
-            (after, &["b", "c"], Hedging::Unavailable),
-            (after, &["c"], Hedging::SameProvider),
-        ];
-        for (hedge_after, order, expected) in cases {
-            assert_eq!(hedging(&config, *hedge_after, order), *expected, "{order:?}");
-        }
-        assert!(!Hedging::Unavailable.hedged() && !Hedging::Off.hedged() && Hedging::Through("abc").hedged());
-    }
-
     fn profiles_config() -> RouterConfig {
-        let json = r#"{"role":"router","providers":["qwen","r1","llama","big"],
+        let json = r#"{"role":"router","providers":[
+              {"name":"qwen","format":"openai","host":"q","contextWindow":32768},
+              {"name":"r1","format":"openai","host":"r","contextWindow":65536},
+              {"name":"llama","format":"openai","host":"l"},
+              {"name":"big","format":"openai","host":"b","contextWindow":200000}],
             "chains":{"general":["llama","qwen"]},
             "profiles":{
               "coder":{"normal":["qwen","r1"],"fast":["qwen"],"high":["big","qwen"]},
@@ -367,10 +321,9 @@ mod tests {
             "defaultChain":"general",
             "classifier":{"default":"general","rules":[
               {"profile":"coder","keywords":["코드","function","bug"]},
-              {"profile":"reasoner","keywords":["증명","prove","why"]}]},
-            "providerInfo":{"qwen":{"contextWindow":32768},"r1":{"contextWindow":65536},"big":{"contextWindow":200000}}}"#;
+              {"profile":"reasoner","keywords":["증명","prove","why"]}]}}"#;
         match crate::config::parse(json.as_bytes(), &NoEnv).unwrap() {
-            crate::config::Config::Router(r) => *r,
+            crate::config::Config::Router(d) => d.router,
             _ => unreachable!(),
         }
     }

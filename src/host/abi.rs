@@ -7,7 +7,7 @@ use std::ptr::{null, null_mut};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, Status};
 
-use crate::config::Environment;
+use crate::config::{Environment, EnvoyVersion};
 use crate::health::{self, SharedStore, StoreError};
 use crate::provider::HeaderMap;
 use crate::proxy_map::{self, HeaderPairs};
@@ -175,4 +175,13 @@ impl Environment for VmEnvironment {
             .filter_map(|entry| std::str::from_utf8(entry).ok())
             .find_map(|entry| entry.strip_prefix(name)?.strip_prefix('=').map(str::to_string))
     }
+}
+
+/// The Envoy this VM runs in, from the node's build version (`None` if the build does not say).
+pub fn envoy_version() -> Option<EnvoyVersion> {
+    let number = |part: &str| {
+        let bytes = hostcalls::get_property(vec!["xds", "node", "user_agent_build_version", "version", part]).ok().flatten()?;
+        Some(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?))
+    };
+    Some(EnvoyVersion(number("major_number")?, number("minor_number")?))
 }

@@ -14,7 +14,7 @@ use super::counters::{self, Counter, Gauge, Histogram};
 use super::router::{EXCEEDED_PARAM, ORIGIN_HEADER};
 use super::{health_view, log, now_ms};
 use crate::chat;
-use crate::config::{self, AttemptConfig, Config, CHAT_SUFFIX};
+use crate::config::{self, AttemptConfig, Config, ErrorAnswers, CHAT_SUFFIX};
 use crate::health::{self, Downstream, Failure, Outcome, SharedStore};
 use crate::provider::openai::{self, AnswerContext, ChatRequest};
 use crate::provider::StreamTranslator;
@@ -63,49 +63,54 @@ pub struct AttemptRole {
 }
 
 thread_local! {
-    /// Each provider's attempt role in this VM (one per worker), by provider name: the attempt
-    /// filter of an aggregate cluster learns its provider only from the endpoint Envoy picked.
+    /// Each provider's attempt role in this VM (one per worker), by provider name: the order
+    /// clusters' attempt filter learns its provider only from the endpoint Envoy picked.
     static ROLES: RefCell<HashMap<String, Rc<AttemptRole>>> = RefCell::new(HashMap::new());
 }
 
 /// The endpoint metadata naming the provider an endpoint belongs to.
 const ENDPOINT_PROVIDER: [&str; 5] = ["xds", "upstream_host_metadata", "filter_metadata", "llm_failover", "provider"];
 
-/// Shared data keeps each provider's attempt config (names of environment variables, never
-/// keys) for a VM that has not configured that provider: a VM reloaded after a crash holds only
-/// the plugins that have run since, and a hedge cluster's own VM none.
-fn config_key(provider: &str) -> String {
-    format!("llm-failover/v1/attempt-config/{provider}")
-}
+/// Shared data keeps the router role's config (names of environment variables, never keys)
+/// for a VM where no router role ran: a VM reloaded after a crash holds only the plugins that
+/// have run since, and an attempt filter given a VM of its own none.
+const DEPLOYMENT_KEY: &str = "llm-failover/v1/deployment";
 
-/// Makes this role the one an aggregate cluster's attempts at its provider take; the newest
-/// config of a provider wins, as it does for the provider's own cluster.
-pub fn register(role: &Rc<AttemptRole>, config_json: &[u8]) {
-    let name = role.config.provider.name.clone();
-    let key = config_key(&name);
-    if HostStore.get(&key).is_none_or(|(stored, _)| stored != config_json) {
-        if let Err(error) = HostStore.set(&key, config_json, None) {
-            log(LogLevel::Warn, &format!("llm-failover: config of `{name}` not shared with hedge clusters: {error:?}"));
+/// Makes these the roles the order clusters' attempts take; the newest router config wins.
+pub fn register(attempts: Vec<AttemptConfig>, config_json: &[u8]) {
+    if HostStore.get(DEPLOYMENT_KEY).is_none_or(|(stored, _)| stored != config_json) {
+        if let Err(error) = HostStore.set(DEPLOYMENT_KEY, config_json, None) {
+            log(LogLevel::Warn, &format!("llm-failover: provider configs not shared with other VMs: {error:?}"));
         }
     }
-    ROLES.with(|roles| roles.borrow_mut().insert(name, role.clone()));
+    ROLES.with(|roles| {
+        let mut roles = roles.borrow_mut();
+        for attempt in attempts {
+            roles.insert(attempt.provider.name.clone(), Rc::new(AttemptRole::new(attempt)));
+        }
+    });
 }
 
 fn registered(provider: &str) -> Option<Rc<AttemptRole>> {
     if let Some(role) = ROLES.with(|roles| roles.borrow().get(provider).cloned()) {
         return Some(role);
     }
-    let (json, _) = HostStore.get(&config_key(provider))?;
+    let (json, _) = HostStore.get(DEPLOYMENT_KEY)?;
     match config::parse(&json, &abi::VmEnvironment) {
-        Ok(Config::Attempt(config)) if config.provider.name == provider => {
-            log(LogLevel::Info, &format!("llm-failover: this VM takes the attempt role of `{provider}` from its shared config"));
-            let role = Rc::new(AttemptRole::new(*config));
-            ROLES.with(|roles| roles.borrow_mut().insert(provider.to_string(), role.clone()));
-            Some(role)
+        Ok(Config::Router(deployment)) if deployment.attempt(provider).is_some() => {
+            log(LogLevel::Info, "llm-failover: this VM takes the provider configs from the router role's shared config");
+            let attempts = deployment.attempts;
+            ROLES.with(|roles| {
+                let mut roles = roles.borrow_mut();
+                for attempt in attempts {
+                    roles.entry(attempt.provider.name.clone()).or_insert_with(|| Rc::new(AttemptRole::new(attempt)));
+                }
+                roles.get(provider).cloned()
+            })
         }
         Ok(_) => None,
         Err(error) => {
-            log(LogLevel::Error, &format!("llm-failover: the shared config of `{provider}` is refused in this VM: {error}"));
+            log(LogLevel::Error, &format!("llm-failover: the router role's shared config is refused in this VM: {error}"));
             None
         }
     }
@@ -571,7 +576,12 @@ impl AttemptFilter {
     /// health and Envoy's retry policy should see.
     fn prepare_answer(&mut self, status: u16, end_of_stream: bool) -> u16 {
         let format = self.role.config.provider.format;
-        if !end_of_stream && (200..300).contains(&format.effective_status(status)) {
+        let reads_errors = self.role.config.error_answers == ErrorAnswers::Read;
+        if !reads_errors && status >= 400 {
+            // Passed on as the provider sent it: Envoy may retry this answer (see `ErrorAnswers`).
+            return status;
+        }
+        if reads_errors && !end_of_stream && (200..300).contains(&format.effective_status(status)) {
             let content_type = abi::header_str(MapType::HttpResponseHeaders, "content-type").unwrap_or_default();
             self.peek_stream = content_type.starts_with("text/event-stream") || content_type.starts_with("application/x-ndjson");
         }
@@ -765,9 +775,9 @@ impl HttpContext for AttemptFilter {
     }
 }
 
-/// The attempt filter of an aggregate cluster (a hedge cluster over an order of providers):
-/// Envoy picks the endpoint, its metadata names the provider, and that provider's own attempt
-/// role (its cluster's config, in this VM or from shared data) rewrites and records the attempt.
+/// The attempt filter of an order cluster (an aggregate over provider clusters): Envoy picks the
+/// endpoint, its metadata names the provider, and that provider's attempt role (from the router
+/// role's config, in this VM or from shared data) rewrites and records the attempt.
 pub struct ByEndpoint {
     context_id: u32,
     attempt: Option<AttemptFilter>,
@@ -783,7 +793,7 @@ impl ByEndpoint {
     fn misconfigured(&self, provider: Option<&str>) -> Action {
         let why = match provider {
             None => "the endpoint Envoy chose has no `llm_failover.provider` in its metadata".to_string(),
-            Some(name) => format!("no cluster of provider `{name}` has the attempt role in this Envoy"),
+            Some(name) => format!("provider `{name}` is not in the router role's `providers`"),
         };
         log(LogLevel::Error, &format!("llm-failover #{}: attempt not sent: {why}", self.context_id));
         let body = openai::error_body(&format!("the gateway is misconfigured: {why}"), "server_error", Some("gateway_misconfigured"));

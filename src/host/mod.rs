@@ -7,7 +7,6 @@ mod attempt;
 mod counters;
 mod health_view;
 mod prober;
-mod route_refresh;
 mod router;
 
 use std::rc::Rc;
@@ -37,9 +36,7 @@ pub fn now_ms() -> u64 {
 
 enum Role {
     Router(Rc<router::RouterRole>),
-    Attempt(Rc<attempt::AttemptRole>),
-    AttemptByEndpoint,
-    RouteRefresh,
+    Attempt,
     Prober(prober::Prober),
 }
 
@@ -69,29 +66,31 @@ impl RootContext for Root {
                 return false;
             }
         };
+        let envoy = abi::envoy_version();
+        if let Config::Router(deployment) = &config {
+            if let Err(error) = deployment.supported_by(envoy) {
+                log(LogLevel::Critical, &format!("llm-failover: plugin configuration refused: {error}"));
+                return false;
+            }
+        }
         let (role, summary) = match config {
-            Config::Router(config) => {
-                let summary = format!(
-                    "router for {:?}, {} chains over providers {:?}",
-                    config.chat_paths,
-                    config.chains.len(),
-                    config.providers
-                );
-                (Role::Router(Rc::new(router::RouterRole::new(*config))), summary)
+            Config::Router(deployment) => {
+                let config = deployment.router;
+                let providers: Vec<String> = deployment
+                    .attempts
+                    .iter()
+                    .map(|a| format!("{} ({} at {})", a.provider.name, a.provider.format.name(), a.provider.host))
+                    .collect();
+                let summary = format!("router for {:?}, {} chains over providers {}", config.chat_paths, config.chains.len(), providers.join(", "));
+                attempt::register(deployment.attempts, &bytes);
+                (Role::Router(Rc::new(router::RouterRole::new(config))), summary)
             }
-            Config::Attempt(config) => {
-                let summary = format!(
-                    "attempt role for provider `{}` ({} at {})",
-                    config.provider.name,
-                    config.provider.format.name(),
-                    config.provider.host
-                );
-                let role = Rc::new(attempt::AttemptRole::new(*config));
-                attempt::register(&role, &bytes);
-                (Role::Attempt(role), summary)
+            Config::Attempt => {
+                // One per order cluster: say it once, at debug level.
+                self.role = Some(Role::Attempt);
+                log(LogLevel::Debug, &format!("llm-failover #{}: configured as the attempt role", self.context_id));
+                return true;
             }
-            Config::AttemptByEndpoint => (Role::AttemptByEndpoint, "attempt role of the provider each endpoint names".to_string()),
-            Config::RouteRefresh => (Role::RouteRefresh, "route-refresh".to_string()),
             Config::Prober(config) => {
                 let summary = format!("prober of {} providers every {:?}", config.probes.len(), config.interval);
                 let prober = prober::Prober::new(config, self.context_id);
@@ -99,7 +98,8 @@ impl RootContext for Root {
                 (Role::Prober(prober), summary)
             }
         };
-        log(LogLevel::Info, &format!("llm-failover #{}: configured as {summary}", self.context_id));
+        let envoy = envoy.map_or("an Envoy of unknown version".to_string(), |v| format!("Envoy {v}"));
+        log(LogLevel::Info, &format!("llm-failover #{}: configured as {summary} in {envoy}", self.context_id));
         self.role = Some(role);
         true
     }
@@ -107,9 +107,7 @@ impl RootContext for Root {
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         match self.role.as_ref()? {
             Role::Router(role) => Some(Box::new(router::RouterFilter::new(context_id, role.clone()))),
-            Role::Attempt(role) => Some(Box::new(attempt::AttemptFilter::new(context_id, role.clone()))),
-            Role::AttemptByEndpoint => Some(Box::new(attempt::ByEndpoint::new(context_id))),
-            Role::RouteRefresh => Some(Box::new(route_refresh::RouteRefresh)),
+            Role::Attempt => Some(Box::new(attempt::ByEndpoint::new(context_id))),
             Role::Prober(_) => None,
         }
     }

@@ -18,8 +18,8 @@ use crate::chat::{self, BadRequest};
 use crate::config::{Chain, RouterConfig, ORDER_HEADER};
 use crate::policy::{self, Profile, Tier};
 use crate::health_report::{self, AdminRequest};
-use crate::routing::{Hedging, Standing};
-use crate::{budget, health, openai_error, priority_groups, routing};
+use crate::routing::Standing;
+use crate::{budget, health, openai_error, orders, routing};
 
 /// Headers a client could use to choose routes, retries or timeouts: stripped from every
 /// request so only this filter and Envoy's own config decide them.
@@ -43,8 +43,6 @@ struct Counters {
     last_resort: Counter,
     exhausted: Counter,
     retries_cut_short: Counter,
-    /// Requests of a hedged profile that were not hedged: no hedge cluster for their order.
-    hedge_unavailable: Counter,
     rejected: HashMap<&'static str, Counter>,
     skipped: HashMap<String, Counter>,
     /// Each provider's own breaker, as this worker last set it.
@@ -66,7 +64,6 @@ impl RouterRole {
             last_resort: counter("last_resort"),
             exhausted: counter("exhausted"),
             retries_cut_short: counter("retries_cut_short"),
-            hedge_unavailable: counter("hedge_unavailable"),
             rejected: REJECTIONS.iter().map(|r| (*r, counter(&format!("rejected.{r}")))).collect(),
             skipped: config.providers.iter().map(|p| (p.clone(), counter(&format!("provider.{p}.skipped")))).collect(),
             breaker: config
@@ -226,14 +223,10 @@ impl RouterFilter {
         routing::apply_ordering(&mut plan, profile.ordering, config, standing, expected, random, now);
         let mut skipped: Vec<String> = too_small.iter().map(|p| p.to_string()).collect();
         skipped.extend(plan.skipped.iter().map(|p| p.to_string()));
-        let hedging = routing::hedging(config, profile.hedge_after, &plan.order);
-        if hedging == Hedging::Unavailable {
-            role.counters.hedge_unavailable.inc();
-        }
-        self.set_timeouts(profile, hedging);
-        let cluster = if let Hedging::Through(cluster) = hedging { Some(cluster) } else { None };
-        let groups = priority_groups::groups(&plan.order, cluster);
-        let order_ok = abi::set_header(MapType::HttpRequestHeaders, ORDER_HEADER, &priority_groups::header_value(&groups));
+        plan.order = orders::served(&plan.order, &chain.providers);
+        self.set_timeouts(profile);
+        // Writing a request header makes Envoy pick the route (and its `cluster_header`) again.
+        let order_ok = abi::set_header(MapType::HttpRequestHeaders, ORDER_HEADER, &orders::cluster_name(&plan.order));
         let retries_ok =
             abi::set_header(MapType::HttpRequestHeaders, "x-envoy-max-retries", &(plan.order.len() - 1).to_string());
         if !(order_ok && retries_ok) {
@@ -322,12 +315,12 @@ impl RouterFilter {
     /// The profile's deadline for the whole request and its per-attempt limit, as Envoy's own
     /// request headers: the route's retry policy applies them. Hedging sends the next attempt
     /// when one has not answered in time, and the first answer wins.
-    fn set_timeouts(&self, profile: &Profile, hedging: Hedging) {
+    fn set_timeouts(&self, profile: &Profile) {
         let ms = |d: std::time::Duration| d.as_millis().max(1).to_string();
         if let Some(deadline) = profile.deadline {
             abi::set_header(MapType::HttpRequestHeaders, "x-envoy-upstream-rq-timeout-ms", &ms(deadline));
         }
-        let hedged = hedging.hedged();
+        let hedged = profile.hedge_after.is_some();
         let per_try = if hedged { profile.hedge_after } else { profile.first_byte_timeout };
         if let Some(per_try) = per_try {
             abi::set_header(MapType::HttpRequestHeaders, "x-envoy-upstream-rq-per-try-timeout-ms", &ms(per_try));

@@ -1,0 +1,468 @@
+//! Renders the Envoy bootstrap for a deployment from its one plugin configuration: the provider
+//! clusters, an order cluster per provider order the router can choose (`orders`), the route
+//! that sends each request to its order cluster, and the filters. Checked by the same code the
+//! filter runs, so a config the filter would refuse is refused here first.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use serde_json::value::RawValue;
+
+use crate::config::{self, ConfigError, Environment, EnvoyVersion, ORDER_HEADER};
+use crate::{duration, orders, yaml};
+
+/// What Envoy needs beyond the plugin configuration.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawInput {
+    envoy: RawEnvoy,
+    filter: Box<RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawEnvoy {
+    /// `1.36` ... : checked against what the config needs.
+    #[serde(default)]
+    version: Option<String>,
+    listener: String,
+    #[serde(default)]
+    admin: Option<String>,
+    wasm: String,
+    /// Values put in the VM's environment as they are: demos and tests only.
+    #[serde(default)]
+    environment: BTreeMap<String, String>,
+    /// Variables passed from Envoy's own environment to the VM: where keys come from.
+    #[serde(default)]
+    host_env_keys: Vec<String>,
+    #[serde(default = "default_timeout")]
+    timeout: String,
+    #[serde(default = "default_per_try_timeout")]
+    per_try_timeout: String,
+    #[serde(default = "default_connect_timeout")]
+    connect_timeout: String,
+    /// Where a provider is reached when not at its `host` on 443 with TLS.
+    #[serde(default)]
+    upstreams: BTreeMap<String, RawUpstream>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawUpstream {
+    #[serde(default)]
+    address: Option<String>,
+    #[serde(default = "yes")]
+    tls: bool,
+    /// The CA bundle that verifies the provider (the system's by default).
+    #[serde(default)]
+    ca_file: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_timeout() -> String {
+    "120s".into()
+}
+fn default_per_try_timeout() -> String {
+    "30s".into()
+}
+fn default_connect_timeout() -> String {
+    "5s".into()
+}
+
+const SYSTEM_CA: &str = "/etc/ssl/certs/ca-certificates.crt";
+const VM_ID: &str = "llm_failover";
+/// Statuses after which Envoy tries the next provider (with `5xx`, `reset`, `connect-failure`).
+pub const RETRIABLE_STATUS_CODES: [u16; 4] = [401, 403, 408, 429];
+
+/// The provider's own cluster: `llm_provider~openai`.
+pub fn provider_cluster(provider: &str) -> String {
+    format!("llm_provider~{provider}")
+}
+
+/// Every variable the render knows the VM will have, without knowing the values of those that
+/// come from Envoy's environment.
+struct RenderEnvironment<'a> {
+    literal: &'a BTreeMap<String, String>,
+    from_host: &'a [String],
+}
+
+impl Environment for RenderEnvironment<'_> {
+    fn var(&self, name: &str) -> Option<String> {
+        if let Some(value) = self.literal.get(name) {
+            return Some(value.clone());
+        }
+        self.from_host.iter().any(|k| k == name).then(|| "(set in Envoy's environment at run time)".to_string())
+    }
+}
+
+fn field(prefix: &str, error: ConfigError) -> ConfigError {
+    let field = if error.field.is_empty() { prefix.to_string() } else { format!("{prefix}.{}", error.field) };
+    ConfigError { field, reason: error.reason }
+}
+
+fn invalid(field: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError { field: field.into(), reason: reason.into() }
+}
+
+fn parse_version(text: &str) -> Option<EnvoyVersion> {
+    let mut parts = text.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some(EnvoyVersion(major, minor))
+}
+
+fn socket_address(text: &str, default_port: u16) -> Option<Value> {
+    let (host, port) = match text.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse::<u16>().ok()?),
+        None => (text, default_port),
+    };
+    if host.is_empty() {
+        return None;
+    }
+    Some(json!({"socket_address": {"address": host, "port_value": port}}))
+}
+
+fn seconds(field: &str, text: &str) -> Result<String, ConfigError> {
+    let d = duration::parse_positive(text).map_err(|r| invalid(field, r))?;
+    Ok(format!("{}s", d.as_secs_f64()))
+}
+
+/// The Envoy bootstrap, as YAML, for a render input (JSON).
+pub fn render(input: &[u8]) -> Result<String, ConfigError> {
+    let mut de = serde_json::Deserializer::from_slice(input);
+    let raw: RawInput = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let reason = e.inner().to_string();
+        invalid(&e.path().to_string(), reason)
+    })?;
+    let envoy = raw.envoy;
+    let filter_text = raw.filter.get().trim();
+    let Some(rest) = filter_text.strip_prefix('{') else {
+        return Err(invalid("filter", "must be the plugin configuration, a JSON object"));
+    };
+    if serde_json::from_str::<Value>(filter_text).ok().and_then(|v| v.get("role").cloned()).is_some() {
+        return Err(invalid("filter.role", "is set by the render: leave it out"));
+    }
+    let router_json = with_router_role(rest);
+    let env = RenderEnvironment { literal: &envoy.environment, from_host: &envoy.host_env_keys };
+    let deployment = match config::parse(router_json.as_bytes(), &env).map_err(|e| field("filter", e))? {
+        config::Config::Router(deployment) => deployment,
+        _ => return Err(invalid("filter", "is not a router configuration")),
+    };
+    let version = match &envoy.version {
+        Some(text) => Some(parse_version(text).ok_or_else(|| invalid("envoy.version", format!("`{text}` is not an Envoy version like `1.36`")))?),
+        None => None,
+    };
+    deployment.supported_by(version).map_err(|e| field("filter", e))?;
+    let router = &deployment.router;
+
+    let vm = json!({
+        "vm_id": VM_ID,
+        "runtime": "envoy.wasm.runtime.v8",
+        "code": {"local": {"filename": envoy.wasm}},
+        "environment_variables": environment_variables(&envoy),
+    });
+    let wasm_filter = |configuration: &str| {
+        json!({
+            "name": "envoy.filters.http.wasm",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                "config": {
+                    "name": VM_ID,
+                    // The router role holds the headers until the body has named the model.
+                    "allow_on_headers_stop_iteration": true,
+                    "failure_policy": "FAIL_RELOAD",
+                    "vm_config": vm.clone(),
+                    "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": configuration},
+                },
+            },
+        })
+    };
+    let attempt_filters = json!({
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http_protocol_options": {}},
+            "http_filters": [
+                wasm_filter("{\"role\": \"attempt\"}"),
+                {"name": "envoy.filters.http.upstream_codec",
+                 "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}},
+            ],
+        }
+    });
+    // Envoy allows 3 concurrent retries per cluster by default: past that, requests would not
+    // fail over at all.
+    let breakers = json!({"thresholds": [{"priority": "DEFAULT", "max_retries": 1024}]});
+    let connect_timeout = seconds("envoy.connectTimeout", &envoy.connect_timeout)?;
+
+    let mut clusters = Vec::new();
+    for attempt in &deployment.attempts {
+        let provider = &attempt.provider;
+        let upstream = envoy.upstreams.get(&provider.name);
+        let tls = upstream.is_none_or(|u| u.tls);
+        let address_text = upstream.and_then(|u| u.address.clone()).unwrap_or_else(|| provider.host.clone());
+        let upstream_field = format!("envoy.upstreams.{}.address", provider.name);
+        let address = socket_address(&address_text, if tls { 443 } else { 80 })
+            .ok_or_else(|| invalid(&upstream_field, format!("`{address_text}` is not `host` or `host:port`")))?;
+        let host = address.pointer("/socket_address/address").and_then(Value::as_str).unwrap_or_default();
+        let is_ip = host.parse::<std::net::IpAddr>().is_ok();
+        let name = provider_cluster(&provider.name);
+        let mut cluster = json!({
+            "name": name,
+            "type": if is_ip { "STATIC" } else { "LOGICAL_DNS" },
+            "connect_timeout": connect_timeout,
+            "circuit_breakers": breakers,
+            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{
+                "endpoint": {"address": address},
+                // Names the provider to the order clusters' attempt filter.
+                "metadata": {"filter_metadata": {"llm_failover": {"provider": provider.name}}},
+            }]}]},
+        });
+        if !is_ip {
+            set(&mut cluster, "dns_lookup_family", json!("V4_PREFERRED"));
+        }
+        if tls {
+            let sni = provider.host.rsplit_once(':').map_or(provider.host.as_str(), |(h, _)| h);
+            let ca = upstream.and_then(|u| u.ca_file.clone()).unwrap_or_else(|| SYSTEM_CA.to_string());
+            set(&mut cluster, "transport_socket", json!({
+                "name": "envoy.transport_sockets.tls",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                    "sni": sni,
+                    "common_tls_context": {"validation_context": {
+                        "trusted_ca": {"filename": ca},
+                        "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": sni}}],
+                    }},
+                },
+            }));
+        }
+        clusters.push(cluster);
+    }
+    if let Some(unknown) = envoy.upstreams.keys().find(|u| deployment.attempt(u).is_none()) {
+        return Err(invalid(&format!("envoy.upstreams.{unknown}"), format!("provider `{unknown}` is not in `filter.providers`")));
+    }
+    for order in orders::all(router) {
+        let order: Vec<&str> = order.iter().map(String::as_str).collect();
+        clusters.push(json!({
+            "name": orders::cluster_name(&order),
+            "connect_timeout": connect_timeout,
+            "lb_policy": "CLUSTER_PROVIDED",
+            "circuit_breakers": breakers,
+            "cluster_type": {"name": "envoy.clusters.aggregate", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.clusters.aggregate.v3.ClusterConfig",
+                "clusters": order.iter().map(|p| provider_cluster(p)).collect::<Vec<_>>(),
+            }},
+            "typed_extension_protocol_options": attempt_filters,
+        }));
+    }
+
+    let longest_chain = router.chains.iter().map(|c| c.providers.len()).max().unwrap_or(1);
+    let route_action = json!({
+        "cluster_header": ORDER_HEADER,
+        "timeout": seconds("envoy.timeout", &envoy.timeout)?,
+        // A provider whose context is too small answers 307 to the request's own URL: Envoy
+        // replays it through the router role, which leaves out the smaller providers.
+        "internal_redirect_policy": {"redirect_response_codes": [307], "max_internal_redirects": longest_chain.max(2) - 1},
+        "retry_policy": {
+            "retry_on": "5xx,reset,connect-failure,retriable-status-codes",
+            "retriable_status_codes": RETRIABLE_STATUS_CODES,
+            // The router role lowers it per request to its order's length.
+            "num_retries": longest_chain - 1,
+            "per_try_timeout": seconds("envoy.perTryTimeout", &envoy.per_try_timeout)?,
+            "retry_back_off": {"base_interval": "0.01s", "max_interval": "0.05s"},
+            // Each retry (or hedge) goes to the order cluster's next provider.
+            "retry_priority": {"name": "envoy.retry_priorities.previous_priorities", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
+                "update_frequency": 1}},
+        },
+    });
+    let mut routes: Vec<Value> = router
+        .chat_paths
+        .iter()
+        .map(|path| {
+            json!({
+                "match": {"path": path},
+                // Retries need the whole body: up to the size the router role accepts.
+                "request_body_buffer_limit": router.max_request_bytes,
+                "request_headers_to_remove": [ORDER_HEADER],
+                "route": route_action,
+            })
+        })
+        .collect();
+    let not_served = crate::openai_error::body(
+        &format!("this gateway serves POST {}", router.chat_paths.join(", POST ")),
+        "invalid_request_error",
+        "unsupported_path",
+        None,
+    );
+    routes.push(json!({
+        "match": {"prefix": "/"},
+        "direct_response": {"status": 404, "body": {"inline_string": String::from_utf8_lossy(&not_served)}},
+        "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"}}],
+    }));
+
+    let listener = socket_address(&envoy.listener, 10000).ok_or_else(|| invalid("envoy.listener", "must be `address:port`"))?;
+    let mut bootstrap = json!({
+        "stats_config": {"stats_tags": [
+            {"tag_name": "llm_reason", "regex": r"^wasmcustom\.llm_failover\.provider\.[^.]+\.failover(\.([^.]+))$"},
+            {"tag_name": "llm_model", "regex": r"^wasmcustom\.llm_failover\.provider\.[^.]+\.model(\.([^.]+))\."},
+            {"tag_name": "llm_provider", "regex": r"^wasmcustom\.llm_failover\.provider(\.([^.]+))\."},
+        ]},
+        "static_resources": {
+            "listeners": [{
+                "name": "llm",
+                "address": listener,
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "llm",
+                        "route_config": {"virtual_hosts": [{
+                            "name": "llm",
+                            "domains": ["*"],
+                            // Envoy tells each attempt its number; it comes back as x-llm-attempts.
+                            "include_request_attempt_count": true,
+                            "routes": routes,
+                        }]},
+                        "http_filters": [
+                            wasm_filter(&router_json),
+                            {"name": "envoy.filters.http.router",
+                             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
+                        ],
+                    },
+                }]}],
+            }],
+            "clusters": clusters,
+        },
+    });
+    if let Some(admin) = &envoy.admin {
+        let address = socket_address(admin, 9901).ok_or_else(|| invalid("envoy.admin", "must be `address:port`"))?;
+        set(&mut bootstrap, "admin", json!({"address": address}));
+    }
+    Ok(yaml::to_yaml(&bootstrap, &[("llm_vm", &vm), ("attempt_filters", &attempt_filters), ("retry_breakers", &breakers), ("route", &route_action)]))
+}
+
+/// The plugin configuration as the operator wrote it (after its opening brace), with the router
+/// role first and the operator's indentation brought to the left.
+fn with_router_role(rest: &str) -> String {
+    if rest.trim_start().starts_with('}') {
+        return "{\"role\": \"router\"}".to_string();
+    }
+    let mut lines = rest.lines();
+    let first = lines.next().unwrap_or_default().trim();
+    let others: Vec<&str> = lines.collect();
+    let margin = others.iter().filter(|l| !l.trim().is_empty()).map(|l| l.len() - l.trim_start().len()).min().unwrap_or(0);
+    let mut text = String::from("{\"role\": \"router\",");
+    if !first.is_empty() {
+        text.push(' ');
+        text.push_str(first);
+    }
+    for line in others {
+        text.push('\n');
+        text.push_str(line.get(margin..).unwrap_or(line.trim_start()));
+    }
+    text
+}
+
+fn set(object: &mut Value, key: &str, value: Value) {
+    if let Some(map) = object.as_object_mut() {
+        map.insert(key.to_string(), value);
+    }
+}
+
+fn environment_variables(envoy: &RawEnvoy) -> Value {
+    let mut variables = json!({});
+    if !envoy.environment.is_empty() {
+        set(&mut variables, "key_values", json!(envoy.environment));
+    }
+    if !envoy.host_env_keys.is_empty() {
+        set(&mut variables, "host_env_keys", json!(envoy.host_env_keys));
+    }
+    variables
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INPUT: &str = r#"{
+      "envoy": {"listener": "127.0.0.1:10000", "admin": "127.0.0.1:9901", "wasm": "llm_failover.wasm",
+                "hostEnvKeys": ["OPENAI_API_KEY"],
+                "upstreams": {"ollama": {"address": "127.0.0.1:11434", "tls": false}}},
+      "filter": {
+        "providers": [
+          {"name": "openai", "format": "openai", "host": "api.openai.com", "auth": {"apiKeyEnv": "OPENAI_API_KEY"}},
+          {"name": "ollama", "format": "ollama", "host": "localhost:11434"}
+        ],
+        "chains": {"default": ["openai", "ollama"]}
+      }
+    }"#;
+
+    fn rendered(input: &str) -> Value {
+        let text = render(input.as_bytes()).unwrap();
+        // JSON is not what is written, but a YAML reader is not at hand: check the shape via
+        // the anchors' absence of surprises and a few lines.
+        Value::String(text)
+    }
+
+    #[test]
+    fn renders_provider_and_order_clusters_and_the_route() {
+        let Value::String(yaml) = rendered(INPUT) else { unreachable!() };
+        for expected in [
+            "name: llm_provider~openai",
+            "name: llm_provider~ollama",
+            "name: llm_failover~openai~ollama",
+            "name: llm_failover~ollama~openai",
+            "name: llm_failover~ollama\n",
+            "cluster_header: x-llm-failover-order",
+            "sni: api.openai.com",
+            "host_env_keys:\n                  - OPENAI_API_KEY",
+            "num_retries: 1",
+            "\"role\": \"router\",",
+            "route:\n                  cluster_header",
+        ] {
+            assert!(yaml.contains(expected), "missing {expected:?} in:\n{yaml}");
+        }
+        assert!(!yaml.contains("sni: localhost"), "ollama is plain text");
+        assert_eq!(yaml.matches(r#"\"role\": \"attempt\""#).count(), 1, "one attempt filter, aliased:\n{yaml}");
+    }
+
+    #[test]
+    fn a_config_the_filter_refuses_is_refused_with_its_field() {
+        let cases: &[(&str, &str, &str)] = &[
+            (r#""chains": {"default": ["openai", "ghost"]}"#, "filter.chains.default[1]", "not in `providers`"),
+            (r#""chains": {"default": ["openai"]}, "role": "router""#, "filter.role", "leave it out"),
+        ];
+        for (replacement, field, reason) in cases {
+            let input = INPUT.replace(r#""chains": {"default": ["openai", "ollama"]}"#, replacement);
+            let err = render(input.as_bytes()).unwrap_err();
+            assert_eq!(err.field, *field, "{err}");
+            assert!(err.reason.contains(reason), "{err}");
+        }
+        let no_key = INPUT.replace(r#""hostEnvKeys": ["OPENAI_API_KEY"],"#, "");
+        assert_eq!(render(no_key.as_bytes()).unwrap_err().field, "filter.providers[0].auth.apiKeyEnv");
+        let ghost = INPUT.replace(r#""upstreams": {"ollama""#, r#""upstreams": {"olama""#);
+        assert_eq!(render(ghost.as_bytes()).unwrap_err().field, "envoy.upstreams.olama");
+    }
+
+    #[test]
+    fn envoy_136_needs_error_answers_passed() {
+        let old = INPUT.replace(r#""listener""#, r#""version": "1.36", "listener""#);
+        let err = render(old.as_bytes()).unwrap_err();
+        assert_eq!(err.field, "filter.errorAnswers", "{err}");
+        assert!(err.reason.contains("1.37"), "{err}");
+        let passing = old.replace(r#""chains""#, r#""errorAnswers": "pass", "chains""#);
+        assert!(render(passing.as_bytes()).is_ok());
+        let newer = INPUT.replace(r#""listener""#, r#""version": "1.37", "listener""#);
+        assert!(render(newer.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn the_demo_yaml_is_what_the_render_makes_of_demo_json() {
+        let made = render(include_bytes!("../envoy/demo.json")).unwrap();
+        let committed = include_str!("../envoy/demo.yaml");
+        let body = committed.split_once("\n\n").map_or(committed, |(_, body)| body);
+        assert!(made == body, "envoy/demo.yaml is stale: run `make envoy-configs`");
+    }
+}
