@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # envoy/demo.yaml is rendered from envoy/demo.json (its comment header is kept); a unit test
 # fails when it is stale.
 envoy-configs:
-	@for name in demo; do \
+	@for name in demo real-providers; do \
 	  { sed '/^$$/q' envoy/$$name.yaml; cargo run -q --locked --bin llm-failover-render envoy/$$name.json; } > envoy/$$name.yaml.new \
 	  && mv envoy/$$name.yaml.new envoy/$$name.yaml && echo "rendered envoy/$$name.yaml"; \
 	done
@@ -19,6 +19,7 @@ setup:
 
 build: setup
 	@scripts/toolchain.sh build
+	cargo build --release --locked --bin llm-failover-render
 
 unit:
 	cargo test --locked

@@ -282,7 +282,7 @@ pub fn render(input: &[u8]) -> Result<String, ConfigError> {
         .iter()
         .map(|path| {
             json!({
-                "match": {"path": path},
+                "match": {"path": path, "headers": [{"name": ":method", "string_match": {"exact": "POST"}}]},
                 // Retries need the whole body: up to the size the router role accepts.
                 "request_body_buffer_limit": router.max_request_bytes,
                 "request_headers_to_remove": [ORDER_HEADER],

@@ -1,27 +1,48 @@
-"""Envoy configs for the end-to-end tests, built as dicts (JSON is YAML to Envoy).
-
-The shape is the one envoy/demo.yaml documents: router role -> header_to_metadata ->
-route-refresh role -> router, and one provider cluster per provider with the attempt role as
-its upstream filter.
+"""Envoy configs for the end-to-end tests: the render command (`llm-failover-render`) writes
+the bootstrap from a deployment's one plugin configuration, as docs/configuration.md shows;
+tests then change what they exercise (timeouts, extra routes, a prober, a VM of its own).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[2]
 WASM = Path(os.environ.get("LLM_FAILOVER_WASM", ROOT / "target/wasm32-unknown-unknown/release/llm_failover.wasm"))
+RENDER = Path(os.environ.get("LLM_FAILOVER_RENDER", ROOT / "target/release/llm-failover-render"))
 ORDER_HEADER = "x-llm-failover-order"
-# The Prometheus labels envoy/demo.yaml documents.
-STATS_TAGS = [
-    {"tag_name": "llm_reason", "regex": r"^wasmcustom\.llm_failover\.provider\.[^.]+\.failover(\.([^.]+))$"},
-    {"tag_name": "llm_model", "regex": r"^wasmcustom\.llm_failover\.provider\.[^.]+\.model(\.([^.]+))\."},
-    {"tag_name": "llm_provider", "regex": r"^wasmcustom\.llm_failover\.provider(\.([^.]+))\."},
-]
 METADATA_NAMESPACE = "llm_failover"
+
+
+@functools.cache
+def envoy_version() -> tuple[int, int]:
+    """The (major, minor) of the Envoy the tests run (ENVOY_BIN, else `envoy` on PATH)."""
+    out = subprocess.run([os.environ.get("ENVOY_BIN", "envoy"), "--version"], capture_output=True, text=True, check=True).stdout
+    found = re.search(r"/(\d+)\.(\d+)\.\d+/", out)
+    assert found, f"no version in {out!r}"
+    return int(found.group(1)), int(found.group(2))
+
+
+def reads_error_answers() -> bool:
+    """Envoy 1.36 crashes retrying after a held error answer: there the tests run with
+    `errorAnswers: pass`, as docs/compatibility.md tells operators to."""
+    return envoy_version() >= (1, 37)
+
+
+def provider_cluster(name: str) -> str:
+    return f"llm_provider~{name}"
+
+
+def order_cluster(order: list[str]) -> str:
+    return "~".join(["llm_failover", *order])
 
 
 @dataclass
@@ -29,7 +50,7 @@ class Provider:
     name: str
     port: int
     format: str = "openai"
-    key_env: str | None = None      # env var the attempt role reads its key from
+    key_env: str | None = None      # env var the provider's entry reads its key from
     key: str | None = None          # its value, set in the VM's environment
     auth_style: str | None = None
     models: dict = field(default_factory=dict)
@@ -38,13 +59,14 @@ class Provider:
     api_version: str | None = None
     host: str | None = None
     tls_ca: str | None = None       # CA file: talk TLS, with SNI and SAN check for `host`
-    extra: dict = field(default_factory=dict)   # more `provider` fields (defaultMaxTokens...)
-    attempt_extra: dict = field(default_factory=dict)   # more attempt-role fields (breaker, budget...)
-    # The provider its endpoint's metadata names (`llm_failover.provider`), which a hedge
-    # cluster's attempt filter goes by: the provider's own name unless a test says otherwise.
+    extra: dict = field(default_factory=dict)   # more provider fields (defaultMaxTokens...)
+    attempt_extra: dict = field(default_factory=dict)   # more provider fields (breaker, budget...)
+    # The provider its endpoint's metadata names (`llm_failover.provider`), which the order
+    # clusters' attempt filter goes by: the provider's own name unless a test says otherwise.
     endpoint_provider: str | None = None
 
-    def plugin_config(self) -> dict:
+    def entry(self) -> dict:
+        """The provider's entry in the plugin configuration's `providers`."""
         provider: dict = {"name": self.name, "format": self.format,
                           "host": self.host or f"{self.name}.provider.test"}
         if self.key_env:
@@ -57,46 +79,34 @@ class Provider:
             provider["basePath"] = self.base_path
         if self.api_version:
             provider["apiVersion"] = self.api_version
-        provider.update(self.extra)
-        config = {"role": "attempt", "provider": provider}
         if self.cooldowns:
-            config["cooldowns"] = self.cooldowns
-        config.update(self.attempt_extra)
-        return config
+            provider["cooldowns"] = self.cooldowns
+        provider.update(self.extra)
+        provider.update(self.attempt_extra)
+        return provider
+
+    def upstream(self) -> dict:
+        upstream = {"address": f"127.0.0.1:{self.port}", "tls": bool(self.tls_ca)}
+        if self.tls_ca:
+            upstream["caFile"] = self.tls_ca
+        return upstream
 
 
-def wasm_filter(plugin_config: dict | str, env: dict[str, str], wasm: Path = WASM,
-                vm_configuration: str | None = None) -> dict:
-    """`vm_configuration` set: a VM of its own (the same vm_id still shares the data)."""
-    configuration = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
-    vm_config = {
-        "vm_id": "llm_failover",
-        "runtime": "envoy.wasm.runtime.v8",
-        "code": {"local": {"filename": str(wasm)}},
-        "environment_variables": {"key_values": env},
-    }
-    if vm_configuration:
-        vm_config["configuration"] = {"@type": "type.googleapis.com/google.protobuf.StringValue",
-                                      "value": vm_configuration}
-    return {
-        "name": "envoy.filters.http.wasm",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-            "config": {
-                "name": "llm_failover",
-                "allow_on_headers_stop_iteration": True,
-                "failure_policy": "FAIL_RELOAD",
-                "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
-                                  "value": configuration},
-                "vm_config": vm_config,
-            },
-        },
-    }
+def render_bootstrap(render_input: dict) -> str:
+    """What `llm-failover-render` writes for this input; raises with its message if it refuses."""
+    done = subprocess.run([str(RENDER), "-"], input=json.dumps(render_input), capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RenderRefused(done.stderr.strip())
+    return done.stdout
+
+
+class RenderRefused(Exception):
+    pass
 
 
 def prober_service(plugin_config: dict, name: str = "llm_failover_prober", wasm: Path = WASM) -> dict:
     """The prober role as a bootstrap wasm service (one per Envoy, on the main thread). Its VM
-    has its own vm configuration, so its probes never re-enter the VM of the attempt role they
+    has its own vm configuration, so its probes never re-enter the VM of the attempt filter they
     pass through; the same vm_id shares provider health with every other role."""
     return {
         "name": "envoy.bootstrap.wasm",
@@ -119,72 +129,21 @@ def prober_service(plugin_config: dict, name: str = "llm_failover_prober", wasm:
     }
 
 
-def tls_socket(host: str, ca_file: str) -> dict:
-    """As in envoy/real-providers.yaml: SNI and SAN are the provider's host."""
-    return {
-        "name": "envoy.transport_sockets.tls",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-            "sni": host,
-            "common_tls_context": {"validation_context": {
-                "trusted_ca": {"filename": ca_file},
-                "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": host}}],
-            }},
-        },
-    }
+def _walk(node):
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
 
 
-UPSTREAM_CODEC = {"name": "envoy.filters.http.upstream_codec",
-                  "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}}
-# Envoy allows 3 concurrent retries per cluster by default: under load the rest would not fail
-# over at all.
-RETRY_CIRCUIT_BREAKERS = {"thresholds": [{"priority": "DEFAULT", "max_retries": 1024}]}
-
-
-def upstream_filters(plugin_config: dict | str, env: dict[str, str], vm_configuration: str | None = None) -> dict:
-    return {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-        "explicit_http_config": {"http_protocol_options": {}},
-        "http_filters": [wasm_filter(plugin_config, env, vm_configuration=vm_configuration), UPSTREAM_CODEC],
-    }}
-
-
-def hedge_cluster_name(providers: list[str]) -> str:
-    return "hedge_" + "_".join(providers)
-
-
-def hedge_cluster(providers: list[str], env: dict[str, str], vm_configuration: str | None = None) -> dict:
-    """As docs/routing.md shows: an aggregate cluster over provider clusters, whose attempt
-    filter takes the attempt role of the provider each endpoint names."""
-    return {
-        "name": hedge_cluster_name(providers),
-        "connect_timeout": "0.5s",
-        "lb_policy": "CLUSTER_PROVIDED",
-        "circuit_breakers": RETRY_CIRCUIT_BREAKERS,
-        "cluster_type": {"name": "envoy.clusters.aggregate", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.clusters.aggregate.v3.ClusterConfig",
-            "clusters": [f"provider_{p}" for p in providers]}},
-        "typed_extension_protocol_options": upstream_filters({"role": "attempt-by-endpoint"}, env, vm_configuration),
-    }
-
-
-def provider_cluster(p: Provider, env: dict[str, str], attempt_config: dict | str | None = None) -> dict:
-    endpoint_provider = p.name if p.endpoint_provider is None else p.endpoint_provider
-    endpoint = {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p.port}}}}
-    if endpoint_provider:
-        endpoint["metadata"] = {"filter_metadata": {"llm_failover": {"provider": endpoint_provider}}}
-    cluster = {
-        "name": f"provider_{p.name}",
-        "type": "STATIC",
-        "connect_timeout": "0.5s",
-        "circuit_breakers": RETRY_CIRCUIT_BREAKERS,
-        "load_assignment": {"cluster_name": f"provider_{p.name}", "endpoints": [{"lb_endpoints": [endpoint]}]},
-        "typed_extension_protocol_options": upstream_filters(
-            attempt_config if attempt_config is not None else p.plugin_config(), env),
-    }
-    if p.tls_ca:
-        cluster["transport_socket"] = tls_socket(p.plugin_config()["provider"]["host"], p.tls_ca)
-    return cluster
+def _duration(text: str) -> str:
+    """The filter's durations have no fractions: `0.4s` is written `400ms`."""
+    if text.endswith("s") and not text.endswith("ms") and "." in text:
+        return f"{round(float(text[:-1]) * 1000)}ms"
+    return text
 
 
 def render(*, listener_port: int, admin_port: int, providers: list[Provider],
@@ -192,103 +151,79 @@ def render(*, listener_port: int, admin_port: int, providers: list[Provider],
            default_chain: str | None = "default", router_extra: dict | None = None,
            per_try_timeout: str = "2s", route_timeout: str = "20s",
            body_buffer_limit: int | None = None, router_config: dict | str | None = None,
-           attempt_configs: dict[str, dict | str] | None = None,
            extra_env: dict[str, str] | None = None, probers: list[dict] | None = None,
-           route_profiles: dict[str, str] | None = None,
-           hedge_clusters: list[list[str]] | None = None, hedge_cluster_vm: str | None = None) -> str:
-    """`route_profiles`: path prefix -> profile, each a route of its own carrying the profile in
-    its metadata (`llm_failover.profile`), before the catch-all `/v1/` route.
-    `hedge_clusters`: provider orders, each an aggregate cluster the router role names in
-    `hedgeClusters`; the route then moves each attempt of a hedged request to the next priority.
-    `hedge_cluster_vm`: their filters in a VM of their own, where no provider's role ran."""
+           route_profiles: dict[str, str] | None = None, attempt_vm: str | None = None) -> str:
+    """`router_config`: the plugin configuration as given (a string is taken as it is, and the
+    bootstrap is then written without the render's checks, for configs the filter must refuse).
+    `route_profiles`: path prefix -> profile, each a route of its own carrying the profile in
+    its metadata (`llm_failover.profile`), before the chat route.
+    `attempt_vm`: the attempt filters in a VM of their own, where no router role ran."""
     env = {p.key_env: p.key for p in providers if p.key_env and p.key}
     env.update(extra_env or {})
-    router = {"role": "router", "providers": [p.name for p in providers], "chains": chains}
+    plugin = {"providers": [p.entry() for p in providers], "chains": chains}
     if models:
-        router["models"] = models
+        plugin["models"] = models
     if default_chain:
-        router["defaultChain"] = default_chain
-    if hedge_clusters:
-        router["hedgeClusters"] = [{"providers": order, "cluster": hedge_cluster_name(order)}
-                                   for order in hedge_clusters]
-    router.update(router_extra or {})
-    route_action = {
-        "inline_cluster_specifier_plugin": {"extension": {
-            "name": "envoy.router.cluster_specifier_plugin.priority_group",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.router.cluster_specifiers.priority_group.v3.PriorityGroupClusterSpecifier",
-                "override_metadata_namespace": METADATA_NAMESPACE,
-                "priority_groups": [{"name": p.name, "clusters": [{"cluster_name": f"provider_{p.name}", "weight": 1}]}
-                                    for p in providers],
-            },
-        }},
-        "timeout": route_timeout,
-        # A provider whose context is too small answers 307 to the request's own URL: Envoy
-        # replays it through the router role, which leaves out the smaller providers.
-        "internal_redirect_policy": {"redirect_response_codes": [307],
-                                     "max_internal_redirects": max(1, len(providers) - 1)},
-        "retry_policy": {
-            "retry_on": "5xx,reset,connect-failure,retriable-status-codes",
-            "retriable_status_codes": [401, 403, 408, 429],
-            "num_retries": len(providers) - 1,
-            "per_try_timeout": per_try_timeout,
-            "refresh_cluster_on_retry": True,
-            "retry_back_off": {"base_interval": "0.005s", "max_interval": "0.02s"},
+        plugin["defaultChain"] = default_chain
+    plugin.update(router_extra or {})
+    if not reads_error_answers():
+        plugin.setdefault("errorAnswers", "pass")
+    raw_router = None
+    if router_config is not None:
+        raw_router = router_config if isinstance(router_config, str) else json.dumps(router_config)
+        # Rendered from a config the render accepts; the filter's own is put in after.
+        plugin = {"providers": [p.entry() for p in providers], "chains": chains,
+                  **({} if reads_error_answers() else {"errorAnswers": "pass"})}
+    render_input = {
+        "envoy": {
+            "version": "%d.%d" % envoy_version(),
+            "listener": f"127.0.0.1:{listener_port}",
+            "admin": f"127.0.0.1:{admin_port}",
+            "wasm": str(WASM),
+            "environment": env,
+            "timeout": _duration(route_timeout),
+            "perTryTimeout": _duration(per_try_timeout),
+            "connectTimeout": "500ms",
+            "upstreams": {p.name: p.upstream() for p in providers},
         },
+        "filter": plugin,
     }
-    if hedge_clusters:
-        route_action["retry_policy"]["retry_priority"] = {
-            "name": "envoy.retry_priorities.previous_priorities",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
-                "update_frequency": 1}}
-    route = {"match": {"prefix": "/v1/"}, "route": route_action}
+    config = yaml.safe_load(render_bootstrap(render_input))
+    # Histograms reach /stats only when merged at a flush.
+    config["stats_flush_interval"] = "1s"
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    router_filter = hcm["http_filters"][0]["typed_config"]["config"]
+    if raw_router is not None:
+        router_filter["configuration"]["value"] = raw_router
+    routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    chat_routes = [r for r in routes if "route" in r]
     if body_buffer_limit:
-        route["request_body_buffer_limit"] = body_buffer_limit
-    routes = [{"match": {"prefix": prefix}, "route": route_action,
-               "metadata": {"filter_metadata": {"llm_failover": {"profile": profile}}}}
-              for prefix, profile in (route_profiles or {}).items()] + [route]
-    attempt_configs = attempt_configs or {}
-    config = {
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
-        "stats_config": {"stats_tags": STATS_TAGS},
-        # Histograms reach /stats only when merged at a flush.
-        "stats_flush_interval": "1s",
-        "static_resources": {
-            "listeners": [{
-                "name": "llm",
-                "address": {"socket_address": {"address": "127.0.0.1", "port_value": listener_port}},
-                "filter_chains": [{"filters": [{
-                    "name": "envoy.filters.network.http_connection_manager",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                        "stat_prefix": "llm",
-                        "route_config": {"virtual_hosts": [{
-                            "name": "llm", "domains": ["*"],
-                            "include_request_attempt_count": True,
-                            "routes": routes,
-                        }]},
-                        "http_filters": [
-                            wasm_filter(router_config if router_config is not None else router, env),
-                            {"name": "envoy.filters.http.header_to_metadata",
-                             "typed_config": {
-                                 "@type": "type.googleapis.com/envoy.extensions.filters.http.header_to_metadata.v3.Config",
-                                 "request_rules": [{
-                                     "header": ORDER_HEADER, "remove": True,
-                                     "on_header_present": {"metadata_namespace": METADATA_NAMESPACE,
-                                                           "key": "priority_groups",
-                                                           "type": "PROTOBUF_VALUE", "encode": "BASE64"}}]}},
-                            wasm_filter({"role": "route-refresh"}, env),
-                            {"name": "envoy.filters.http.router",
-                             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
-                        ],
-                    },
-                }]}],
-            }],
-            "clusters": [provider_cluster(p, env, attempt_configs.get(p.name)) for p in providers]
-                        + [hedge_cluster(order, env, hedge_cluster_vm) for order in hedge_clusters or []],
-        },
-    }
+        for route in chat_routes:
+            route["request_body_buffer_limit"] = body_buffer_limit
+    extra_routes = [{**chat_routes[0], "match": {"prefix": prefix},
+                     "metadata": {"filter_metadata": {"llm_failover": {"profile": profile}}}}
+                    for prefix, profile in (route_profiles or {}).items()]
+    routes[:0] = extra_routes
+    for p in providers:
+        if p.endpoint_provider is not None:
+            for cluster in config["static_resources"]["clusters"]:
+                if cluster["name"] == provider_cluster(p.name):
+                    endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
+                    if p.endpoint_provider:
+                        endpoint["metadata"]["filter_metadata"]["llm_failover"]["provider"] = p.endpoint_provider
+                    else:
+                        endpoint.pop("metadata")
+    if attempt_vm:
+        for cluster in config["static_resources"]["clusters"]:
+            options = cluster.get("typed_extension_protocol_options")
+            if options:
+                # A copy: YAML aliases would otherwise give the router's VM this config too.
+                options = json.loads(json.dumps(options))
+                cluster["typed_extension_protocol_options"] = options
+                for node in _walk(options):
+                    if "vm_id" in node:
+                        node["configuration"] = {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                                                 "value": attempt_vm}
     if probers:
         config["bootstrap_extensions"] = [prober_service(p, name=f"llm_failover_prober_{i}")
                                           for i, p in enumerate(probers)]

@@ -7,9 +7,11 @@ import json
 import pytest
 
 import harness
-from envoy_config import Provider, render
+from envoy_config import Provider, RenderRefused, reads_error_answers, render
 
-ROUTER_OK = {"role": "router", "providers": ["a", "b"], "chains": {"default": ["a", "b"]}}
+A = {"name": "a", "format": "openai", "host": "a.test"}
+ROUTER_OK = {"role": "router", "providers": [A, {"name": "b", "format": "openai", "host": "b.test"}],
+             "chains": {"default": ["a", "b"]}}
 
 
 def refused_with(tmp_path, **kwargs) -> str:
@@ -28,32 +30,36 @@ def refused_with(tmp_path, **kwargs) -> str:
     ({**ROUTER_OK, "maxRequestBytes": "1MB"}, "field `maxRequestBytes`: invalid type"),
     ({**ROUTER_OK, "retries": 2}, "field `retries`: unknown field `retries`"),
     ("{not json", "key must be a string at line 1 column 2"),
+    ({**ROUTER_OK, "providers": [{**A, "format": "cohere"}]}, "field `providers[0].format`: unknown variant `cohere`"),
+    ({**ROUTER_OK, "providers": [{**A, "cooldowns": {"authFailure": "1 hour"}}]},
+     "field `providers[0].cooldowns.authFailure`: `1 hour` has unknown unit"),
+    ({**ROUTER_OK, "providers": [{**A, "auth": {"apiKeyEnv": "NOT_IN_THE_VM"}}]},
+     "field `providers[0].auth.apiKeyEnv`: environment variable `NOT_IN_THE_VM` is not set in the VM"),
+    ({"role": "attempt", "provider": "a"}, "field `provider`: unknown field `provider`"),
 ])
-def test_bad_router_config_is_refused_with_the_field(tmp_path, router, field_and_reason):
+def test_bad_plugin_config_is_refused_with_the_field(tmp_path, router, field_and_reason):
     output = refused_with(tmp_path, router_config=router)
     assert f"llm-failover: plugin configuration refused: {field_and_reason}" in output
 
 
-@pytest.mark.parametrize("attempt, field_and_reason", [
-    ({"role": "attempt", "provider": {"name": "a", "format": "cohere", "host": "h"}},
-     "field `provider.format`: unknown variant `cohere`"),
-    ({"role": "attempt", "provider": {"name": "a", "format": "openai", "host": "h"},
-      "cooldowns": {"authFailure": "1 hour"}},
-     "field `cooldowns.authFailure`: `1 hour` has unknown unit"),
-    ({"role": "attempt", "provider": {"name": "a", "format": "openai", "host": "h",
-                                      "auth": {"apiKeyEnv": "NOT_IN_THE_VM"}}},
-     "field `provider.auth.apiKeyEnv`: environment variable `NOT_IN_THE_VM` is not set in the VM"),
-])
-def test_bad_attempt_config_is_refused_with_the_field(tmp_path, attempt, field_and_reason):
-    output = refused_with(tmp_path, attempt_configs={"a": attempt})
-    assert f"llm-failover: plugin configuration refused: {field_and_reason}" in output
+@pytest.mark.skipif(reads_error_answers(), reason="only Envoy 1.36 cannot retry after a held error answer")
+def test_envoy_136_refuses_error_answers_read_and_names_the_version_needed(tmp_path):
+    output = refused_with(tmp_path, router_config={**ROUTER_OK, "errorAnswers": "read"})
+    assert ("llm-failover: plugin configuration refused: field `errorAnswers`: `read` (error-aware failover, "
+            "translated error bodies, context-length replay, stream-start checks) needs Envoy 1.37 or later") in output
+
+
+def test_the_render_refuses_what_the_filter_would_with_the_same_field():
+    with pytest.raises(RenderRefused, match=r"field `filter.chains.default\[1\]`: provider `ghost` is not in `providers`"):
+        render(listener_port=1, admin_port=2, providers=[Provider("a", 3)], chains={"default": ["a", "ghost"]})
 
 
 def test_a_good_config_starts(tmp_path, mock):
     a = mock("a")
     listener, admin = harness.free_port(), harness.free_port()
     text = render(listener_port=listener, admin_port=admin, providers=[Provider("a", a.port)],
-                  chains={"default": ["a"]}, router_config=json.dumps(ROUTER_OK | {"providers": ["a"], "chains": {"default": ["a"]},
-                                                                       "defaultChain": "default"}))
+                  chains={"default": ["a"]}, router_config=json.dumps(ROUTER_OK | {"providers": [A], "chains": {"default": ["a"]},
+                                                                       "defaultChain": "default"}
+                                                                      | ({} if reads_error_answers() else {"errorAnswers": "pass"})))
     envoy = harness.Envoy(text, tmp_path, admin_port=admin, listener_ports=[listener]).start()
     assert envoy.post_json("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "x"}]}).status == 200

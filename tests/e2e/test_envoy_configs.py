@@ -48,7 +48,8 @@ def test_docker_compose_runs_a_config_envoy_accepts(tmp_path):
         source = volume.split(":")[0]
         assert (ROOT / source).exists(), f"{source} is mounted but missing"
     [script] = envoy["command"]
-    rewrite = script.split(" envoy/demo.yaml")[0]
+    # Compose turns `$$` into `$` before the shell sees it.
+    rewrite = script.split(" envoy/demo.yaml")[0].replace("$$", "$")
     rendered = subprocess.run(["/bin/sh", "-c", f"{rewrite} envoy/demo.yaml"], cwd=ROOT,
                               capture_output=True, text=True, check=True).stdout
     assert rendered.count("address: 0.0.0.0") == 2

@@ -361,10 +361,12 @@ def test_counters_match_what_the_mocks_saw(tmp_path, mock):
 
 
 def test_envoys_own_buffer_limit_answers_413_in_openai_form(tmp_path, mock):
-    """The plugin allows 4 MiB but Envoy buffers 1 MiB by default: Envoy refuses, and the
-    client still gets an OpenAI-style error, not Envoy's plain text."""
+    """The plugin allows 4 MiB but the route buffers 1 MiB (the render sets both alike; a
+    hand-edited route may not): Envoy refuses, and the client still gets an OpenAI-style error,
+    not Envoy's plain text."""
     a = mock("a")
-    envoy = gateway(tmp_path, [Provider("a", a.port)], router_extra={"maxRequestBytes": 4 << 20})
+    envoy = gateway(tmp_path, [Provider("a", a.port)], router_extra={"maxRequestBytes": 4 << 20},
+                    body_buffer_limit=1 << 20)
     big = json.dumps({**CHAT, "messages": [{"role": "user", "content": "x" * (2 << 20)}]}).encode()
     chunked = harness.http_request(envoy.listener_ports[0], "POST", CHAT_PATH,
                                    iter([big[i:i + 16384] for i in range(0, len(big), 16384)]),
@@ -427,17 +429,18 @@ def test_concurrent_failures_on_two_workers_are_all_counted_in_shared_health(tmp
     assert len(workers) == 2, "the failures should have been recorded by both workers"
 
 
-def test_other_paths_pass_through_to_the_first_provider_with_its_credentials(tmp_path, mock):
+def test_other_paths_get_an_openai_style_404_and_reach_no_provider(tmp_path, mock):
+    """Only a chat request gets an order cluster: a path the gateway does not serve is answered
+    by the route itself, and no provider sees it or a key."""
     a, b = mock("a"), mock("b")
     envoy = gateway(tmp_path, [Provider("a", a.port, key_env="A_KEY", key="sk-a"), Provider("b", b.port)])
-    a.script({"body": {"object": "list", "data": [{"id": "gpt-4o"}]}})
-    response = envoy.get("/v1/models", headers={"authorization": "Bearer client"})
-    assert response.status == 200
-    assert response.headers["x-llm-provider"] == "a"
-    [received] = a.requests
-    assert received.path == "/v1/models"
-    assert received.header("authorization") == "Bearer sk-a"
-    assert received.header("host") == "a.provider.test"
+    for method, path in [("GET", "/v1/models"), ("POST", "/v1/embeddings"), ("GET", "/v1/chat/completions")]:
+        response = harness.http_request(envoy.listener_ports[0], method, path, b"{}" if method == "POST" else None,
+                                        {"authorization": "Bearer client", "content-type": "application/json"})
+        assert response.status == 404, (method, path)
+        assert response.headers["content-type"] == "application/json"
+        assert response.json()["error"]["code"] == "unsupported_path"
+    assert a.requests == [] and b.requests == []
 
 
 def test_a_client_that_gives_up_does_not_put_the_provider_in_cooldown(tmp_path, mock):

@@ -236,7 +236,7 @@ def test_active_probes_bring_back_a_recovered_provider_without_a_chat_request(tm
     b = mock("b")
     a_port = harness.free_port()   # nobody listens yet: `a` is down
     prober = {"role": "prober", "interval": "500ms", "lease": "2s",
-              "probes": [{"provider": "a", "cluster": "provider_a", "path": "/v1/models", "timeout": "1s"}]}
+              "probes": [{"provider": "a", "cluster": "llm_failover~a", "path": "/v1/models", "timeout": "1s"}]}
     envoy = gateway(tmp_path, [Provider("a", a_port, key_env="A_KEY", key="sk-a", cooldowns={"failureBase": "1h", "failureMax": "1h"}),
                                Provider("b", b.port)], probers=[prober, prober])
     started = time.monotonic()

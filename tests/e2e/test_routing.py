@@ -30,9 +30,12 @@ ROUTER = {
 }
 
 
-def gateway(tmp_path, mock, router=None, **kwargs):
+def gateway(tmp_path, mock, router=None, windows=None, **kwargs):
+    """`windows`: provider -> its context window."""
     mocks = {name: mock(name) for name in NAMES}
-    envoy = start_gateway(tmp_path, [Provider(n, m.port) for n, m in mocks.items()], chains={},
+    providers = [Provider(n, m.port, attempt_extra={"contextWindow": windows[n]} if n in (windows or {}) else {})
+                 for n, m in mocks.items()]
+    envoy = start_gateway(tmp_path, providers, chains={},
                           default_chain=None, router_extra={**ROUTER, **(router or {})}, **kwargs)
     return envoy, mocks
 
@@ -88,8 +91,7 @@ def test_a_trusted_caller_chooses_profile_and_tier_others_cannot(tmp_path, mock)
 
 
 def test_a_request_too_long_for_a_window_skips_that_provider_before_trying(tmp_path, mock):
-    envoy, mocks = gateway(tmp_path, mock, router={"providerInfo": {"qwen": {"contextWindow": 4096}, "r1": {"contextWindow": 131072}}},
-                           body_buffer_limit=1 << 20)
+    envoy, mocks = gateway(tmp_path, mock, windows={"qwen": 4096, "r1": 131072})
     long_code = "Fix the bug in this function: " + "x = compute(x) + 1\n" * 2000   # about 10k tokens
     response = chat(envoy, long_code)
     assert response.status == 200, response.text()
@@ -101,9 +103,8 @@ def test_a_request_too_long_for_a_window_skips_that_provider_before_trying(tmp_p
 def test_a_context_length_error_skips_the_small_context_fallback(tmp_path, mock):
     """The primary says the context is too long: the request goes on only to a provider with a
     larger window, never to the smaller fallback next in the chain."""
-    windows = {"qwen": {"contextWindow": 32768}, "llama": {"contextWindow": 8192}, "big": {"contextWindow": 200000}}
-    router = {"profiles": {**ROUTER["profiles"], "coder": {"normal": ["qwen", "llama", "big"]}}, "providerInfo": windows}
-    envoy, mocks = gateway(tmp_path, mock, router=router)
+    router = {"profiles": {**ROUTER["profiles"], "coder": {"normal": ["qwen", "llama", "big"]}}}
+    envoy, mocks = gateway(tmp_path, mock, router=router, windows={"qwen": 32768, "llama": 8192, "big": 200000})
     mocks["qwen"].script({"status": 400, "body": {"error": {
         "message": "This model's maximum context length is 32768 tokens. However, your messages resulted in 40211 tokens.",
         "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}}})
@@ -168,7 +169,7 @@ HEDGED = {"profiles": {**ROUTER["profiles"],
                       "coder": {"normal": ["qwen", "llama"], "hedgeAfter": "300ms"}}}
 
 
-def hedged_gateway(tmp_path, mock, hedge_clusters, profiles=None, hedge_cluster_vm=None, **provider_fields):
+def hedged_gateway(tmp_path, mock, profiles=None, attempt_vm=None, **provider_fields):
     """Each provider with a key of its own, so a hedge that reached the wrong provider's
     attempt role shows in the key the mock received."""
     mocks = {name: mock(name) for name in NAMES}
@@ -176,15 +177,15 @@ def hedged_gateway(tmp_path, mock, hedge_clusters, profiles=None, hedge_cluster_
                  for n, m in mocks.items()]
     router = {**ROUTER, "profiles": {**HEDGED["profiles"], **(profiles or {})}}
     envoy = start_gateway(tmp_path, providers, chains={}, default_chain=None, per_try_timeout="10s",
-                          router_extra=router, hedge_clusters=hedge_clusters, hedge_cluster_vm=hedge_cluster_vm)
+                          router_extra=router, attempt_vm=attempt_vm)
     return envoy, mocks
 
 
 def test_a_hedged_slow_primary_loses_to_a_fast_fallback(tmp_path, mock):
-    """Envoy sends a hedge to the cluster of the attempt it hedges. A hedged request goes to the
-    aggregate cluster of its order, and `previous_priorities` moves the hedge to the next
-    provider. Which cluster depends on each request's own order."""
-    envoy, mocks = hedged_gateway(tmp_path, mock, [["llama", "qwen"], ["qwen", "llama"]])
+    """Envoy sends a hedge to the cluster of the attempt it hedges: the order cluster, where
+    `previous_priorities` moves the hedge to the next provider. Which cluster depends on each
+    request's own order."""
+    envoy, mocks = hedged_gateway(tmp_path, mock)
     for model, slow, fast in [("gpt-4o", "llama", "qwen"), ("my-coder", "qwen", "llama")]:
         mocks[slow].script({"delay": 3.0}, {"echo": True})
         before = {name: len(m.requests) for name, m in mocks.items()}
@@ -204,27 +205,25 @@ def test_a_hedged_slow_primary_loses_to_a_fast_fallback(tmp_path, mock):
     for name in ("llama", "qwen"):
         assert stats.get(f"wasmcustom.llm_failover.provider.{name}.failover.no_response", 0) == 0, "the loser is not blamed"
         assert stats[f"wasmcustom.llm_failover.provider.{name}.served"] == 1
-    assert stats.get("wasmcustom.llm_failover.hedge_unavailable", 0) == 0
     assert chat(envoy, "hello").headers["x-llm-provider"] == "llama", "the slow primary is still first"
 
 
 def test_many_concurrent_hedged_requests_all_reach_the_fast_provider(tmp_path, mock):
-    """Every hedge is a retry on the hedge cluster: with its retry circuit breaker raised as the
-    docs say, 32 requests at once are all hedged, none cut short."""
-    envoy, mocks = hedged_gateway(tmp_path, mock, [["llama", "qwen"]])
+    """Every hedge is a retry on the order cluster: with its retry circuit breaker raised as the
+    render writes it, 32 requests at once are all hedged, none cut short."""
+    envoy, mocks = hedged_gateway(tmp_path, mock)
     mocks["llama"].set_default({"delay": 1.5})
     responses = harness.concurrently(32, lambda _: chat(envoy, "hello", timeout=15))
     assert [(r.status, r.headers["x-llm-provider"], r.headers["x-llm-attempts"]) for r in responses] == [(200, "qwen", "2")] * 32
     assert len(mocks["qwen"].requests) == 32
-    assert envoy.stats().get("cluster.hedge_llama_qwen.upstream_rq_retry_overflow", 0) == 0
+    assert envoy.stats().get("cluster.llm_failover~llama~qwen.upstream_rq_retry_overflow", 0) == 0
 
 
 def test_a_hedged_request_fails_over_through_its_whole_order(tmp_path, mock):
-    """Once Envoy hedges a request it keeps every attempt in the first attempt's cluster (it
-    does not pick the next priority group), so retries too go through the hedge cluster, whose
-    priorities are the order. Hedges count as attempts."""
+    """Hedges and retries alike go through the order cluster, whose priorities are the order.
+    Hedges count as attempts."""
     profiles = {"general": {"normal": ["llama", "qwen", "r1"], "hedgeAfter": "300ms"}}
-    envoy, mocks = hedged_gateway(tmp_path, mock, [["llama", "qwen", "r1"]], profiles=profiles)
+    envoy, mocks = hedged_gateway(tmp_path, mock, profiles=profiles)
     mocks["llama"].script(openai_error(429))
     mocks["qwen"].script(openai_error(503))
     response = chat(envoy, "hello")
@@ -234,7 +233,7 @@ def test_a_hedged_request_fails_over_through_its_whole_order(tmp_path, mock):
 
 def test_after_a_failover_a_slow_provider_is_hedged_with_the_next(tmp_path, mock):
     profiles = {"general": {"normal": ["llama", "qwen", "r1"], "hedgeAfter": "300ms"}}
-    envoy, mocks = hedged_gateway(tmp_path, mock, [["llama", "qwen", "r1"]], profiles=profiles)
+    envoy, mocks = hedged_gateway(tmp_path, mock, profiles=profiles)
     mocks["llama"].script(openai_error(429))
     mocks["qwen"].script({"delay": 3.0}, {"echo": True})
     response = chat(envoy, "hello")
@@ -245,23 +244,11 @@ def test_after_a_failover_a_slow_provider_is_hedged_with_the_next(tmp_path, mock
     assert mocks["r1"].requests[0].header("authorization") == "Bearer sk-r1"
 
 
-def test_without_a_hedge_cluster_for_its_order_a_request_is_not_hedged_and_fails_over(tmp_path, mock):
-    """Envoy does not move a hedged request's retries to the next provider, so a request whose
-    order has no hedge cluster is not hedged: it fails over as usual. The router counts it,
-    so an operator sees the missing cluster."""
-    envoy, mocks = hedged_gateway(tmp_path, mock, [["qwen", "llama"]])
-    mocks["llama"].script(openai_error(429))
-    response = chat(envoy, "hello")
-    assert response.status == 200, response.text()
-    assert (response.headers["x-llm-provider"], response.headers["x-llm-attempts"]) == ("qwen", "2")
-    assert envoy.stats()["wasmcustom.llm_failover.hedge_unavailable"] == 1
-
-
-def test_a_hedge_cluster_in_a_vm_where_no_provider_role_ran_takes_their_shared_configs(tmp_path, mock):
-    """As in a VM reloaded after a crash, which holds only the plugins that ran since: the hedge
-    cluster's filter finds each provider's attempt config in shared data (env var names, never
-    keys) and reads the keys from its own VM's environment."""
-    envoy, mocks = hedged_gateway(tmp_path, mock, [["llama", "qwen"]], hedge_cluster_vm="hedge-vm")
+def test_attempt_filters_in_a_vm_where_no_router_role_ran_take_its_shared_config(tmp_path, mock):
+    """As in a VM reloaded after a crash, which holds only the plugins that ran since: the
+    attempt filter finds the router role's config in shared data (env var names, never keys)
+    and reads the keys from its own VM's environment."""
+    envoy, mocks = hedged_gateway(tmp_path, mock, attempt_vm="attempt-vm")
     mocks["llama"].script({"delay": 3.0}, {"echo": True})
     response = chat(envoy, "hello")
     assert response.status == 200, response.text()
@@ -269,19 +256,19 @@ def test_a_hedge_cluster_in_a_vm_where_no_provider_role_ran_takes_their_shared_c
     mocks["llama"].wait_for_requests(1)
     assert mocks["llama"].requests[0].header("authorization") == "Bearer sk-llama"
     assert mocks["qwen"].requests[0].header("authorization") == "Bearer sk-qwen"
-    envoy.wait_for_log(r"this VM takes the attempt role of `qwen` from its shared config")
+    envoy.wait_for_log(r"this VM takes the provider configs from the router role's shared config")
 
 
-def test_a_hedge_cluster_endpoint_naming_no_provider_is_refused_clearly(tmp_path, mock):
-    """An endpoint whose metadata names a provider with no attempt role: the attempt is not
-    sent (no key to send it with), and the answer says what is misconfigured."""
-    envoy, mocks = hedged_gateway(tmp_path, mock, [["llama", "qwen"]], llama={"endpoint_provider": "ghost"})
+def test_an_endpoint_naming_no_provider_is_refused_clearly(tmp_path, mock):
+    """An endpoint whose metadata names a provider the router role does not have: the attempt
+    is not sent (no key to send it with), and the answer says what is misconfigured."""
+    envoy, mocks = hedged_gateway(tmp_path, mock, llama={"endpoint_provider": "ghost"})
     response = chat(envoy, "hello")
     assert response.status == 500, response.text()
     error = response.json()["error"]
     assert error["code"] == "gateway_misconfigured" and "`ghost`" in error["message"]
     assert len(mocks["llama"].requests) == 0
-    envoy.wait_for_log(r"attempt not sent: no cluster of provider `ghost` has the attempt role")
+    envoy.wait_for_log(r"attempt not sent: provider `ghost` is not in the router role's `providers`")
 
 
 def test_the_overall_deadline_holds_across_failovers(tmp_path, mock):

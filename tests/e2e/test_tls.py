@@ -66,13 +66,13 @@ def test_a_certificate_for_another_host_is_refused_and_failed_over(tmp_path, moc
 
 
 def test_a_hedge_through_an_aggregate_cluster_keeps_each_providers_tls(tmp_path, tls_mock):
-    """A hedge cluster's attempts connect with the provider cluster's own TLS: each provider
-    gets its own SNI, host and key, whichever cluster the attempt went through."""
+    """An order cluster's attempts connect with the provider cluster's own TLS: each provider
+    gets its own SNI, host and key, hedge or not."""
     slow, slow_ca = tls_mock("slow", "api.slow-provider.test")
     fast, fast_ca = tls_mock("fast", "api.fast-provider.test")
     providers = [Provider("slow", slow.port, host="api.slow-provider.test", tls_ca=slow_ca, key_env="SLOW_KEY", key="sk-slow"),
                  Provider("fast", fast.port, host="api.fast-provider.test", tls_ca=fast_ca, key_env="FAST_KEY", key="sk-fast")]
-    envoy = start_gateway(tmp_path, providers, per_try_timeout="10s", hedge_clusters=[["slow", "fast"]],
+    envoy = start_gateway(tmp_path, providers, per_try_timeout="10s",
                           router_extra={"chains": {}, "profiles": {"default": {"normal": ["slow", "fast"], "hedgeAfter": "300ms"}}})
     slow.script({"delay": 2.0}, {"echo": True})
     response = envoy.post_json("/v1/chat/completions", CHAT)
