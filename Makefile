@@ -4,7 +4,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test bench setup build unit lint e2e clean envoy-configs
+.PHONY: run test bench setup build unit lint e2e e2e-versions clean envoy-configs
 
 # envoy/demo.yaml is rendered from envoy/demo.json (its comment header is kept); a unit test
 # fails when it is stale.
@@ -35,7 +35,15 @@ lint:
 e2e: build
 	$(PYTHON) -m pytest tests/e2e -q
 
-test: setup unit e2e
+# The core suite (pytest -m core: failover, skips, credentials, translation, the all-down 503,
+# the health endpoint, refused configs) on every older supported Envoy; the full suite runs above.
+e2e-versions: build
+	@for v in $$(scripts/toolchain.sh older-envoys); do \
+	  echo "== core end-to-end suite on Envoy $$v"; \
+	  ENVOY_BIN=.envoys/$$v/bin/envoy $(PYTHON) -m pytest tests/e2e -q -m core || exit 1; \
+	done
+
+test: setup unit e2e e2e-versions
 
 run: build
 	$(PYTHON) scripts/demo.py

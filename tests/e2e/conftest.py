@@ -11,7 +11,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import harness  # noqa: E402
+from envoy_config import envoy_version, reads_error_answers  # noqa: E402
 from mock_provider import MockProvider  # noqa: E402
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "core: the end-to-end suite every supported Envoy runs (make e2e-versions)")
+    config.addinivalue_line("markers", "reads_error_answers: needs `errorAnswers: read`, which Envoy 1.36 cannot run")
+
+
+def pytest_collection_modifyitems(config, items):
+    if any(item.get_closest_marker("reads_error_answers") for item in items) and not reads_error_answers():
+        skip = pytest.mark.skip(reason="Envoy %d.%d runs `errorAnswers: pass` (docs/compatibility.md)" % envoy_version())
+        for item in items:
+            if item.get_closest_marker("reads_error_answers"):
+                item.add_marker(skip)
 
 _first_envoy_of_test = pytest.StashKey[int]()
 

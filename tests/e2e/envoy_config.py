@@ -199,7 +199,8 @@ def render(*, listener_port: int, admin_port: int, providers: list[Provider],
     chat_routes = [r for r in routes if "route" in r]
     if body_buffer_limit:
         for route in chat_routes:
-            route["request_body_buffer_limit"] = body_buffer_limit
+            field = "request_body_buffer_limit" if "request_body_buffer_limit" in route else "per_request_buffer_limit_bytes"
+            route[field] = body_buffer_limit
     extra_routes = [{**chat_routes[0], "match": {"prefix": prefix},
                      "metadata": {"filter_metadata": {"llm_failover": {"profile": profile}}}}
                     for prefix, profile in (route_profiles or {}).items()]

@@ -30,6 +30,7 @@ POLL_INTERVAL_S = 0.05
 LOG_TAIL_LINES = 200
 
 started_envoys: list["Envoy"] = []
+WASM_SCOPE = re.compile(r"^cluster\.[^.]+\.(?=wasmcustom\.)")
 
 # Distinct per process and per instance so concurrent Envoys (other test
 # runs, a demo in another shell) never share hot-restart shared memory.
@@ -290,9 +291,11 @@ class Envoy:
         return http_request(self.admin_port, "POST", path, body=b"", timeout=timeout)
 
     def stats(self) -> dict[str, int]:
-        """Counters and gauges, name -> value (histograms are left out)."""
+        """Counters and gauges, name -> value (histograms are left out). Envoy 1.36-1.38 put the
+        filter's metrics under the cluster whose filter made the VM
+        (`cluster.llm_failover~a.wasmcustom.…`): they are named here as 1.39 and later name them."""
         doc = self.admin_get("/stats?format=json").json()
-        return {entry["name"]: entry["value"] for entry in doc.get("stats", [])
+        return {WASM_SCOPE.sub("", entry["name"]): entry["value"] for entry in doc.get("stats", [])
                 if "name" in entry and isinstance(entry.get("value"), int)}
 
     def wait_for_stat(self, name: str, at_least: int = 1, timeout: float = 5) -> int:

@@ -37,11 +37,13 @@ def refused_with(tmp_path, **kwargs) -> str:
      "field `providers[0].auth.apiKeyEnv`: environment variable `NOT_IN_THE_VM` is not set in the VM"),
     ({"role": "attempt", "provider": "a"}, "field `provider`: unknown field `provider`"),
 ])
+@pytest.mark.core
 def test_bad_plugin_config_is_refused_with_the_field(tmp_path, router, field_and_reason):
     output = refused_with(tmp_path, router_config=router)
     assert f"llm-failover: plugin configuration refused: {field_and_reason}" in output
 
 
+@pytest.mark.core
 @pytest.mark.skipif(reads_error_answers(), reason="only Envoy 1.36 cannot retry after a held error answer")
 def test_envoy_136_refuses_error_answers_read_and_names_the_version_needed(tmp_path):
     output = refused_with(tmp_path, router_config={**ROUTER_OK, "errorAnswers": "read"})
@@ -54,6 +56,7 @@ def test_the_render_refuses_what_the_filter_would_with_the_same_field():
         render(listener_port=1, admin_port=2, providers=[Provider("a", 3)], chains={"default": ["a", "ghost"]})
 
 
+@pytest.mark.core
 def test_a_good_config_starts(tmp_path, mock):
     a = mock("a")
     listener, admin = harness.free_port(), harness.free_port()

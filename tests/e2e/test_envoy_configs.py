@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import harness
+from envoy_config import RENDER, envoy_version, reads_error_answers
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "envoy").glob("*.yaml"))
@@ -18,13 +20,39 @@ def test_there_are_configs_to_check():
     assert {p.name for p in CONFIGS} >= {"demo.yaml", "real-providers.yaml"}
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
-def test_config_validates(config, monkeypatch):
+def _fake_keys(monkeypatch):
     # Validation runs the plugin's own config check too, so the keys the real-providers
     # example reads from the environment must be there (fake ones).
     for name in ("OPENAI_API_KEY", "OPENROUTER_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY"):
         monkeypatch.setenv(name, "sk-validate-only")
     monkeypatch.setenv("LLM_FAILOVER_ADMIN_SECRET", "validate-only-admin-secret")
+
+
+@pytest.mark.core
+def test_real_providers_rendered_for_this_envoy_validate(tmp_path, monkeypatch):
+    """What an operator on this Envoy runs: real-providers.json rendered for its version (on 1.36
+    with `errorAnswers: pass`, which the render and the filter refuse to leave out there)."""
+    source = json.loads((ROOT / "envoy/real-providers.json").read_text())
+    source["envoy"]["version"] = "%d.%d" % envoy_version()
+    refused = subprocess.run([str(RENDER), "-"], input=json.dumps(source), capture_output=True, text=True)
+    if not reads_error_answers():
+        assert refused.returncode == 1 and "`filter.errorAnswers`" in refused.stderr and "Envoy 1.37" in refused.stderr
+        source["filter"]["errorAnswers"] = "pass"
+    rendered = subprocess.run([str(RENDER), "-"], input=json.dumps(source), capture_output=True, text=True, check=True)
+    config = tmp_path / "real-providers.yaml"
+    config.write_text(rendered.stdout)
+    _fake_keys(monkeypatch)
+    monkeypatch.chdir(ROOT)
+    ok, output = harness.Envoy.validate(config)
+    assert ok, harness.tail(output)
+    assert "llm-failover: plugin configuration refused" not in output
+    assert rendered.stdout.count("name: llm_failover~") == 83
+
+
+@pytest.mark.skipif(not reads_error_answers(), reason="rendered for Envoy 1.37 and later")
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
+def test_config_validates(config, monkeypatch):
+    _fake_keys(monkeypatch)
     monkeypatch.chdir(ROOT)
     ok, output = harness.Envoy.validate(config)
     assert ok, harness.tail(output)
@@ -38,6 +66,7 @@ def test_demo_answers_as_the_readme_says():
     assert "failover, skip, tagged metrics, the health report and the Ollama translation seen" in result.stdout
 
 
+@pytest.mark.skipif(not reads_error_answers(), reason="the compose file runs Envoy 1.40")
 def test_docker_compose_runs_a_config_envoy_accepts(tmp_path):
     """No Docker engine here: check the file, its mounts, and the exact config its Envoy runs."""
     yaml = pytest.importorskip("yaml")

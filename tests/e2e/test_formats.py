@@ -67,6 +67,7 @@ def fmt(request) -> str:
     return request.param
 
 
+@pytest.mark.core
 def test_sdk_answer_after_a_rate_limited_primary(tmp_path, mock, fmt):
     s = Setup(tmp_path, mock, fmt, openai_error(429, retry_after=30))
     raw = s.client.chat.completions.with_raw_response.create(
@@ -90,6 +91,7 @@ def test_sdk_answer_after_a_rate_limited_primary(tmp_path, mock, fmt):
     assert s.counter(f"provider.{s.name}.served") == 1
 
 
+@pytest.mark.core
 def test_sdk_stream_after_an_unavailable_primary(tmp_path, mock, fmt):
     s = Setup(tmp_path, mock, fmt, openai_error(503))
     stream = s.client.chat.completions.create(
@@ -160,6 +162,7 @@ def test_images_reach_the_fallback_in_its_format(tmp_path, mock, fmt):
     assert PNG in request.body.decode()
 
 
+@pytest.mark.reads_error_answers
 def test_provider_error_reaches_the_client_in_openai_form(tmp_path, mock, fmt):
     native_400 = {
         "anthropic": {"type": "error", "error": {"type": "invalid_request_error", "message": "prompt is too long"}},
@@ -176,6 +179,7 @@ def test_provider_error_reaches_the_client_in_openai_form(tmp_path, mock, fmt):
     assert error["type"] == "invalid_request_error"
 
 
+@pytest.mark.core
 def test_anthropic_overloaded_counts_as_unavailable(tmp_path, mock):
     """Anthropic's 529 is its 503: Envoy fails over on it and health cools the provider."""
     claude, backup = mock("claude"), mock("backup")
@@ -230,6 +234,7 @@ def test_next_attempt_after_a_translated_one_is_clean(tmp_path, mock):
     assert to_backup.json == body
 
 
+@pytest.mark.reads_error_answers
 def test_gemini_wrong_key_fails_over_as_unauthorized(tmp_path, mock):
     """Gemini answers a wrong key with 400 API_KEY_INVALID; it must count as the 401 it is."""
     google, backup = mock("google"), mock("backup")

@@ -3,6 +3,8 @@ demotion, budgets, the health endpoint and its reset, and metrics that match wha
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import re
 import time
@@ -141,6 +143,7 @@ def test_a_spent_token_budget_counts_streamed_usage(tmp_path, mock):
     assert served == ["a", "a", "b"], "22 tokens after two streams: over the budget of 20"
 
 
+@pytest.mark.core
 def test_health_endpoint_reports_refuses_strangers_and_resets(tmp_path, mock):
     a, b = mock("a"), mock("b")
     envoy = gateway(tmp_path, [Provider("a", a.port), Provider("b", b.port)])
@@ -199,6 +202,7 @@ def test_when_every_key_is_rejected_the_client_is_not_told_to_retry(tmp_path, mo
     envoy.wait_for_log(r"answering 503, every provider waits for an operator's reset")
 
 
+@pytest.mark.core
 def test_metrics_match_what_the_mocks_saw(tmp_path, mock):
     a, b = mock("a"), mock("b")
     prices = {"prices": {"gpt-4o": {"inputPerMTok": 2.5, "outputPerMTok": 10}}}
@@ -221,13 +225,14 @@ def test_metrics_match_what_the_mocks_saw(tmp_path, mock):
     # 5 * $2.50/M + 3 * $10/M = 42.5 micro-dollars, rounded per answer.
     assert metric("provider.b.model.gpt-4o.cost_micro_usd") == 43 * served_b
     prometheus = envoy.admin_get("/stats/prometheus").text()
-    assert re.search(r'llm_failover_provider_ttfb_ms_bucket\{llm_provider="b",le="[^"]+"\} \d+', prometheus), \
+    # Envoy 1.36-1.38 add the labels llm_failover_vm and envoy_cluster_name (docs/compatibility.md).
+    assert re.search(r'llm_failover_provider_ttfb_ms_bucket\{(llm_failover_vm="[^"]+",)?llm_provider="b",(envoy_cluster_name="[^"]+",)?le="[^"]+"\} \d+', prometheus), \
         "the ttfb histogram should be tagged by provider"
-    assert re.search(r'llm_failover_provider_total_ms_count\{llm_provider="b"\} ' + str(served_b), prometheus)
+    assert re.search(r'llm_failover_provider_total_ms_count\{(llm_failover_vm="[^"]+",)?llm_provider="b"(,envoy_cluster_name="[^"]+")?\} ' + str(served_b), prometheus)
     tokens = [line for line in prometheus.splitlines() if line.startswith("llm_failover_provider_model_prompt_tokens{")
               and 'llm_provider="b"' in line and 'llm_model="gpt-4o"' in line]
     assert tokens and tokens[0].endswith(f"}} {5 * served_b}"), tokens
-    assert re.search(r'llm_failover_provider_breaker\{llm_provider="a"\} 0', prometheus), \
+    assert re.search(r'llm_failover_provider_breaker\{(llm_failover_vm="[^"]+",)?llm_provider="a"(,envoy_cluster_name="[^"]+")?\} 0', prometheus), \
         "a's own breaker is closed: its 503 and 429 opened the breaker of its model (see the report)"
 
 

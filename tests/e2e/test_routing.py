@@ -4,6 +4,8 @@ long); error-aware failover; hedging; the overall deadline."""
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import time
 
@@ -100,6 +102,7 @@ def test_a_request_too_long_for_a_window_skips_that_provider_before_trying(tmp_p
     assert mocks["qwen"].requests == []
 
 
+@pytest.mark.reads_error_answers
 def test_a_context_length_error_skips_the_small_context_fallback(tmp_path, mock):
     """The primary says the context is too long: the request goes on only to a provider with a
     larger window, never to the smaller fallback next in the chain."""
@@ -140,6 +143,7 @@ def test_a_content_policy_refusal_is_returned_without_failover(tmp_path, mock):
     assert chat(envoy, "hello").headers["x-llm-provider"] == "llama", "and llama is not blamed"
 
 
+@pytest.mark.reads_error_answers
 def test_insufficient_quota_cools_long_unlike_a_rate_limit(tmp_path, mock):
     envoy, mocks = gateway(tmp_path, mock)
     mocks["llama"].script({"status": 429, "body": {"error": {
@@ -150,6 +154,7 @@ def test_insufficient_quota_cools_long_unlike_a_rate_limit(tmp_path, mock):
     assert chat(envoy, "hello").headers["x-llm-skipped"] == "llama"
 
 
+@pytest.mark.reads_error_answers
 def test_an_error_event_before_any_content_fails_over(tmp_path, mock):
     envoy, mocks = gateway(tmp_path, mock)
     mocks["llama"].script({"sse": [{"data": {"error": {"message": "The server had an error while processing your request.",
@@ -181,6 +186,7 @@ def hedged_gateway(tmp_path, mock, profiles=None, attempt_vm=None, **provider_fi
     return envoy, mocks
 
 
+@pytest.mark.core
 def test_a_hedged_slow_primary_loses_to_a_fast_fallback(tmp_path, mock):
     """Envoy sends a hedge to the cluster of the attempt it hedges: the order cluster, where
     `previous_priorities` moves the hedge to the next provider. Which cluster depends on each

@@ -36,6 +36,7 @@ def tls_mock(tmp_path):
         provider.stop()
 
 
+@pytest.mark.core
 def test_fallback_over_tls_sends_the_providers_host_as_sni(tmp_path, mock, tls_mock):
     a = mock("a")
     secure, ca = tls_mock("secure", "api.secure-provider.test")
