@@ -6,9 +6,9 @@ For each scenario, three Envoys run on loopback:
   upstream  a `direct_response` Envoy answering every request with a fixed OpenAI-style
             chat.completion (not Python: it must never be the bottleneck)
   plain     listener -> router -> one cluster to the upstream, no wasm
-  filter    the filter's full chain (tests/e2e/envoy_config.py): router role,
-            header_to_metadata, route-refresh role, router; attempt role on each provider
-            cluster; both providers point at the same upstream
+  filter    the filter as llm-failover-render writes it (tests/e2e/envoy_config.py): router role,
+            router; the attempt role on each order cluster over the provider clusters;
+            both providers point at the same upstream
 
 `wrk` (1 thread, a Lua script for the POST body) measures, alternating plain and filter runs
 so that drift hits both alike:

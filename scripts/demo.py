@@ -88,7 +88,7 @@ def smoke() -> None:
     status, headers, body = post_chat(LOCAL_CHAT)
     assert status == 200 and headers["x-llm-provider"] == "ollama", (status, headers)
     assert body["object"] == "chat.completion" and body["choices"][0]["message"]["content"] == "hello from ollama", body
-    # The hedged profile, through its hedge cluster. The 429 cooled openai's gpt-4o only, so
+    # The hedged profile, through its order cluster. The 429 cooled openai's gpt-4o only, so
     # openai serves gpt-4o-mini.
     status, headers, _ = post_chat(HEDGED_CHAT)
     assert status == 200 and headers["x-llm-profile"] == "interactive; by=model", (status, headers)
