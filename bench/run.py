@@ -683,7 +683,7 @@ def check_healthy_path(config: str, connections: int, result: dict) -> None:
     delta = result["stats_delta"]
     left_path = (sum(v for k, v in delta.items() if k.endswith(".skipped"))
                  + delta.get("wasmcustom.llm_failover.last_resort", 0)
-                 + delta.get("cluster.provider_fallback.upstream_rq_total", 0))
+                 + delta.get("wasmcustom.llm_failover.provider.fallback.attempts", 0))
     if left_path > 2 * connections:
         raise BenchError(f"the filter run left the healthy path for {left_path} requests "
                          f"(more than the tail wrk cuts); counters: {delta}")

@@ -589,7 +589,7 @@ pub(crate) fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// An ordered list of providers (a chain, a profile's tier, a hedge cluster): each one known,
+/// An ordered list of providers (a chain, a profile's tier): each one known,
 /// and each at most once. Errors are `(field, reason)`, the field naming the entry.
 pub(crate) fn check_members(field: &str, members: &[String], known_provider: &dyn Fn(&str) -> bool) -> Result<(), (String, String)> {
     for (i, member) in members.iter().enumerate() {

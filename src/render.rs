@@ -472,10 +472,15 @@ mod tests {
     }
 
     #[test]
-    fn the_demo_yaml_is_what_the_render_makes_of_demo_json() {
-        let made = render(include_bytes!("../envoy/demo.json")).unwrap();
-        let committed = include_str!("../envoy/demo.yaml");
-        let body = committed.split_once("\n\n").map_or(committed, |(_, body)| body);
-        assert!(made == body, "envoy/demo.yaml is stale: run `make envoy-configs`");
+    fn the_shipped_yaml_is_what_the_render_makes_of_its_json() {
+        let shipped = [
+            ("demo", &include_bytes!("../envoy/demo.json")[..], include_str!("../envoy/demo.yaml")),
+            ("real-providers", &include_bytes!("../envoy/real-providers.json")[..], include_str!("../envoy/real-providers.yaml")),
+        ];
+        for (name, json, committed) in shipped {
+            let made = render(json).unwrap();
+            let body = committed.split_once("\n\n").map_or(committed, |(_, body)| body);
+            assert!(made == body, "envoy/{name}.yaml is stale: run `make envoy-configs`");
+        }
     }
 }

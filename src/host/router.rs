@@ -416,9 +416,10 @@ impl RouterFilter {
             log(
                 LogLevel::Warn,
                 &format!(
-                    "llm-failover #{}: Envoy stopped after {made} of {planned_attempts} attempts; check the provider \
+                    "llm-failover #{}: Envoy stopped after {made} of {planned_attempts} attempts; check the order \
                      clusters' circuit_breakers max_retries (Envoy's default allows 3 concurrent retries) and that the \
-                     route's request_body_buffer_limit is at least maxRequestBytes ({})",
+                     route's body buffer limit (request_body_buffer_limit; per_request_buffer_limit_bytes before Envoy \
+                     1.39) is at least maxRequestBytes ({}); Envoy 1.36 and 1.37 never retry a body over 1 MiB",
                     self.context_id, self.role.config.max_request_bytes
                 ),
             );
