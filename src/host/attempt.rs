@@ -226,6 +226,8 @@ pub struct AttemptFilter {
     origin: Option<String>,
     /// When the provider's response headers came.
     headers_at_ms: u64,
+    /// The response headers went on before the body was read (`errorAnswers: pass`).
+    headers_passed: bool,
 }
 
 impl AttemptFilter {
@@ -253,6 +255,7 @@ impl AttemptFilter {
             error_kind: None,
             origin: None,
             headers_at_ms: 0,
+            headers_passed: false,
         }
     }
 
@@ -706,12 +709,17 @@ impl HttpContext for AttemptFilter {
         self.headers_at_ms = now_ms();
         let status: u16 = abi::header_str(MapType::HttpResponseHeaders, ":status").and_then(|s| s.parse().ok()).unwrap_or(0);
         self.status = self.prepare_answer(status, end_of_stream);
-        if matches!(self.answer, Answer::Hold { .. }) || self.peek_stream {
+        let holds = self.role.config.error_answers == ErrorAnswers::Read;
+        if self.peek_stream || (holds && matches!(self.answer, Answer::Hold { .. })) {
             // Held until the body is read: an answer that cannot be read becomes a 502, and an
             // error may mean another status than it has (Gemini's 400 for a bad key is a 401),
             // which decides whether Envoy retries at the next provider.
             return Action::Pause;
         }
+        // With `errorAnswers: pass` a translated answer's headers go on at once, its body still
+        // held and translated: Envoy 1.36 crashes retrying after held headers, and an unreadable
+        // answer turned 502 is retried (measured).
+        self.headers_passed = true;
         self.judge(self.status);
         Action::Continue
     }
@@ -773,7 +781,13 @@ impl HttpContext for AttemptFilter {
                     self.read_answer(&body)
                 };
                 let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &translated);
-                self.judge(self.status);
+                if !self.headers_passed {
+                    self.judge(self.status);
+                } else if let Some(failure) = Failure::from_status(self.status).filter(|_| self.success) {
+                    // The client already has a 200: the answer's error body says what went wrong.
+                    self.success = false;
+                    self.failed(failure, self.status, None, now_ms());
+                }
                 Action::Continue
             }
         }

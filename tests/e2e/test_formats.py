@@ -9,7 +9,7 @@ import json
 import openai
 import pytest
 
-from envoy_config import Provider, start_gateway
+from envoy_config import Provider, reads_error_answers, start_gateway
 from fake_api import anthropic, gemini, ollama
 from mock_provider import openai_error
 
@@ -252,3 +252,26 @@ def test_gemini_wrong_key_fails_over_as_unauthorized(tmp_path, mock):
     envoy.wait_for_log(r"provider `google` failed \(401 unauthorized\) on attempt 1; cooling down until an operator resets it")
     assert envoy.post_json("/v1/chat/completions", body).headers["x-llm-skipped"] == "google"
     assert len(google.requests) == 1
+
+
+@pytest.mark.core
+def test_an_unreadable_translated_answer_never_crashes_envoy(tmp_path, mock):
+    """An Anthropic-format provider answers 200 with a body that is not its API's. With
+    `errorAnswers: read` it becomes a 502 and the next provider serves. With `pass` (Envoy 1.36,
+    which crashed here when the held 200 became a retried 502) the 200 has already gone on:
+    its body is an OpenAI-style error, the provider is blamed, and Envoy keeps running."""
+    claude, b = mock("claude"), mock("b")
+    envoy = start_gateway(tmp_path, [Provider("claude", claude.port, format="anthropic", models={"*": "claude-sonnet-4-5"}),
+                                     Provider("b", b.port)])
+    claude.script({"status": 200, "body": "this is not an Anthropic message"})
+    response = envoy.post_json("/v1/chat/completions", {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})
+    if reads_error_answers():
+        assert (response.status, response.headers["x-llm-provider"]) == (200, "b"), response.text()
+    else:
+        assert response.status == 200
+        assert response.json()["error"]["code"] == "bad_provider_answer", response.text()
+        assert b.requests == []
+    assert envoy.stats()["wasmcustom.llm_failover.provider.claude.failover.server_error"] == 1
+    assert envoy.running
+    again = envoy.post_json("/v1/chat/completions", {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})
+    assert (again.status, again.headers["x-llm-provider"]) == (200, "b"), "claude cools down; b serves"
