@@ -414,8 +414,8 @@ def test_envoy_cutting_the_chain_short_is_logged_and_counted(tmp_path, mock):
     response = envoy.post_raw(CHAT_PATH, big, {"content-type": "application/json"})
     assert response.status == 503
     assert [len(a.requests), len(b.requests)] == [1, 0]
-    envoy.wait_for_log(r"Envoy stopped after 1 of 2 attempts; check the provider clusters' circuit_breakers "
-                       r"max_retries .* and that the route's request_body_buffer_limit is at least maxRequestBytes")
+    envoy.wait_for_log(r"Envoy stopped after 1 of 2 attempts; check the order clusters' circuit_breakers "
+                       r"max_retries .* and that the route's body buffer limit .* is at least maxRequestBytes")
     assert counter(envoy, "retries_cut_short") == 1
 
 
