@@ -141,6 +141,10 @@ impl fmt::Display for EnvoyVersion {
 
 /// The oldest Envoy that can retry a request after an upstream filter held an error answer.
 pub const READS_ERROR_ANSWERS_FROM: EnvoyVersion = EnvoyVersion(1, 37);
+/// The oldest Envoy that retries a request whose body is over 1 MiB (1.36 and 1.37 do not,
+/// whatever the route's buffer limit: measured).
+pub const RETRIES_LARGE_BODIES_FROM: EnvoyVersion = EnvoyVersion(1, 38);
+const ENVOY_RETRY_BODY_LIMIT: usize = 1024 * 1024;
 /// The oldest Envoy this filter is tested on.
 pub const OLDEST_ENVOY: EnvoyVersion = EnvoyVersion(1, 36);
 
@@ -162,6 +166,15 @@ impl Deployment {
                     "`read` (error-aware failover, translated error bodies, context-length replay, stream-start checks) needs \
                      Envoy {READS_ERROR_ANSWERS_FROM} or later: Envoy {envoy} crashes retrying after a held error answer \
                      (envoyproxy/envoy#41879); set `\"errorAnswers\": \"pass\"` on this Envoy"
+                ),
+            ));
+        }
+        if self.router.max_request_bytes > ENVOY_RETRY_BODY_LIMIT && envoy < RETRIES_LARGE_BODIES_FROM {
+            return Err(invalid(
+                "maxRequestBytes",
+                format!(
+                    "above {ENVOY_RETRY_BODY_LIMIT} needs Envoy {RETRIES_LARGE_BODIES_FROM} or later: Envoy {envoy} does not \
+                     fail over a request whose body is larger"
                 ),
             ));
         }
@@ -1070,6 +1083,12 @@ mod tests {
         assert!(reads.supported_by(Some(EnvoyVersion(1, 35))).unwrap_err().reason.contains("oldest"));
         let passes = deployment(r#"{"role":"router","errorAnswers":"pass","chains":{"c":["a"]},"providers":[{"name":"a","format":"openai","host":"a"}]}"#).unwrap();
         assert!(passes.supported_by(Some(EnvoyVersion(1, 36))).is_ok());
+        let large = r#"{"role":"router","maxRequestBytes":4194304,"chains":{"c":["a"]},"providers":[{"name":"a","format":"openai","host":"a"}]}"#;
+        let large = deployment(large).unwrap();
+        let err = large.supported_by(Some(EnvoyVersion(1, 37))).unwrap_err();
+        assert_eq!(err.field, "maxRequestBytes");
+        assert!(err.reason.contains("Envoy 1.38"), "{err}");
+        assert!(large.supported_by(Some(EnvoyVersion(1, 38))).is_ok());
         assert_eq!(passes.attempts[0].error_answers, ErrorAnswers::Pass);
     }
 

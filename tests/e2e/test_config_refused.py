@@ -7,7 +7,7 @@ import json
 import pytest
 
 import harness
-from envoy_config import Provider, RenderRefused, reads_error_answers, render
+from envoy_config import Provider, RenderRefused, envoy_version, reads_error_answers, render
 
 A = {"name": "a", "format": "openai", "host": "a.test"}
 ROUTER_OK = {"role": "router", "providers": [A, {"name": "b", "format": "openai", "host": "b.test"}],
@@ -66,3 +66,12 @@ def test_a_good_config_starts(tmp_path, mock):
                                                                       | ({} if reads_error_answers() else {"errorAnswers": "pass"})))
     envoy = harness.Envoy(text, tmp_path, admin_port=admin, listener_ports=[listener]).start()
     assert envoy.post_json("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "x"}]}).status == 200
+
+
+@pytest.mark.core
+@pytest.mark.skipif(envoy_version() >= (1, 38), reason="Envoy 1.38 and later retry bodies over 1 MiB")
+def test_envoy_before_138_refuses_max_request_bytes_over_a_mebibyte(tmp_path):
+    router = {**ROUTER_OK, "maxRequestBytes": 4 << 20, **({} if reads_error_answers() else {"errorAnswers": "pass"})}
+    output = refused_with(tmp_path, router_config=router)
+    assert ("llm-failover: plugin configuration refused: field `maxRequestBytes`: above 1048576 needs Envoy 1.38 "
+            "or later") in output
