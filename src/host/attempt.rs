@@ -263,6 +263,11 @@ impl AttemptFilter {
         &self.role.config.provider.name
     }
 
+    /// `errorAnswers: read`: answers may be held until their body is read.
+    fn reads_error_answers(&self) -> bool {
+        self.role.config.error_answers == ErrorAnswers::Read
+    }
+
     /// The answer is complete: latency, tokens, cost and budget, and the health write a
     /// success needs.
     fn succeeded(&self, now: u64) {
@@ -579,7 +584,7 @@ impl AttemptFilter {
     /// health and Envoy's retry policy should see.
     fn prepare_answer(&mut self, status: u16, end_of_stream: bool) -> u16 {
         let format = self.role.config.provider.format;
-        let reads_errors = self.role.config.error_answers == ErrorAnswers::Read;
+        let reads_errors = self.reads_error_answers();
         if !reads_errors && status >= 400 {
             // Passed on unread (see `ErrorAnswers`); only its status may change, which needs no
             // hold: Anthropic's 529 "overloaded" is a 503.
@@ -709,8 +714,7 @@ impl HttpContext for AttemptFilter {
         self.headers_at_ms = now_ms();
         let status: u16 = abi::header_str(MapType::HttpResponseHeaders, ":status").and_then(|s| s.parse().ok()).unwrap_or(0);
         self.status = self.prepare_answer(status, end_of_stream);
-        let holds = self.role.config.error_answers == ErrorAnswers::Read;
-        if self.peek_stream || (holds && matches!(self.answer, Answer::Hold { .. })) {
+        if self.peek_stream || (self.reads_error_answers() && matches!(self.answer, Answer::Hold { .. })) {
             // Held until the body is read: an answer that cannot be read becomes a 502, and an
             // error may mean another status than it has (Gemini's 400 for a bad key is a 401),
             // which decides whether Envoy retries at the next provider.
