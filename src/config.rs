@@ -589,8 +589,8 @@ fn check_deployment(raw: RawRouter, env: &dyn Environment) -> Result<Deployment,
     Ok(Deployment { router, attempts })
 }
 
-/// Provider names become Envoy priority-group names, stat names and shared-data keys.
-/// Provider and profile names: they become priority-group and stat names, and log words.
+/// Provider and profile names: they become parts of Envoy cluster names (`orders` joins them
+/// with `~`), stat names, shared-data keys and log words.
 pub(crate) fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
