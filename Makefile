@@ -4,7 +4,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test bench setup build unit lint e2e e2e-versions clean envoy-configs
+.PHONY: run test bench setup build unit lint e2e e2e-versions clean envoy-configs observability-tools rules-test
 
 # envoy/demo.yaml is rendered from envoy/demo.json (its comment header is kept); a unit test
 # fails when it is stale.
@@ -24,6 +24,17 @@ build: setup
 unit:
 	cargo test --locked
 
+# promtool, Prometheus, amtool and Chromium (Debian's), for the observability tests.
+observability-tools:
+	@scripts/toolchain.sh observability
+
+# The shipped alert rules (and their unit tests) and Alertmanager config, checked by the
+# Prometheus tools themselves.
+rules-test: observability-tools
+	promtool check rules observability/prometheus/llm-failover.rules.yml
+	cd observability/prometheus && promtool test rules llm-failover.rules.test.yml
+	amtool check-config observability/alertmanager/alertmanager.yml
+
 # clippy denies unwrap/expect/panic outside tests; the host layer only compiles for wasm32,
 # so it is linted there when rustup's wasm32 target is installed.
 lint:
@@ -32,7 +43,7 @@ lint:
 	  cargo clippy --locked --release --target wasm32-unknown-unknown -- -D warnings; \
 	else echo "lint: no rustup wasm32 target, host layer not linted"; fi
 
-e2e: build
+e2e: build observability-tools
 	$(PYTHON) -m pytest tests/e2e -q
 
 # The core suite (pytest -m core: failover, skips, credentials, translation, the all-down 503,
@@ -43,7 +54,7 @@ e2e-versions: build
 	  ENVOY_BIN=.envoys/$$v/bin/envoy $(PYTHON) -m pytest tests/e2e -q -m core || exit 1; \
 	done
 
-test: setup unit e2e e2e-versions
+test: setup unit rules-test e2e e2e-versions
 
 run: build
 	$(PYTHON) scripts/demo.py

@@ -5,6 +5,7 @@
 #   scripts/toolchain.sh setup   install what is missing
 #   scripts/toolchain.sh build   build target/wasm32-unknown-unknown/release/llm_failover.wasm
 #   scripts/toolchain.sh older-envoys   install Envoy 1.36-1.39 into .envoys/ and list them
+#   scripts/toolchain.sh observability  install promtool, Prometheus, amtool and Chromium (Debian)
 #
 # The wasm toolchain is detected, not assumed (WASM_TOOLCHAIN=rustup|debian forces one):
 #   rustup  the wasm32-unknown-unknown target of rustup, installed here if it can be downloaded;
@@ -102,10 +103,26 @@ setup_envoy() {
   "$dir/bin/envoy" --version | grep -q "/$version/" || { say "Envoy $version expected in $dir"; return 1; }
 }
 
+# What the observability tests run: promtool and amtool check the shipped rules and
+# Alertmanager config, a real Prometheus scrapes a real Envoy, a headless Chromium loads the
+# status page. Debian's packages; their services are not started by the tests' use.
+observability_tools() {
+  local missing=()
+  command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+  command -v amtool >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  [ "${#missing[@]}" = 0 ] && return 0
+  command -v apt-get >/dev/null 2>&1 || { say "no apt-get: install ${missing[*]}"; return 1; }
+  say "installing Debian's ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
 case "${1:-}" in
   older-envoys) for v in $OLDER_ENVOYS; do setup_envoy "$v"; done; echo "$OLDER_ENVOYS" ;;
   setup) command -v cargo >/dev/null || { say "cargo is required (https://rustup.rs)"; exit 1; }
          wasm_toolchain >/dev/null; setup_python ;;
   build) build ;;
-  *) echo "usage: $0 setup|build|older-envoys" >&2; exit 2 ;;
+  observability) observability_tools ;;
+  *) echo "usage: $0 setup|build|older-envoys|observability" >&2; exit 2 ;;
 esac
