@@ -4,15 +4,25 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test bench setup build unit lint e2e e2e-versions clean envoy-configs observability-tools rules-test
+.PHONY: run test bench setup build unit lint e2e e2e-versions clean envoy-configs deploy-wasm observability-tools rules-test
 
-# envoy/demo.yaml is rendered from envoy/demo.json (its comment header is kept); a unit test
-# fails when it is stale.
+# Each shipped Envoy config is rendered from the .json beside it (its comment header is kept); a
+# unit test fails when one is stale.
 envoy-configs:
-	@for name in demo real-providers; do \
-	  { sed '/^$$/q' envoy/$$name.yaml; cargo run -q --locked --bin llm-failover-render envoy/$$name.json; } > envoy/$$name.yaml.new \
-	  && mv envoy/$$name.yaml.new envoy/$$name.yaml && echo "rendered envoy/$$name.yaml"; \
-	done
+	@render() { out=$$1; src=$$2; shift 2; \
+	  { sed '/^$$/q' $$out; cargo run -q --locked --bin llm-failover-render -- "$$@" $$src; } > $$out.new \
+	  && mv $$out.new $$out && echo "rendered $$out"; }; \
+	render envoy/demo.yaml envoy/demo.json && \
+	render envoy/real-providers.yaml envoy/real-providers.json && \
+	render deploy/kubernetes/gateway/envoy.yaml deploy/kubernetes/gateway/llm-failover.json && \
+	render deploy/istio/llm-failover.yaml deploy/istio/llm-failover.json --istio
+
+# The .wasm into deploy/kubernetes/wasm/, where the kustomizations make a ConfigMap of it.
+deploy-wasm: build
+	@size=$$(stat -c %s target/wasm32-unknown-unknown/release/llm_failover.wasm); \
+	if [ $$size -gt 1048576 ]; then echo "the .wasm is $$size bytes: a ConfigMap holds at most 1048576"; exit 1; fi; \
+	cp target/wasm32-unknown-unknown/release/llm_failover.wasm deploy/kubernetes/wasm/ && \
+	echo "deploy/kubernetes/wasm/llm_failover.wasm: $$size bytes; now kubectl apply -k deploy/kubernetes/gateway (or mesh, or deploy/istio)"
 
 setup:
 	@scripts/toolchain.sh setup

@@ -18,6 +18,19 @@ use crate::{duration, orders, yaml};
 struct RawInput {
     envoy: RawEnvoy,
     filter: Box<RawValue>,
+    /// Where Istio's own gateway proxies carry the filter (`render_istio`).
+    #[serde(default)]
+    istio: Option<RawIstio>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawIstio {
+    namespace: String,
+    /// The Istio `Gateway` whose routes get the chat route.
+    gateway: String,
+    /// The gateway pods' labels: the EnvoyFilter's `workloadSelector`.
+    selector: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -26,9 +39,15 @@ struct RawEnvoy {
     /// `1.36` ... : checked against what the config needs.
     #[serde(default)]
     version: Option<String>,
-    listener: String,
+    /// Where clients connect: needed for a bootstrap, not for Istio.
+    #[serde(default)]
+    listener: Option<String>,
     #[serde(default)]
     admin: Option<String>,
+    /// A listener for the pod network with only `/ready` and admin's `/stats/prometheus`, so
+    /// the admin itself can stay on loopback.
+    #[serde(default)]
+    ops: Option<String>,
     wasm: String,
     /// Values put in the VM's environment as they are: demos and tests only.
     #[serde(default)]
@@ -133,8 +152,28 @@ fn seconds(field: &str, text: &str) -> Result<String, ConfigError> {
     Ok(format!("{}s", d.as_secs_f64()))
 }
 
-/// The Envoy bootstrap, as YAML, for a render input (JSON).
-pub fn render(input: &[u8]) -> Result<String, ConfigError> {
+/// What both outputs are made of: the checked deployment turned into Envoy's pieces.
+struct Parts {
+    envoy: RawEnvoy,
+    istio: Option<RawIstio>,
+    vm: Value,
+    router_filter: Value,
+    attempt_filters: Value,
+    breakers: Value,
+    /// Provider clusters, then an order cluster per order the router can choose.
+    clusters: Vec<Value>,
+    route_action: Value,
+    /// A route per chat path.
+    chat_routes: Vec<Value>,
+    /// The catch-all's answer: an OpenAI-style 404 naming what is served.
+    not_served: String,
+}
+
+/// The route names the chat routes and the catch-all get, here and in Istio.
+pub const CHAT_ROUTE: &str = "llm-failover-chat";
+pub const UNSUPPORTED_ROUTE: &str = "llm-failover-unsupported-path";
+
+fn parts(input: &[u8]) -> Result<Parts, ConfigError> {
     let mut de = serde_json::Deserializer::from_slice(input);
     let raw: RawInput = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let reason = e.inner().to_string();
@@ -287,11 +326,12 @@ pub fn render(input: &[u8]) -> Result<String, ConfigError> {
     } else {
         "request_body_buffer_limit"
     };
-    let mut routes: Vec<Value> = router
+    let chat_routes = router
         .chat_paths
         .iter()
         .map(|path| {
             json!({
+                "name": CHAT_ROUTE,
                 "match": {"path": path, "headers": [{"name": ":method", "string_match": {"exact": "POST"}}]},
                 buffer_limit_field: router.max_request_bytes,
                 "request_headers_to_remove": [ORDER_HEADER],
@@ -305,55 +345,171 @@ pub fn render(input: &[u8]) -> Result<String, ConfigError> {
         "unsupported_path",
         None,
     );
-    routes.push(json!({
+    let router_filter = wasm_filter(&router_json);
+    Ok(Parts {
+        istio: raw.istio,
+        vm,
+        router_filter,
+        attempt_filters,
+        breakers,
+        clusters,
+        route_action,
+        chat_routes,
+        not_served: String::from_utf8_lossy(&not_served).into_owned(),
+        envoy,
+    })
+}
+
+fn router_filter_chain(router_filter: Value) -> Value {
+    json!([
+        router_filter,
+        {"name": "envoy.filters.http.router",
+         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
+    ])
+}
+
+fn http_connection_manager(stat_prefix: &str, virtual_host: Value, http_filters: Value) -> Value {
+    json!({
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": stat_prefix,
+            "route_config": {"virtual_hosts": [virtual_host]},
+            "http_filters": http_filters,
+        },
+    })
+}
+
+/// The stats tags that give the filter's metrics the same names and labels on every version.
+fn stats_tags() -> Value {
+    // Envoy 1.36-1.38 name the filter's metrics under the cluster whose filter made the VM
+    // (`cluster.llm_failover~a.wasmcustom.llm_failover...`); the first tag takes that off,
+    // so Prometheus sees the same names on every version (docs/compatibility.md).
+    json!([
+        {"tag_name": "llm_failover_vm", "regex": r"^(cluster\.([^.]+)\.)wasmcustom\.llm_failover\."},
+        {"tag_name": "llm_reason", "regex": r"^(?:cluster\.[^.]+\.)?wasmcustom\.llm_failover\.provider\.[^.]+\.failover(\.([^.]+))$"},
+        {"tag_name": "llm_model", "regex": r"^(?:cluster\.[^.]+\.)?wasmcustom\.llm_failover\.provider\.[^.]+\.model(\.([^.]+))\."},
+        {"tag_name": "llm_provider", "regex": r"^(?:cluster\.[^.]+\.)?wasmcustom\.llm_failover\.provider(\.([^.]+))\."},
+    ])
+}
+
+/// The Envoy bootstrap, as YAML, for a render input (JSON).
+pub fn render(input: &[u8]) -> Result<String, ConfigError> {
+    let Parts { envoy, vm, router_filter, attempt_filters, breakers, mut clusters, route_action, mut chat_routes, not_served, .. } = parts(input)?;
+    chat_routes.push(json!({
+        "name": UNSUPPORTED_ROUTE,
         "match": {"prefix": "/"},
-        "direct_response": {"status": 404, "body": {"inline_string": String::from_utf8_lossy(&not_served)}},
+        "direct_response": {"status": 404, "body": {"inline_string": not_served}},
         "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"}}],
     }));
-
-    let listener = socket_address(&envoy.listener, 10000).ok_or_else(|| invalid("envoy.listener", "must be `address:port`"))?;
+    let Some(listener) = &envoy.listener else {
+        return Err(invalid("envoy.listener", "is needed: the `address:port` clients connect to"));
+    };
+    let listener = socket_address(listener, 10000).ok_or_else(|| invalid("envoy.listener", "must be `address:port`"))?;
+    let mut listeners = vec![json!({
+        "name": "llm",
+        "address": listener,
+        "filter_chains": [{"filters": [http_connection_manager(
+            "llm",
+            // Envoy tells each attempt its number; it comes back as x-llm-attempts.
+            json!({"name": "llm", "domains": ["*"], "include_request_attempt_count": true, "routes": chat_routes}),
+            router_filter_chain(router_filter),
+        )]}],
+    })];
+    let admin = match &envoy.admin {
+        Some(admin) => Some(socket_address(admin, 9901).ok_or_else(|| invalid("envoy.admin", "must be `address:port`"))?),
+        None => None,
+    };
+    if let Some(ops) = &envoy.ops {
+        let address = socket_address(ops, 9902).ok_or_else(|| invalid("envoy.ops", "must be `address:port`"))?;
+        let Some(admin) = &admin else {
+            return Err(invalid("envoy.ops", "serves the admin's /stats/prometheus: set `envoy.admin` too"));
+        };
+        listeners.push(ops_listener(address));
+        clusters.push(json!({
+            "name": ADMIN_CLUSTER,
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": ADMIN_CLUSTER, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": admin}}]}]},
+        }));
+    }
     let mut bootstrap = json!({
-        // Envoy 1.36-1.38 name the filter's metrics under the cluster whose filter made the VM
-        // (`cluster.llm_failover~a.wasmcustom.llm_failover...`); the first tag takes that off,
-        // so Prometheus sees the same names on every version (docs/compatibility.md).
-        "stats_config": {"stats_tags": [
-            {"tag_name": "llm_failover_vm", "regex": r"^(cluster\.([^.]+)\.)wasmcustom\.llm_failover\."},
-            {"tag_name": "llm_reason", "regex": r"^(?:cluster\.[^.]+\.)?wasmcustom\.llm_failover\.provider\.[^.]+\.failover(\.([^.]+))$"},
-            {"tag_name": "llm_model", "regex": r"^(?:cluster\.[^.]+\.)?wasmcustom\.llm_failover\.provider\.[^.]+\.model(\.([^.]+))\."},
-            {"tag_name": "llm_provider", "regex": r"^(?:cluster\.[^.]+\.)?wasmcustom\.llm_failover\.provider(\.([^.]+))\."},
-        ]},
-        "static_resources": {
-            "listeners": [{
-                "name": "llm",
-                "address": listener,
-                "filter_chains": [{"filters": [{
-                    "name": "envoy.filters.network.http_connection_manager",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                        "stat_prefix": "llm",
-                        "route_config": {"virtual_hosts": [{
-                            "name": "llm",
-                            "domains": ["*"],
-                            // Envoy tells each attempt its number; it comes back as x-llm-attempts.
-                            "include_request_attempt_count": true,
-                            "routes": routes,
-                        }]},
-                        "http_filters": [
-                            wasm_filter(&router_json),
-                            {"name": "envoy.filters.http.router",
-                             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
-                        ],
-                    },
-                }]}],
-            }],
-            "clusters": clusters,
-        },
+        "stats_config": {"stats_tags": stats_tags()},
+        "static_resources": {"listeners": listeners, "clusters": clusters},
     });
-    if let Some(admin) = &envoy.admin {
-        let address = socket_address(admin, 9901).ok_or_else(|| invalid("envoy.admin", "must be `address:port`"))?;
+    if let Some(address) = admin {
         set(&mut bootstrap, "admin", json!({"address": address}));
     }
     Ok(yaml::to_yaml(&bootstrap, &[("llm_vm", &vm), ("attempt_filters", &attempt_filters), ("retry_breakers", &breakers), ("route", &route_action)]))
+}
+
+const ADMIN_CLUSTER: &str = "llm_failover_admin";
+
+/// Readiness (answered by Envoy's health check filter, which fails while Envoy drains) and the
+/// metrics, for the pod network; nothing else of the admin.
+fn ops_listener(address: Value) -> Value {
+    let virtual_host = json!({"name": "ops", "domains": ["*"], "routes": [
+        {"match": {"path": "/stats/prometheus"}, "route": {"cluster": ADMIN_CLUSTER}},
+        {"match": {"prefix": "/"}, "direct_response": {"status": 404}},
+    ]});
+    let filters = json!([
+        {"name": "envoy.filters.http.health_check", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck",
+            "pass_through_mode": false,
+            "headers": [{"name": ":path", "string_match": {"exact": "/ready"}}],
+        }},
+        {"name": "envoy.filters.http.router",
+         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
+    ]);
+    json!({"name": "ops", "address": address, "filter_chains": [{"filters": [http_connection_manager("ops", virtual_host, filters)]}]})
+}
+
+/// The same deployment inside Istio's own gateway proxies: one EnvoyFilter that adds the
+/// provider and order clusters, puts the router role before the router and the chat route
+/// before the `Gateway`'s catch-all route, plus the bootstrap override that tags the metrics
+/// (docs/deploy-istio.md says why not a WasmPlugin).
+pub fn render_istio(input: &[u8]) -> Result<String, ConfigError> {
+    let Parts { istio, router_filter, clusters, chat_routes, .. } = parts(input)?;
+    let Some(istio) = istio else {
+        return Err(invalid("istio", "is needed to render for Istio: namespace, gateway, selector"));
+    };
+    let gateway = format!("{}/{}", istio.namespace, istio.gateway);
+    let mut patches: Vec<Value> = clusters
+        .into_iter()
+        .map(|cluster| json!({"applyTo": "CLUSTER", "match": {"context": "GATEWAY"}, "patch": {"operation": "ADD", "value": cluster}}))
+        .collect();
+    patches.push(json!({
+        "applyTo": "HTTP_FILTER",
+        "match": {"context": "GATEWAY", "listener": {"filterChain": {"filter": {
+            "name": "envoy.filters.network.http_connection_manager",
+            "subFilter": {"name": "envoy.filters.http.router"}}}}},
+        "patch": {"operation": "INSERT_BEFORE", "value": router_filter},
+    }));
+    patches.push(json!({
+        "applyTo": "VIRTUAL_HOST",
+        "match": {"context": "GATEWAY", "routeConfiguration": {"gateway": gateway}},
+        "patch": {"operation": "MERGE", "value": {"include_request_attempt_count": true}},
+    }));
+    for route in chat_routes {
+        patches.push(json!({
+            "applyTo": "HTTP_ROUTE",
+            "match": {"context": "GATEWAY", "routeConfiguration": {"gateway": gateway, "vhost": {"route": {"name": UNSUPPORTED_ROUTE}}}},
+            "patch": {"operation": "INSERT_BEFORE", "value": route},
+        }));
+    }
+    let envoy_filter = json!({
+        "apiVersion": "networking.istio.io/v1alpha3",
+        "kind": "EnvoyFilter",
+        "metadata": {"name": "llm-failover", "namespace": istio.namespace},
+        "spec": {"workloadSelector": {"labels": istio.selector}, "configPatches": patches},
+    });
+    let bootstrap_override = json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "llm-failover-bootstrap", "namespace": istio.namespace},
+        "data": {"custom_bootstrap.json": serde_json::to_string_pretty(&json!({"stats_config": {"stats_tags": stats_tags()}})).unwrap_or_default()},
+    });
+    Ok(format!("{}---\n{}", yaml::to_yaml(&envoy_filter, &[]), yaml::to_yaml(&bootstrap_override, &[])))
 }
 
 /// The plugin configuration as the operator wrote it (after its opening brace), with the router
@@ -469,11 +625,61 @@ mod tests {
         let shipped = [
             ("demo", &include_bytes!("../envoy/demo.json")[..], include_str!("../envoy/demo.yaml")),
             ("real-providers", &include_bytes!("../envoy/real-providers.json")[..], include_str!("../envoy/real-providers.yaml")),
+            ("kubernetes/gateway", &include_bytes!("../deploy/kubernetes/gateway/llm-failover.json")[..], include_str!("../deploy/kubernetes/gateway/envoy.yaml")),
         ];
         for (name, json, committed) in shipped {
             let made = render(json).unwrap();
             let body = committed.split_once("\n\n").map_or(committed, |(_, body)| body);
-            assert!(made == body, "envoy/{name}.yaml is stale: run `make envoy-configs`");
+            assert!(made == body, "the YAML of {name} is stale: run `make envoy-configs`");
         }
+        let committed = include_str!("../deploy/istio/llm-failover.yaml");
+        let made = render_istio(include_bytes!("../deploy/istio/llm-failover.json")).unwrap();
+        assert!(committed.split_once("\n\n").is_some_and(|(_, body)| body == made), "deploy/istio/llm-failover.yaml is stale: run `make envoy-configs`");
+    }
+
+    #[test]
+    fn the_ops_listener_shows_readiness_and_metrics_and_needs_the_admin() {
+        let with_ops = INPUT.replace(r#""admin": "127.0.0.1:9901","#, r#""admin": "127.0.0.1:9901", "ops": "0.0.0.0:9902","#);
+        let yaml = render(with_ops.as_bytes()).unwrap();
+        for expected in ["name: ops", "port_value: 9902", "exact: /ready", "path: /stats/prometheus", "cluster: llm_failover_admin", "pass_through_mode: false"] {
+            assert!(yaml.contains(expected), "missing {expected:?} in:\n{yaml}");
+        }
+        assert!(!render(INPUT.as_bytes()).unwrap().contains("name: ops"));
+        let no_admin = with_ops.replace(r#""admin": "127.0.0.1:9901","#, "");
+        let err = render(no_admin.as_bytes()).unwrap_err();
+        assert_eq!(err.field, "envoy.ops", "{err}");
+        let no_listener = INPUT.replace(r#""listener": "127.0.0.1:10000","#, "");
+        assert_eq!(render(no_listener.as_bytes()).unwrap_err().field, "envoy.listener");
+    }
+
+    #[test]
+    fn istio_gets_the_same_clusters_filter_and_route_as_patches() {
+        let istio = INPUT.replacen('{', r#"{"istio": {"namespace": "llm", "gateway": "egress", "selector": {"istio": "egress"}},"#, 1);
+        let yaml = render_istio(istio.as_bytes()).unwrap();
+        let bootstrap = render(istio.as_bytes()).unwrap();
+        for cluster in ["llm_provider~openai", "llm_provider~ollama", "llm_failover~openai~ollama", "llm_failover~ollama~openai", "llm_failover~ollama\n"] {
+            assert!(yaml.contains(&format!("name: {cluster}")), "missing {cluster:?} in:\n{yaml}");
+        }
+        let clusters = bootstrap.matches("- name: llm_failover~").count() + bootstrap.matches("- name: llm_provider~").count();
+        assert_eq!(yaml.matches("applyTo: CLUSTER").count(), clusters, "{yaml}");
+        for expected in [
+            "kind: EnvoyFilter",
+            "namespace: llm",
+            "gateway: llm/egress",
+            "operation: INSERT_BEFORE",
+            "name: envoy.filters.http.router",
+            "allow_on_headers_stop_iteration: true",
+            "name: llm-failover-unsupported-path",
+            "name: llm-failover-chat",
+            "include_request_attempt_count: true",
+            "istio: egress",
+            "name: llm-failover-bootstrap",
+            "\"tag_name\": \"llm_provider\"",
+        ] {
+            assert!(yaml.contains(expected), "missing {expected:?} in:\n{yaml}");
+        }
+        assert!(!yaml.contains('&') && !yaml.contains('*'), "no YAML anchors for kubectl:\n{yaml}");
+        let err = render_istio(INPUT.as_bytes()).unwrap_err();
+        assert_eq!(err.field, "istio", "{err}");
     }
 }
