@@ -118,10 +118,24 @@ observability_tools() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# What tests/e2e/test_deploy.py checks deploy/ with: kubectl's kustomize (on the machine image;
+# Debian's kubernetes-client is too old to have it) and Istio's CRD schemas from npm, pinned by
+# tests/deploy/package-lock.json. kubernetes-validate comes with tests/requirements.txt.
+deploy_checks() {
+  command -v kubectl >/dev/null 2>&1 || say "kubectl is missing: the deploy/ tests need it (kubectl kustomize)"
+  command -v npm >/dev/null 2>&1 || { say "npm is missing: the deploy/ tests need Node.js for Istio's schemas"; return 0; }
+  local dir="$ROOT/tests/deploy" stamp="$ROOT/tests/deploy/node_modules/.lock.sha256" wanted
+  wanted="$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+    say "installing Istio's CRD schemas (@kubernetes-models/istio) into tests/deploy/node_modules"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) && echo "$wanted" > "$stamp"
+  fi
+}
+
 case "${1:-}" in
   older-envoys) for v in $OLDER_ENVOYS; do setup_envoy "$v"; done; echo "$OLDER_ENVOYS" ;;
   setup) command -v cargo >/dev/null || { say "cargo is required (https://rustup.rs)"; exit 1; }
-         wasm_toolchain >/dev/null; setup_python ;;
+         wasm_toolchain >/dev/null; setup_python; deploy_checks ;;
   build) build ;;
   observability) observability_tools ;;
   *) echo "usage: $0 setup|build|older-envoys|observability" >&2; exit 2 ;;
