@@ -476,6 +476,18 @@ pub fn compare_and_swap<T>(
 /// single host call.
 pub const TABLE_KEY: &str = "llm-failover/v2/health";
 
+/// Model records (`provider/model`) the table keeps: model names come from clients, and every
+/// request decodes the whole table. Past this, the record updated longest ago goes.
+pub const MAX_MODEL_RECORDS: usize = 128;
+/// The model part of a record's key is cut to this many bytes.
+pub const MAX_MODEL_KEY_BYTES: usize = 128;
+/// A table read from shared data is read this far at most, whoever wrote it.
+const MAX_DECODED_RECORDS: usize = 4096;
+
+fn is_model_record(key: &str) -> bool {
+    key.contains('/')
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HealthTable {
     records: Vec<(String, Health)>,
@@ -494,7 +506,31 @@ impl HealthTable {
     fn set(&mut self, provider: &str, health: Health) {
         match self.records.iter_mut().find(|(name, _)| name == provider) {
             Some((_, record)) => *record = health,
-            None => self.records.push((provider.to_string(), health)),
+            None => {
+                if is_model_record(provider) {
+                    self.make_room_for_a_model();
+                }
+                self.records.push((provider.to_string(), health));
+            }
+        }
+    }
+
+    /// Evicts the model records updated longest ago until one more fits; provider records stay.
+    fn make_room_for_a_model(&mut self) {
+        while self.records.iter().filter(|(key, _)| is_model_record(key)).count() >= MAX_MODEL_RECORDS {
+            let oldest = self
+                .records
+                .iter()
+                .enumerate()
+                .filter(|(_, (key, _))| is_model_record(key))
+                .min_by_key(|(_, (_, health))| health.updated_ms)
+                .map(|(i, _)| i);
+            match oldest {
+                Some(i) => {
+                    self.records.remove(i);
+                }
+                None => return,
+            }
         }
     }
 
@@ -519,6 +555,7 @@ impl HealthTable {
                 let (name, record) = text.split_once(' ')?;
                 Some((name.to_string(), Health::decode(record.as_bytes())?))
             })
+            .take(MAX_DECODED_RECORDS)
             .collect();
         HealthTable { records }
     }
@@ -535,8 +572,14 @@ pub fn ensure_table(store: &dyn SharedStore) -> Result<(), StoreError> {
 
 /// The record of a model at a provider: its own breaker, beside the provider's.
 pub fn model_key(provider: &str, model: &str) -> String {
-    let model: String = model.chars().map(|c| if c.is_whitespace() || c.is_control() { '_' } else { c }).collect();
-    format!("{provider}/{model}")
+    let mut key = format!("{provider}/");
+    for c in model.chars() {
+        if key.len() - provider.len() - 1 + c.len_utf8() > MAX_MODEL_KEY_BYTES {
+            break;
+        }
+        key.push(if c.is_whitespace() || c.is_control() { '_' } else { c });
+    }
+    key
 }
 
 /// Which record a failure belongs to: a bad key or a dead host is the provider's; a rate
@@ -891,6 +934,31 @@ pub mod tests {
         assert_eq!(read.get("p"), h);
         assert_eq!(read.get("q"), Health::default());
         assert_eq!(read.records().len(), 2);
+    }
+
+    #[test]
+    fn model_records_are_bounded_and_the_oldest_goes_first() {
+        let mut table = HealthTable::default();
+        let failing = Health { open: true, cooldown_until_ms: 99, last_status: 429, ..Health::default() };
+        table.set("openai", Health { updated_ms: 0, ..failing.clone() });
+        for i in 0..10_000u64 {
+            let model = format!("client-made-model-{i}-{}", "x".repeat(300));
+            table.set(&model_key("openai", &model), Health { updated_ms: i + 1, ..failing.clone() });
+        }
+        let models: Vec<&String> = table.records().iter().map(|(k, _)| k).filter(|k| is_model_record(k)).collect();
+        assert_eq!(models.len(), MAX_MODEL_RECORDS);
+        assert!(models.iter().all(|k| k.len() <= "openai/".len() + MAX_MODEL_KEY_BYTES), "{:?}", models.first());
+        assert!(models.iter().any(|k| k.starts_with("openai/client-made-model-9999-")), "the newest stays");
+        assert!(!models.iter().any(|k| k.starts_with("openai/client-made-model-0-")), "the oldest went");
+        assert_eq!(table.get("openai").last_status, 429, "a provider's record is never evicted");
+        let bytes = table.encode();
+        assert!(bytes.len() < (MAX_MODEL_RECORDS + 1) * 256, "{} bytes", bytes.len());
+        assert_eq!(HealthTable::decode(&bytes), table);
+
+        let huge: Vec<u8> = (0..100_000).flat_map(|i| format!("p{i} {}\n", String::from_utf8_lossy(&failing.encode())).into_bytes()).collect();
+        assert_eq!(HealthTable::decode(&huge).records().len(), MAX_DECODED_RECORDS);
+        assert_eq!(model_key("p", "ünï côdé"), "p/ünï_côdé");
+        assert_eq!(model_key("p", &"é".repeat(200)).len(), "p/".len() + MAX_MODEL_KEY_BYTES);
     }
 
     #[test]

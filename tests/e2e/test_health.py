@@ -262,3 +262,26 @@ def test_active_probes_bring_back_a_recovered_provider_without_a_chat_request(tm
     # One probe per interval at most: two probers both probing would send about twice that.
     probes = len(re.findall(r"prober: probing `a` with GET /v1/models", envoy.log()))
     assert 1 <= probes <= (time.monotonic() - started) / 0.5 + 1
+
+
+@pytest.mark.core
+def test_client_made_model_names_cannot_grow_the_health_table(tmp_path, mock):
+    """Each distinct model a provider rate-limits gets a record of its own; a client inventing
+    model names gets at most MAX_MODEL_RECORDS (128) of them, the newest, in the health report
+    (which is the shared table read back), and every request is still served."""
+    a, b = mock("a"), mock("b")
+    envoy = gateway(tmp_path, [Provider("a", a.port), Provider("b", b.port)])
+    a.set_default(openai_error(429, retry_after=60))
+    names = [f"invented-{i}-" + "m" * 200 for i in range(300)]
+    for name in names:
+        answer = chat(envoy, {**CHAT, "model": name})
+        assert answer.status == 200 and answer.headers["x-llm-provider"] == "b", answer.text()
+    assert len(a.requests) == 300, "each new model was tried at `a` once"
+    models = [m["model"] for m in report(envoy)["a"]["models"]]
+    assert len(models) == 128, len(models)
+    assert max(len(m.encode()) for m in models) == 128, "model keys are cut to 128 bytes"
+    assert names[-1][:128] in models and names[0][:128] not in models, "the oldest records went"
+    # The newest model is still known to be rate-limited at `a`: it goes straight to `b`.
+    again = chat(envoy, {**CHAT, "model": names[-1]})
+    assert again.headers["x-llm-provider"] == "b" and again.headers.get("x-llm-skipped") == "a"
+    assert len(a.requests) == 300
