@@ -4,7 +4,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test bench setup build unit lint e2e e2e-versions clean envoy-configs deploy-wasm observability-tools rules-test
+.PHONY: run test bench setup build unit lint e2e e2e-versions clean envoy-configs deploy-wasm fuzz fuzz-smoke observability-tools rules-test
 
 # Each shipped Envoy config is rendered from the .json beside it (its comment header is kept); a
 # unit test fails when one is stale.
@@ -64,7 +64,15 @@ e2e-versions: build
 	  ENVOY_BIN=.envoys/$$v/bin/envoy $(PYTHON) -m pytest tests/e2e -q -m core || exit 1; \
 	done
 
-test: setup unit rules-test e2e e2e-versions
+# libFuzzer on every parser (scripts/fuzz.sh): make fuzz FUZZ_SECONDS=600 for a long run; the
+# smoke run in make test gives each target 20 s, so a regression in a parser shows.
+fuzz:
+	@scripts/fuzz.sh
+
+fuzz-smoke:
+	@FUZZ_SECONDS=20 scripts/fuzz.sh
+
+test: setup unit rules-test fuzz-smoke e2e e2e-versions
 
 run: build
 	$(PYTHON) scripts/demo.py

@@ -169,8 +169,7 @@ pub fn data_event(json: &[u8]) -> Vec<u8> {
 }
 
 /// Cuts `bytes` into random pieces (1 to 17 bytes, some empty), the same for the same seed: the
-/// property tests feed every translator a stream cut many ways.
-#[cfg(test)]
+/// property tests and the fuzz targets feed every translator a stream cut many ways.
 pub fn random_split(bytes: &[u8], seed: u64) -> Vec<&[u8]> {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut pieces = Vec::new();

@@ -1,0 +1,20 @@
+//! A provider's whole answer or error body, translated back to OpenAI's shape. The first byte
+//! picks the format and the status.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use llm_failover::provider::openai::AnswerContext;
+use llm_failover::provider::Format;
+
+const FORMATS: [Format; 5] = [Format::Openai, Format::AzureOpenai, Format::Anthropic, Format::Gemini, Format::Ollama];
+const STATUSES: [u16; 8] = [200, 400, 401, 403, 404, 429, 500, 529];
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&pick, body)) = data.split_first() else { return };
+    let format = FORMATS[usize::from(pick) % FORMATS.len()];
+    let status = STATUSES[usize::from(pick / 8) % STATUSES.len()];
+    let context = AnswerContext { id: "chatcmpl-fuzz".into(), created: 1, model: "m".into(), include_usage: pick & 1 == 1 };
+    let _ = format.answer(body, &context);
+    let _ = format.error(status, body);
+    let _ = format.error_status(status, body);
+});

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Runs every libFuzzer target of fuzz/ (cargo fuzz) for FUZZ_SECONDS each (default 20), with
+# corpora seeded from the repository's own fixtures and configs. Exits 1 at the first crash;
+# the crashing input is left in fuzz/artifacts/<target>/ (make it a unit test). Prints each
+# target's executions. `make fuzz-smoke` (in make test) is 20 s each; `make fuzz FUZZ_SECONDS=N`.
+# cargo fuzz needs nightly features: RUSTC_BOOTSTRAP=1 lets the stable toolchain build them.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+SECONDS_EACH="${FUZZ_SECONDS:-20}"
+TARGETS="${FUZZ_TARGETS:-config render chat_request answer stream sse health_table classifier}"
+CARGO_FUZZ_VERSION=0.13.2
+export RUSTC_BOOTSTRAP=1
+
+say() { printf '[fuzz] %s\n' "$*" >&2; }
+
+if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+  say "installing cargo-fuzz $CARGO_FUZZ_VERSION from crates.io"
+  cargo install -q --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION"
+fi
+cd "$ROOT"
+cargo fuzz build -O
+
+# Seeds: what each parser sees in the tests. The first byte of answer/stream inputs picks the
+# format (see the targets).
+seed() {
+  local target="$1" dir="$ROOT/fuzz/corpus/$1"
+  mkdir -p "$dir"
+  python3 - "$target" "$dir" <<'PY'
+import hashlib, json, pathlib, sys
+target, out = sys.argv[1], pathlib.Path(sys.argv[2])
+root = pathlib.Path.cwd()
+fixtures = root / "src/provider/fixtures"
+def put(data: bytes):
+    (out / hashlib.sha1(data).hexdigest()).write_bytes(data)
+renders = sorted(root.glob("envoy/*.json")) + sorted(root.glob("deploy/**/llm-failover.json"))
+if target == "render":
+    for path in renders:
+        put(path.read_bytes())
+elif target == "config":
+    for path in renders:
+        put(json.dumps({"role": "router", **json.loads(path.read_text())["filter"]}).encode())
+    put(b'{"role": "attempt"}')
+elif target in ("chat_request", "classifier"):
+    for path in fixtures.glob("*/*.openai.json"):
+        put((b"\x10" if target == "classifier" else b"") + path.read_bytes())
+elif target == "answer":
+    for fmt, pick in (("anthropic", 2), ("gemini", 3), ("ollama", 4)):
+        for path in fixtures.glob(f"{fmt}/answer_*.{fmt}.json"):
+            put(bytes([pick]) + path.read_bytes())
+elif target in ("stream", "sse"):
+    for pattern, pick in (("anthropic/stream_*.anthropic.sse", 0), ("gemini/stream_*.sse", 1), ("ollama/stream_*.ndjson", 2)):
+        for path in fixtures.glob(pattern):
+            put(bytes([pick]) + path.read_bytes())
+PY
+}
+
+declare -A executions
+for target in $TARGETS; do
+  seed "$target"
+  log="$ROOT/fuzz/$target.log"
+  say "$target: ${SECONDS_EACH}s"
+  if ! cargo fuzz run -O "$target" "fuzz/corpus/$target" -- \
+      -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1; then
+    tail -40 "$log" >&2
+    say "$target crashed: the input is in fuzz/artifacts/$target/"
+    exit 1
+  fi
+  executions[$target]="$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)"
+done
+for target in $TARGETS; do
+  printf '%-14s %12s executions in %ss, 0 crashes\n' "$target" "${executions[$target]:-?}" "$SECONDS_EACH"
+done
