@@ -31,6 +31,9 @@ extern "C" {
         value_size: usize,
     ) -> Status;
     fn proxy_remove_header_map_value(map_type: MapType, key_data: *const u8, key_size: usize) -> Status;
+    fn proxy_get_property(path_data: *const u8, path_size: usize, return_value_data: *mut *mut u8, return_value_size: *mut usize)
+        -> Status;
+    fn proxy_set_property(path_data: *const u8, path_size: usize, value_data: *const u8, value_size: usize) -> Status;
     fn proxy_send_local_response(
         status_code: u32,
         status_code_details_data: *const u8,
@@ -111,6 +114,23 @@ impl HeaderMap for RequestHeaders<'_> {
 
     fn remove(&mut self, name: &str) {
         remove_header(MapType::HttpRequestHeaders, name);
+    }
+}
+
+/// Sets a value in the request's filter state (Envoy's key: `wasm.<name>`), which an access
+/// log can format. Envoy refuses a second write of the same name: `false` then.
+pub fn set_filter_state(name: &str, value: &[u8]) -> bool {
+    let status = unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) };
+    matches!(status, Status::Ok)
+}
+
+/// A value of the request's filter state that this filter (or an attempt's) set.
+pub fn filter_state(name: &str) -> Option<Vec<u8>> {
+    let mut data = null_mut();
+    let mut size = 0;
+    match unsafe { proxy_get_property(name.as_ptr(), name.len(), &mut data, &mut size) } {
+        Status::Ok => Some(unsafe { host_bytes(data, size) }),
+        _ => None,
     }
 }
 

@@ -19,6 +19,7 @@ use crate::health::{self, Downstream, Failure, Outcome, SharedStore};
 use crate::provider::openai::{self, AnswerContext, ChatRequest};
 use crate::provider::StreamTranslator;
 use crate::usage::{RateLimitHeaders, UsageScanner};
+use crate::audit::{self, AttemptEntry, AttemptOutcome};
 use crate::budget;
 use crate::error_kind::{self, Cooldown, ErrorKind, StreamStart};
 
@@ -228,6 +229,8 @@ pub struct AttemptFilter {
     headers_at_ms: u64,
     /// The response headers went on before the body was read (`errorAnswers: pass`).
     headers_passed: bool,
+    /// This attempt's entry of the audit line is written (once: Envoy keeps the first).
+    audited: bool,
 }
 
 impl AttemptFilter {
@@ -256,7 +259,30 @@ impl AttemptFilter {
             origin: None,
             headers_at_ms: 0,
             headers_passed: false,
+            audited: false,
         }
+    }
+
+    /// Leaves this attempt's entry of the audit line in the request's filter state, where the
+    /// router role collects it when the answer ends.
+    fn audit(&mut self, status: Option<u16>, outcome: AttemptOutcome) {
+        let Some(attempt) = self.attempt.as_deref().and_then(|a| a.parse::<u32>().ok()).filter(|_| !self.audited) else {
+            return;
+        };
+        self.audited = true;
+        let entry = AttemptEntry { attempt, provider: self.provider_name(), model: self.model.as_deref(), status, outcome };
+        abi::set_filter_state(&audit::attempt_property(attempt), entry.to_json().as_bytes());
+    }
+
+    /// The serving attempt's tokens and cost, for the audit line.
+    fn audit_usage(&self) {
+        if !self.usage.found() {
+            return;
+        }
+        let (prompt, completion) = (self.usage.prompt_tokens.unwrap_or(0), self.usage.completion_tokens.unwrap_or(0));
+        let model = self.model.as_deref().unwrap_or("unknown");
+        let cost = self.role.config.prices.of(model).map(|price| price.micro_usd(prompt, completion));
+        abi::set_filter_state(audit::USAGE_PROPERTY, audit::usage_json(prompt, completion, cost).as_bytes());
     }
 
     fn provider_name(&self) -> &str {
@@ -459,6 +485,12 @@ impl AttemptFilter {
     fn judge(&mut self, status: u16) {
         let now = now_ms();
         self.ttfb_ms = now.saturating_sub(self.started_ms);
+        let outcome = match self.failure_of(status) {
+            _ if (200..300).contains(&status) => AttemptOutcome::Served,
+            Some(failure) => AttemptOutcome::Failed(failure.name()),
+            None => AttemptOutcome::Answered,
+        };
+        self.audit(Some(status), outcome);
         if (200..300).contains(&status) {
             // Recorded when the answer is complete (`on_done`), with its total time and tokens.
             self.success = true;
@@ -645,8 +677,12 @@ impl Context for AttemptFilter {
                 response_flags: flags.get(..8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes),
                 code_details: std::str::from_utf8(&details).unwrap_or_default(),
             };
-            if let Some(failure) = Failure::from_unanswered(std::str::from_utf8(&reason).unwrap_or("?"), &downstream) {
-                self.failed(failure, 0, None, now_ms());
+            match Failure::from_unanswered(std::str::from_utf8(&reason).unwrap_or("?"), &downstream) {
+                Some(failure) => {
+                    self.audit(None, AttemptOutcome::Failed(failure.name()));
+                    self.failed(failure, 0, None, now_ms());
+                }
+                None => self.audit(None, AttemptOutcome::Unanswered),
             }
         }
         true
@@ -729,6 +765,16 @@ impl HttpContext for AttemptFilter {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let action = self.response_body(body_size, end_of_stream);
+        if end_of_stream && self.success {
+            self.audit_usage();
+        }
+        action
+    }
+}
+
+impl AttemptFilter {
+    fn response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         // Read each chunk once, and only where it is used: a held body whole at its end.
         let needed = self.peek_stream
             || match self.answer {

@@ -19,6 +19,7 @@ use crate::config::{Chain, RouterConfig, ORDER_HEADER};
 use crate::policy::{self, Profile, Tier};
 use crate::health_report::{self, AdminRequest};
 use crate::routing::Standing;
+use crate::audit::{self, AuditLine, RequestOutcome};
 use crate::{budget, health, openai_error, orders, routing};
 
 /// Headers a client could use to choose routes, retries or timeouts: stripped from every
@@ -83,7 +84,7 @@ enum Stage {
     /// Not a chat request: only the internal headers were stripped.
     Passthrough,
     AwaitingBody,
-    Routed { chain: usize, model: String, skipped: String, profile: String, planned_attempts: usize },
+    Routed { chain: usize, model: String, skipped: String, profile: String, planned_attempts: usize, order: Vec<String> },
     Answered,
 }
 
@@ -98,6 +99,10 @@ pub struct RouterFilter {
     exceeded_at: Option<String>,
     /// The client's URL, for a context-length redirect.
     origin: Option<String>,
+    /// Envoy's `x-request-id` of a chat request, for its audit line.
+    request_id: Option<String>,
+    /// The status of the answer going back, while its body passes.
+    answer_status: u16,
 }
 
 pub const PROFILE_HEADER: &str = "x-llm-profile";
@@ -115,7 +120,17 @@ fn route_metadata(key: &str) -> Option<String> {
 
 impl RouterFilter {
     pub fn new(context_id: u32, role: Rc<RouterRole>) -> RouterFilter {
-        RouterFilter { context_id, role, stage: Stage::Passthrough, chosen_profile: None, chosen_tier: None, exceeded_at: None, origin: None }
+        RouterFilter {
+            context_id,
+            role,
+            stage: Stage::Passthrough,
+            chosen_profile: None,
+            chosen_tier: None,
+            exceeded_at: None,
+            origin: None,
+            request_id: None,
+            answer_status: 0,
+        }
     }
 
     /// Takes the profile and tier headers off the request: read when the caller is trusted.
@@ -143,6 +158,7 @@ impl RouterFilter {
         if let Some(counter) = self.role.counters.rejected.get(reason) {
             counter.inc();
         }
+        self.write_audit(status as u16, &RequestOutcome::Rejected(reason));
         self.stage = Stage::Answered;
         let body = openai_error::body(message, "invalid_request_error", reason, param);
         abi::send_response(status, &format!("llm_failover_{reason}"), &[("content-type", "application/json")], &body);
@@ -258,6 +274,7 @@ impl RouterFilter {
             skipped: skipped.join(","),
             profile: chosen,
             planned_attempts: plan.order.len(),
+            order: plan.order.iter().map(|p| p.to_string()).collect(),
         };
         Action::Continue
     }
@@ -395,6 +412,7 @@ impl RouterFilter {
             chain.providers.join(", ")
         );
         let body = openai_error::body(&message, "server_error", "all_providers_unavailable", None);
+        self.write_audit(503, &RequestOutcome::AllProvidersUnavailable);
         let retry_after = retry_after.map(|secs| secs.to_string());
         let mut headers = vec![("content-type", "application/json")];
         if let Some(secs) = &retry_after {
@@ -403,6 +421,29 @@ impl RouterFilter {
         self.stage = Stage::Answered;
         abi::send_response(503, "llm_failover_all_providers_unavailable", &headers, &body);
         Action::Pause
+    }
+
+    /// The request's audit line, for Envoy's access log (`%FILTER_STATE(wasm.llm_failover.audit:PLAIN)%`):
+    /// what this role decided, with the entries the attempts left. Written once, when the
+    /// answer is decided; a request the filter never took for a chat request has none.
+    fn write_audit(&self, status: u16, outcome: &RequestOutcome) {
+        let config = &self.role.config;
+        let mut line = AuditLine { time_ms: now_ms(), request_id: self.request_id.as_deref(), status, ..AuditLine::default() };
+        match &self.stage {
+            Stage::Routed { chain, model, skipped, profile, planned_attempts, order } => {
+                line.model = Some(model);
+                line.profile = Some(profile);
+                line.chain = config.chains.get(*chain).map(|c| c.name.as_str());
+                line.planned = order.iter().map(String::as_str).collect();
+                line.skipped = skipped.split(',').filter(|s| !s.is_empty()).collect();
+                // Hedges and retries are numbered from 1; there are at most as many as planned.
+                line.attempts = (1..=*planned_attempts as u32).filter_map(|n| abi::filter_state(&audit::attempt_property(n))).collect();
+                line.usage = abi::filter_state(audit::USAGE_PROPERTY);
+            }
+            Stage::AwaitingBody => {}
+            Stage::Passthrough | Stage::Answered => return,
+        }
+        abi::set_filter_state(audit::AUDIT_PROPERTY, line.to_json(outcome).as_bytes());
     }
 
     /// The last attempt role stamped its attempt number on the response. Fewer attempts than
@@ -476,6 +517,7 @@ impl HttpContext for RouterFilter {
             self.exceeded_at = Some(exceeded_at);
             path = plain;
         }
+        self.request_id = headers.get_str("x-request-id").map(str::to_string);
         let scheme = headers.get_str(":scheme").unwrap_or("http");
         self.origin = Some(format!("{scheme}://{}{path}", headers.get_str(":authority").unwrap_or_default()));
         let declared = headers.get_str("content-length").and_then(|v| v.parse::<usize>().ok());
@@ -504,12 +546,12 @@ impl HttpContext for RouterFilter {
         self.route(&body)
     }
 
-    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
         if matches!(self.stage, Stage::Passthrough | Stage::Answered) {
             return Action::Continue;
         }
         let status: u16 = abi::header_str(MapType::HttpResponseHeaders, ":status").and_then(|s| s.parse().ok()).unwrap_or(0);
-        let Stage::Routed { chain, model, skipped, profile, planned_attempts } = &self.stage else {
+        let Stage::Routed { chain, model, skipped, profile, planned_attempts, .. } = &self.stage else {
             return self.refused_by_envoy(status);
         };
         if health::Failure::from_status(status).is_some() && !answered_by_an_attempt_role() {
@@ -527,6 +569,18 @@ impl HttpContext for RouterFilter {
             abi::set_header(MapType::HttpResponseHeaders, SKIPPED_HEADER, skipped);
         }
         abi::set_header(MapType::HttpResponseHeaders, PROFILE_HEADER, profile);
+        self.answer_status = status;
+        if end_of_stream {
+            self.write_audit(status, &RequestOutcome::Answered);
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, _body_size: usize, end_of_stream: bool) -> Action {
+        // The attempt's filter saw the end first: its tokens are in the filter state by now.
+        if end_of_stream && matches!(self.stage, Stage::Routed { .. }) {
+            self.write_audit(self.answer_status, &RequestOutcome::Answered);
+        }
         Action::Continue
     }
 }

@@ -1,0 +1,203 @@
+//! The audit line of a chat request: what the router role decided and what each attempt did,
+//! as one JSON object that Envoy's access log writes from filter state (docs/operations.md).
+//!
+//! Attempts run in upstream filters that cannot reach the router role's context, so each
+//! leaves its entry in the request's filter state under a key of its own (a value set once:
+//! Envoy's wasm filter state is read-only once written), and the router role gathers them when
+//! the answer ends. No entry holds a key, a header or a body.
+
+use serde_json::{json, Map, Value};
+
+/// Filter state key (Envoy prefixes `wasm.`) of the whole line, set once by the router role.
+pub const AUDIT_PROPERTY: &str = "llm_failover.audit";
+/// Filter state key of the serving attempt's token counts and cost.
+pub const USAGE_PROPERTY: &str = "llm_failover.usage";
+
+/// Filter state key of one attempt's entry (`x-envoy-attempt-count`, from 1).
+pub fn attempt_property(attempt: u32) -> String {
+    format!("llm_failover.attempt.{attempt}")
+}
+
+/// How one attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// A 2xx answer that went to the client.
+    Served,
+    /// A failure that moves the request to the next provider (`Failure::name`).
+    Failed(&'static str),
+    /// An answer that is not a failure and not a success (a 400 the client caused, a
+    /// context-length redirect): it went back as it was.
+    Answered,
+    /// No answer, and none of the failures health counts: a hedged attempt that lost, a
+    /// client that went away, or a last attempt whose failure Envoy had not yet flagged when
+    /// the attempt ended (Envoy's own 503 then goes back).
+    Unanswered,
+}
+
+/// One attempt's entry, as the attempt role writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptEntry<'a> {
+    pub attempt: u32,
+    pub provider: &'a str,
+    /// The model sent to the provider (its `models` mapping applied).
+    pub model: Option<&'a str>,
+    /// The status the provider's answer had for health; `None` with no answer.
+    pub status: Option<u16>,
+    pub outcome: AttemptOutcome,
+}
+
+impl AttemptEntry<'_> {
+    pub fn to_json(&self) -> String {
+        let (outcome, reason) = match &self.outcome {
+            AttemptOutcome::Served => ("served", None),
+            AttemptOutcome::Failed(reason) => ("failed", Some(*reason)),
+            AttemptOutcome::Answered => ("answered", None),
+            AttemptOutcome::Unanswered => ("unanswered", None),
+        };
+        let mut entry = Map::new();
+        entry.insert("attempt".into(), json!(self.attempt));
+        entry.insert("provider".into(), json!(self.provider));
+        entry.insert("model".into(), json!(self.model));
+        entry.insert("status".into(), json!(self.status));
+        entry.insert("outcome".into(), json!(outcome));
+        if let Some(reason) = reason {
+            entry.insert("reason".into(), json!(reason));
+        }
+        Value::Object(entry).to_string()
+    }
+}
+
+/// Token counts of the serving attempt; `cost_micro_usd` is `None` without a price.
+pub fn usage_json(prompt_tokens: u64, completion_tokens: u64, cost_micro_usd: Option<u64>) -> String {
+    json!({ "promptTokens": prompt_tokens, "completionTokens": completion_tokens, "costMicroUsd": cost_micro_usd }).to_string()
+}
+
+/// How the request ended, as the router role saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestOutcome {
+    /// An attempt's answer went to the client (a 2xx, or a provider's own error passed on).
+    Answered,
+    /// Every attempt failed, or every provider was out: the all-down 503.
+    AllProvidersUnavailable,
+    /// Refused before any provider (`rejected.<reason>`).
+    Rejected(&'static str),
+}
+
+/// What the router role knows of a request, with what the attempts left.
+#[derive(Debug, Default)]
+pub struct AuditLine<'a> {
+    pub time_ms: u64,
+    pub request_id: Option<&'a str>,
+    pub model: Option<&'a str>,
+    /// `chain; by=source`, as `x-llm-profile` says it.
+    pub profile: Option<&'a str>,
+    pub chain: Option<&'a str>,
+    /// The providers in the order the router handed to Envoy.
+    pub planned: Vec<&'a str>,
+    pub skipped: Vec<&'a str>,
+    /// Each attempt's entry as written (JSON text); entries that do not parse are dropped.
+    pub attempts: Vec<Vec<u8>>,
+    pub usage: Option<Vec<u8>>,
+    pub status: u16,
+}
+
+impl AuditLine<'_> {
+    pub fn to_json(&self, outcome: &RequestOutcome) -> String {
+        let attempts: Vec<Value> = self.attempts.iter().filter_map(|bytes| serde_json::from_slice::<Value>(bytes).ok()).collect();
+        let served_by = attempts
+            .iter()
+            .rev()
+            .find(|a| a.get("outcome").and_then(Value::as_str) == Some("served"))
+            .and_then(|a| a.get("provider").cloned())
+            .unwrap_or(Value::Null);
+        let usage = self.usage.as_deref().and_then(|bytes| serde_json::from_slice::<Value>(bytes).ok()).unwrap_or(Value::Null);
+        let (outcome, reason) = match outcome {
+            RequestOutcome::Answered => ("answered", None),
+            RequestOutcome::AllProvidersUnavailable => ("all_providers_unavailable", None),
+            RequestOutcome::Rejected(reason) => ("rejected", Some(*reason)),
+        };
+        json!({
+            "llmFailover": 1,
+            "timeMs": self.time_ms,
+            "requestId": self.request_id,
+            "model": self.model,
+            "profile": self.profile,
+            "chain": self.chain,
+            "planned": self.planned,
+            "skipped": self.skipped,
+            "attempts": attempts,
+            "servedBy": served_by,
+            "status": self.status,
+            "outcome": outcome,
+            "reason": reason,
+            "usage": usage,
+        })
+        .to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Value {
+        serde_json::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn an_attempt_entry_names_its_reason_only_when_it_failed() {
+        let failed = AttemptEntry { attempt: 1, provider: "openai", model: Some("gpt-4o"), status: Some(429), outcome: AttemptOutcome::Failed("rate_limited") };
+        assert_eq!(
+            failed.to_json(),
+            r#"{"attempt":1,"model":"gpt-4o","outcome":"failed","provider":"openai","reason":"rate_limited","status":429}"#
+        );
+        let refused = AttemptEntry { attempt: 3, provider: "ollama", model: None, status: None, outcome: AttemptOutcome::Failed("connect_failure") };
+        assert_eq!(parse(&refused.to_json())["status"], Value::Null);
+        let served = AttemptEntry { attempt: 2, provider: "openrouter", model: Some("openai/gpt-4o"), status: Some(200), outcome: AttemptOutcome::Served };
+        assert_eq!(served.to_json(), r#"{"attempt":2,"model":"openai/gpt-4o","outcome":"served","provider":"openrouter","status":200}"#);
+    }
+
+    #[test]
+    fn a_failover_line_lists_the_attempts_in_order_and_who_served() {
+        let first = AttemptEntry { attempt: 1, provider: "a", model: Some("gpt-4o"), status: Some(429), outcome: AttemptOutcome::Failed("rate_limited") };
+        let second = AttemptEntry { attempt: 2, provider: "b", model: Some("gpt-4o"), status: Some(200), outcome: AttemptOutcome::Served };
+        let line = AuditLine {
+            time_ms: 1_795_000_000_000,
+            request_id: Some("r-1"),
+            model: Some("gpt-4o"),
+            profile: Some("default; by=default"),
+            chain: Some("default"),
+            planned: vec!["a", "b"],
+            skipped: vec!["c"],
+            attempts: vec![first.to_json().into_bytes(), second.to_json().into_bytes()],
+            usage: Some(usage_json(5, 3, Some(43)).into_bytes()),
+            status: 200,
+        };
+        let line = parse(&line.to_json(&RequestOutcome::Answered));
+        assert_eq!(line["servedBy"], "b");
+        assert_eq!(line["attempts"][0]["reason"], "rate_limited");
+        assert_eq!(line["attempts"][1]["outcome"], "served");
+        assert_eq!(line["skipped"], json!(["c"]));
+        assert_eq!(line["usage"], json!({"promptTokens": 5, "completionTokens": 3, "costMicroUsd": 43}));
+        assert_eq!(line["outcome"], "answered");
+        assert_eq!(line["reason"], Value::Null);
+    }
+
+    #[test]
+    fn an_all_down_line_has_no_server_and_unreadable_entries_are_dropped() {
+        let failed = AttemptEntry { attempt: 1, provider: "a", model: None, status: Some(503), outcome: AttemptOutcome::Failed("server_error") };
+        let line = AuditLine { attempts: vec![failed.to_json().into_bytes(), b"not json".to_vec()], status: 503, ..AuditLine::default() };
+        let line = parse(&line.to_json(&RequestOutcome::AllProvidersUnavailable));
+        assert_eq!(line["servedBy"], Value::Null);
+        assert_eq!(line["attempts"].as_array().unwrap().len(), 1);
+        assert_eq!(line["outcome"], "all_providers_unavailable");
+        let rejected = parse(&AuditLine { status: 404, ..AuditLine::default() }.to_json(&RequestOutcome::Rejected("unknown_model")));
+        assert_eq!((rejected["outcome"].as_str(), rejected["reason"].as_str()), (Some("rejected"), Some("unknown_model")));
+    }
+
+    #[test]
+    fn each_attempt_has_a_key_of_its_own() {
+        assert_eq!(attempt_property(2), "llm_failover.attempt.2");
+        assert_ne!(attempt_property(1), attempt_property(11));
+    }
+}
