@@ -9,10 +9,18 @@ use crate::health::{Health, HealthTable, UNTIL_RESET};
 /// The header an operator sends the admin secret in.
 pub const SECRET_HEADER: &str = "x-llm-failover-admin-secret";
 
+/// The status page (`GET <admin path>/status`): a page with no data in it. Its script asks
+/// for the admin secret and sends it only in the header, to the report and reset endpoints,
+/// so the page itself is served without the secret (a browser cannot send a header when it
+/// opens a URL) and the secret never travels in a URL.
+pub const STATUS_PAGE: &str = include_str!("status_page.html");
+
 /// What a request to the admin path asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum AdminRequest {
     Report,
+    /// The status page, which reads the report with the secret the operator types in.
+    StatusPage,
     /// Forget one provider's health (or every provider's); `budget`: today's spending too.
     Reset { provider: Option<String>, budget: bool },
     NotAllowed,
@@ -20,6 +28,11 @@ pub enum AdminRequest {
 }
 
 impl AdminRequest {
+    /// Every admin request needs the secret but the status page, which holds no data.
+    pub fn needs_secret(&self) -> bool {
+        *self != AdminRequest::StatusPage
+    }
+
     /// `GET <path>` reports; `POST <path>/reset[?provider=NAME][&budget=true]` resets.
     pub fn parse(method: &str, path_and_query: &str, admin_path: &str) -> Option<AdminRequest> {
         let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
@@ -29,11 +42,12 @@ impl AdminRequest {
         };
         Some(match (rest, method) {
             ("" | "/", "GET") => AdminRequest::Report,
+            ("/status", "GET") => AdminRequest::StatusPage,
             ("/reset", "POST") => AdminRequest::Reset {
                 provider: parameter("provider").filter(|p| !p.is_empty()),
                 budget: parameter("budget").as_deref() == Some("true"),
             },
-            ("" | "/" | "/reset", _) => AdminRequest::NotAllowed,
+            ("" | "/" | "/reset" | "/status", _) => AdminRequest::NotAllowed,
             _ => AdminRequest::NotFound,
         })
     }
@@ -128,6 +142,8 @@ mod tests {
             ("DELETE", "/llm/health", AdminRequest::NotAllowed),
             ("GET", "/llm/health/reset", AdminRequest::NotAllowed),
             ("GET", "/llm/health/other", AdminRequest::NotFound),
+            ("GET", "/llm/health/status", AdminRequest::StatusPage),
+            ("POST", "/llm/health/status", AdminRequest::NotAllowed),
         ];
         for (method, path, expected) in cases {
             assert_eq!(AdminRequest::parse(method, path, "/llm/health"), Some(expected), "{method} {path}");

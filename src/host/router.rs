@@ -322,6 +322,18 @@ impl RouterFilter {
                     _ => (503, openai_error::body("the health table is busy; try again", "api_error", "reset_failed", None)),
                 }
             }
+            AdminRequest::StatusPage => {
+                // No data, no secret: the page's script reads the report with the secret.
+                let headers = [
+                    ("content-type", "text/html; charset=utf-8"),
+                    ("cache-control", "no-store"),
+                    ("content-security-policy", "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'"),
+                    ("x-frame-options", "DENY"),
+                    ("referrer-policy", "no-referrer"),
+                ];
+                abi::send_response(200, "llm_failover_admin", &headers, health_report::STATUS_PAGE.as_bytes());
+                return Action::Pause;
+            }
             AdminRequest::NotAllowed => (405, openai_error::body("use GET for the report, POST .../reset to reset", "invalid_request_error", "method_not_allowed", None)),
             AdminRequest::NotFound => (404, openai_error::body("unknown health endpoint path", "invalid_request_error", "not_found", None)),
         };
@@ -502,7 +514,7 @@ impl HttpContext for RouterFilter {
         if let Some(admin) = &config.admin {
             let method = headers.get_str(":method").unwrap_or_default();
             if let Some(request) = AdminRequest::parse(method, headers.get_str(":path").unwrap_or_default(), &admin.path) {
-                let authorized = admin.secret.as_deref().is_none_or(|secret| {
+                let authorized = !request.needs_secret() || admin.secret.as_deref().is_none_or(|secret| {
                     headers.get(health_report::SECRET_HEADER).is_some_and(|given| health_report::secret_matches(given, secret))
                 });
                 return self.administer(request, authorized);
