@@ -37,6 +37,7 @@ CURL_STATS = f"curl -s http://127.0.0.1:{ADMIN}/stats | grep llm_failover"
 ADMIN_SECRET = "demo-admin-secret-change-me"   # envoy/demo.yaml's LLM_FAILOVER_ADMIN_SECRET
 CURL_HEALTH = (f"curl -s -H 'x-llm-failover-admin-secret: {ADMIN_SECRET}' "
                f"http://127.0.0.1:{LISTENER}/llm-failover/health")
+STATUS_PAGE = f"http://127.0.0.1:{LISTENER}/llm-failover/health/status"
 
 
 def port_free(port: int) -> bool:
@@ -85,6 +86,8 @@ def smoke() -> None:
     with urllib.request.urlopen(health, timeout=5) as r:
         report = {p["name"]: p for p in json.loads(r.read())["providers"]}
     assert report["openai"]["models"][0]["lastStatus"] == 429, report["openai"]
+    with urllib.request.urlopen(STATUS_PAGE, timeout=5) as r:
+        assert r.status == 200 and b"Admin secret" in r.read(), "the status page"
     status, headers, body = post_chat(LOCAL_CHAT)
     assert status == 200 and headers["x-llm-provider"] == "ollama", (status, headers)
     assert body["object"] == "chat.completion" and body["choices"][0]["message"]["content"] == "hello from ollama", body
@@ -161,6 +164,10 @@ ollama :18083 (speaks Ollama's native /api/chat: the filter translates). Try:
   {CURL_HEALTH}
 
       Every provider's breaker, cooldown, latency and budget (docs/operations.md, docs/runbook.md).
+
+  Status page: {STATUS_PAGE}
+
+      The same in a browser, with reset buttons; it asks for the admin secret ({ADMIN_SECRET}).
 
 Ctrl-C stops everything.
 """, flush=True)
