@@ -41,8 +41,8 @@ observability-tools:
 # The shipped alert rules (and their unit tests) and Alertmanager config, checked by the
 # Prometheus tools themselves.
 rules-test: observability-tools
-	promtool check rules observability/prometheus/llm-failover.rules.yml
-	cd observability/prometheus && promtool test rules llm-failover.rules.test.yml
+	promtool check rules observability/prometheus/llm-failover.rules.yml observability/prometheus/gen-ai.rules.yml
+	cd observability/prometheus && promtool test rules llm-failover.rules.test.yml gen-ai.rules.test.yml
 	amtool check-config observability/alertmanager/alertmanager.yml
 
 # clippy denies unwrap/expect/panic outside tests; the host layer only compiles for wasm32,

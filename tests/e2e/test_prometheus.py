@@ -24,6 +24,7 @@ from mock_provider import openai_error
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "observability/prometheus/llm-failover.rules.yml"
+GEN_AI_RULES = ROOT / "observability/prometheus/gen-ai.rules.yml"
 DASHBOARD = ROOT / "observability/grafana/llm-failover.json"
 CHAT_PATH = "/v1/chat/completions"
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]}
@@ -50,9 +51,10 @@ class Prometheus:
         self.dir = tmp_path / "prometheus"
         self.dir.mkdir()
         (self.dir / "rules.yml").write_text(scaled_rules(RULES.read_text()))
+        (self.dir / "gen-ai.rules.yml").write_text(GEN_AI_RULES.read_text())
         (self.dir / "prometheus.yml").write_text(yaml.safe_dump({
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(self.dir / "rules.yml")],
+            "rule_files": [str(self.dir / "rules.yml"), str(self.dir / "gen-ai.rules.yml")],
             "scrape_configs": [{"job_name": "envoy", "metrics_path": "/stats/prometheus",
                                 "static_configs": [{"targets": [f"127.0.0.1:{envoy_admin_port}"]}]}],
         }))
@@ -170,6 +172,11 @@ def test_an_outage_fires_the_alerts_and_recovery_resolves_them(tmp_path, mock, p
         for macro, value in window.items():
             expr = expr.replace(macro, value)
         assert prometheus.query(expr), f"panel `{title}`: no data for {expr}"
+
+    # The OpenTelemetry GenAI names, recorded from the filter's.
+    input_tokens = prometheus.query('gen_ai_client_token_usage_total{gen_ai_token_type="input",gen_ai_provider_name="a"}')
+    assert input_tokens and float(input_tokens[0]["value"][1]) == 5 * 3, input_tokens   # a served 3 echoes of 5
+    assert prometheus.query('gen_ai_server_time_to_first_token_milliseconds_count{gen_ai_provider_name="b"}')
 
     # Recovery: both answer again, an operator resets a (its key was fixed).
     a.set_default({"echo": True})
