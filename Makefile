@@ -4,7 +4,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test bench setup build unit lint e2e e2e-versions clean envoy-configs deploy-wasm fuzz fuzz-smoke observability-tools rules-test
+.PHONY: run test bench setup build unit lint e2e e2e-versions clean envoy-configs deploy-wasm fuzz fuzz-smoke soak observability-tools rules-test
 
 # Each shipped Envoy config is rendered from the .json beside it (its comment header is kept); a
 # unit test fails when one is stale.
@@ -76,6 +76,11 @@ test: setup unit rules-test fuzz-smoke e2e e2e-versions
 
 run: build
 	$(PYTHON) scripts/demo.py
+
+# Not part of make test: 20 minutes of mixed faults from 16 clients, sampling Envoy's memory and
+# the health table (docs/reliability.md). SOAK_MINUTES=N for another length.
+soak: build
+	$(PYTHON) scripts/soak.py --minutes $${SOAK_MINUTES:-20}
 
 bench: build
 	@scripts/toolchain.sh build-floor
