@@ -48,6 +48,9 @@ struct RawEnvoy {
     /// the admin itself can stay on loopback.
     #[serde(default)]
     ops: Option<String>,
+    /// Where the audit line of every chat request goes (a file, or `/dev/stdout`).
+    #[serde(default)]
+    audit_log: Option<String>,
     wasm: String,
     /// Values put in the VM's environment as they are: demos and tests only.
     #[serde(default)]
@@ -167,6 +170,8 @@ struct Parts {
     chat_routes: Vec<Value>,
     /// The catch-all's answer: an OpenAI-style 404 naming what is served.
     not_served: String,
+    /// The HCM's `access_log` that writes the audit lines, if asked for.
+    audit_log: Option<Value>,
 }
 
 /// The route names the chat routes and the catch-all get, here and in Istio.
@@ -346,7 +351,9 @@ fn parts(input: &[u8]) -> Result<Parts, ConfigError> {
         None,
     );
     let router_filter = wasm_filter(&router_json);
+    let audit_log = envoy.audit_log.as_deref().map(audit_access_log);
     Ok(Parts {
+        audit_log,
         istio: raw.istio,
         vm,
         router_filter,
@@ -358,6 +365,28 @@ fn parts(input: &[u8]) -> Result<Parts, ConfigError> {
         not_served: String::from_utf8_lossy(&not_served).into_owned(),
         envoy,
     })
+}
+
+/// The filter state the router role leaves at the end of a chat request (src/audit.rs).
+const AUDIT_STATE: &str = "wasm.llm_failover.audit";
+
+/// One line per chat request: the filter state, as it is, when the router role left one.
+fn audit_access_log(path: &str) -> Value {
+    json!([{
+        "name": "envoy.access_loggers.file",
+        "filter": {"extension_filter": {
+            "name": "envoy.access_loggers.extension_filters.cel",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                "expression": format!("filter_state['{AUDIT_STATE}'] != b''"),
+            },
+        }},
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": path,
+            "log_format": {"text_format_source": {"inline_string": format!("%FILTER_STATE({AUDIT_STATE}:PLAIN)%\n")}},
+        },
+    }])
 }
 
 fn router_filter_chain(router_filter: Value) -> Value {
@@ -395,7 +424,7 @@ fn stats_tags() -> Value {
 
 /// The Envoy bootstrap, as YAML, for a render input (JSON).
 pub fn render(input: &[u8]) -> Result<String, ConfigError> {
-    let Parts { envoy, vm, router_filter, attempt_filters, breakers, mut clusters, route_action, mut chat_routes, not_served, .. } = parts(input)?;
+    let Parts { envoy, vm, router_filter, attempt_filters, breakers, mut clusters, route_action, mut chat_routes, not_served, audit_log, .. } = parts(input)?;
     chat_routes.push(json!({
         "name": UNSUPPORTED_ROUTE,
         "match": {"prefix": "/"},
@@ -406,16 +435,16 @@ pub fn render(input: &[u8]) -> Result<String, ConfigError> {
         return Err(invalid("envoy.listener", "is needed: the `address:port` clients connect to"));
     };
     let listener = socket_address(listener, 10000).ok_or_else(|| invalid("envoy.listener", "must be `address:port`"))?;
-    let mut listeners = vec![json!({
-        "name": "llm",
-        "address": listener,
-        "filter_chains": [{"filters": [http_connection_manager(
-            "llm",
-            // Envoy tells each attempt its number; it comes back as x-llm-attempts.
-            json!({"name": "llm", "domains": ["*"], "include_request_attempt_count": true, "routes": chat_routes}),
-            router_filter_chain(router_filter),
-        )]}],
-    })];
+    let mut hcm = http_connection_manager(
+        "llm",
+        // Envoy tells each attempt its number; it comes back as x-llm-attempts.
+        json!({"name": "llm", "domains": ["*"], "include_request_attempt_count": true, "routes": chat_routes}),
+        router_filter_chain(router_filter),
+    );
+    if let (Some(access_log), Some(config)) = (audit_log, hcm.get_mut("typed_config")) {
+        set(config, "access_log", access_log);
+    }
+    let mut listeners = vec![json!({"name": "llm", "address": listener, "filter_chains": [{"filters": [hcm]}]})];
     let admin = match &envoy.admin {
         Some(admin) => Some(socket_address(admin, 9901).ok_or_else(|| invalid("envoy.admin", "must be `address:port`"))?),
         None => None,
@@ -469,7 +498,7 @@ fn ops_listener(address: Value) -> Value {
 /// before the `Gateway`'s catch-all route, plus the bootstrap override that tags the metrics
 /// (docs/deploy-istio.md says why not a WasmPlugin).
 pub fn render_istio(input: &[u8]) -> Result<String, ConfigError> {
-    let Parts { istio, router_filter, clusters, chat_routes, .. } = parts(input)?;
+    let Parts { istio, router_filter, clusters, chat_routes, audit_log, .. } = parts(input)?;
     let Some(istio) = istio else {
         return Err(invalid("istio", "is needed to render for Istio: namespace, gateway, selector"));
     };
@@ -485,6 +514,20 @@ pub fn render_istio(input: &[u8]) -> Result<String, ConfigError> {
             "subFilter": {"name": "envoy.filters.http.router"}}}}},
         "patch": {"operation": "INSERT_BEFORE", "value": router_filter},
     }));
+    if let Some(access_log) = audit_log {
+        // Merged into the gateway's HTTP connection manager: added to Istio's own access logs.
+        patches.push(json!({
+            "applyTo": "NETWORK_FILTER",
+            "match": {"context": "GATEWAY", "listener": {"filterChain": {"filter": {"name": "envoy.filters.network.http_connection_manager"}}}},
+            "patch": {"operation": "MERGE", "value": {
+                "name": "envoy.filters.network.http_connection_manager",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    "access_log": access_log,
+                },
+            }},
+        }));
+    }
     patches.push(json!({
         "applyTo": "VIRTUAL_HOST",
         "match": {"context": "GATEWAY", "routeConfiguration": {"gateway": gateway}},
@@ -648,6 +691,12 @@ mod tests {
         let no_admin = with_ops.replace(r#""admin": "127.0.0.1:9901","#, "");
         let err = render(no_admin.as_bytes()).unwrap_err();
         assert_eq!(err.field, "envoy.ops", "{err}");
+        let audited = INPUT.replace(r#""wasm":"#, r#""auditLog": "/dev/stdout", "wasm":"#);
+        let yaml = render(audited.as_bytes()).unwrap();
+        for expected in ["access_log:", "path: /dev/stdout", "%FILTER_STATE(wasm.llm_failover.audit:PLAIN)%", "filter_state['wasm.llm_failover.audit'] != b''"] {
+            assert!(yaml.contains(expected), "missing {expected:?} in:\n{yaml}");
+        }
+        assert!(!render(INPUT.as_bytes()).unwrap().contains("access_log"));
         let no_listener = INPUT.replace(r#""listener": "127.0.0.1:10000","#, "");
         assert_eq!(render(no_listener.as_bytes()).unwrap_err().field, "envoy.listener");
     }
@@ -679,6 +728,10 @@ mod tests {
             assert!(yaml.contains(expected), "missing {expected:?} in:\n{yaml}");
         }
         assert!(!yaml.contains('&') && !yaml.contains('*'), "no YAML anchors for kubectl:\n{yaml}");
+        assert!(!yaml.contains("NETWORK_FILTER"));
+        let audited = istio.replace(r#""wasm":"#, r#""auditLog": "/dev/stdout", "wasm":"#);
+        let yaml = render_istio(audited.as_bytes()).unwrap();
+        assert!(yaml.contains("applyTo: NETWORK_FILTER") && yaml.contains("%FILTER_STATE(wasm.llm_failover.audit:PLAIN)%"), "{yaml}");
         let err = render_istio(INPUT.as_bytes()).unwrap_err();
         assert_eq!(err.field, "istio", "{err}");
     }

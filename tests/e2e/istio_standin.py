@@ -160,6 +160,16 @@ def apply_envoy_filter(bootstrap: dict, envoy_filter: dict, *, workload_labels: 
                     if chain["subFilter"]["name"] in names:
                         filters.insert(names.index(chain["subFilter"]["name"]), copy.deepcopy(value))
                         applied += 1
+        elif where == ("NETWORK_FILTER", "MERGE"):
+            chain = match["listener"]["filterChain"]["filter"]
+            assert chain == {"name": HCM} and set(match["listener"]) == {"filterChain"}, match
+            for listener in static["listeners"]:
+                if listener["name"].startswith("0.0.0.0_"):
+                    for filter_chain in listener["filter_chains"]:
+                        for network_filter in filter_chain["filters"]:
+                            if network_filter["name"] == HCM:
+                                merge_bootstrap_override(network_filter, value)
+                                applied += 1
         elif where == ("VIRTUAL_HOST", "MERGE"):
             config = match["routeConfiguration"]
             assert set(config) == {"gateway"}, config

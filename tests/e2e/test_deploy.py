@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -157,11 +158,12 @@ def test_the_gateway_config_is_checked_by_this_envoy(tmp_path, monkeypatch):
         assert "`errorAnswers`" in output and "Envoy 1.37" in output, harness.tail(output)
 
 
-def _pointed_at(source: Path, upstreams: dict[str, int], **envoy) -> dict:
-    """The deployment's render input with the providers at local mocks (plain HTTP) and the
-    module built here: nothing else changes."""
+def _pointed_at(source: Path, upstreams: dict[str, int], audit_log: Path, **envoy) -> dict:
+    """The deployment's render input with the providers at local mocks (plain HTTP), the
+    module built here and the audit lines in a file: nothing else changes."""
     render_input = json.loads(source.read_text())
-    render_input["envoy"].update(envoy, wasm=str(WASM),
+    assert render_input["envoy"]["auditLog"] == "/dev/stdout"
+    render_input["envoy"].update(envoy, wasm=str(WASM), auditLog=str(audit_log),
                                  upstreams={n: {"address": f"127.0.0.1:{p}", "tls": False} for n, p in upstreams.items()})
     return render_input
 
@@ -188,9 +190,10 @@ class Providers:
     def all_requests(self):
         return self.openai.requests + self.anthropic.requests + self.gemini.requests
 
-    def check_failover(self, envoy) -> None:
+    def check_failover(self, envoy, audit_log: Path) -> None:
         """The core failover test: OpenAI unavailable, Anthropic serves, translated; each
-        provider saw only its own key; a path the gateway does not serve reaches no provider."""
+        provider saw only its own key; a path the gateway does not serve reaches no provider;
+        the audit line tells the failover."""
         self.openai.script(openai_error(503))
         answer = envoy.post_json("/v1/chat/completions", CHAT, headers={"authorization": "Bearer sk-client"})
         assert answer.status == 200, answer.text()
@@ -207,18 +210,26 @@ class Providers:
         other = envoy.get("/v1/files")
         assert other.status == 404 and other.json()["error"]["code"] == "unsupported_path"
         assert len(self.all_requests()) == seen
+        deadline = time.monotonic() + 5
+        while not audit_log.exists() or not audit_log.read_text().strip():
+            assert time.monotonic() < deadline, "no audit line"
+            time.sleep(0.05)
+        [line] = [json.loads(t) for t in audit_log.read_text().splitlines()]
+        assert line["servedBy"] == "anthropic"
+        assert [(a["provider"], a["outcome"]) for a in line["attempts"]] == [("openai", "failed"), ("anthropic", "served")]
+        assert not any(key in audit_log.read_text() for key in KEYS.values())
 
 
 @pytest.mark.skipif(not reads_error_answers(), reason="the gateway's Envoy is 1.40; 1.36 refuses its config (above)")
 def test_the_gateway_config_fails_over_in_a_real_envoy(tmp_path, mock, monkeypatch):
     providers = Providers(mock)
     listener, admin, ops = harness.free_port(), harness.free_port(), harness.free_port()
-    render_input = _pointed_at(GATEWAY_SOURCE, providers.ports(), version="%d.%d" % envoy_version(),
+    render_input = _pointed_at(GATEWAY_SOURCE, providers.ports(), tmp_path / "audit.log", version="%d.%d" % envoy_version(),
                                listener=f"127.0.0.1:{listener}", admin=f"127.0.0.1:{admin}", ops=f"127.0.0.1:{ops}")
     for name, value in KEYS.items():
         monkeypatch.setenv(name, value)
     envoy = harness.Envoy(_render(render_input), tmp_path, admin_port=admin, listener_ports=[listener, ops]).start()
-    providers.check_failover(envoy)
+    providers.check_failover(envoy, tmp_path / "audit.log")
 
     # What the probes and Prometheus see on the pod network, and nothing else of the admin.
     assert harness.http_request(ops, "GET", "/ready").status == 200
@@ -266,8 +277,8 @@ def test_the_istio_envoyfilter_fails_over_in_an_istio_shaped_gateway(tmp_path, m
     providers = Providers(mock)
     for name, value in KEYS.items():
         monkeypatch.setenv(name, value)
-    envoy, prometheus = _istio_gateway(tmp_path, _pointed_at(ISTIO_SOURCE, providers.ports()))
-    providers.check_failover(envoy)
+    envoy, prometheus = _istio_gateway(tmp_path, _pointed_at(ISTIO_SOURCE, providers.ports(), tmp_path / "audit.log"))
+    providers.check_failover(envoy, tmp_path / "audit.log")
     # Istio's stats matcher keeps the filter's metrics (the annotation's regex), and the
     # bootstrap override's tags name them as on our own gateway.
     metrics = harness.http_request(prometheus, "GET", "/stats/prometheus").text()
@@ -283,7 +294,8 @@ def test_a_router_role_placed_by_a_wasm_plugin_never_reaches_a_provider(tmp_path
     providers = Providers(mock)
     for name, value in KEYS.items():
         monkeypatch.setenv(name, value)
-    envoy, _ = _istio_gateway(tmp_path, _pointed_at(ISTIO_SOURCE, providers.ports()), router_placed_by_wasm_plugin=True)
+    envoy, _ = _istio_gateway(tmp_path, _pointed_at(ISTIO_SOURCE, providers.ports(), tmp_path / "audit.log"),
+                              router_placed_by_wasm_plugin=True)
     with pytest.raises(TimeoutError):
         envoy.post_json("/v1/chat/completions", CHAT, timeout=3)
     assert providers.all_requests() == []
