@@ -608,8 +608,31 @@ pub fn record(
     now_ms: u64,
     policy: &HealthPolicy,
 ) -> Result<Health, StoreError> {
+    record_under(store, provider, ANY_CONFIG, model, outcome, now_ms, policy)?.ok_or(StoreError::CasMismatch)
+}
+
+/// A `config_tag` that matches whatever config the provider's health is kept for.
+pub const ANY_CONFIG: u64 = 0;
+
+/// `record`, for an attempt made with the provider config whose fingerprint is `config_tag`.
+/// While Envoy swaps configs, an attempt can still run with the old one (its listener or
+/// cluster not yet replaced) after a VM with the new one made the provider start clean: the
+/// old key's 401 says nothing about the new key. Such an outcome is not recorded (`None`).
+pub fn record_under(
+    store: &dyn SharedStore,
+    provider: &str,
+    config_tag: u64,
+    model: Option<&str>,
+    outcome: &Outcome,
+    now_ms: u64,
+    policy: &HealthPolicy,
+) -> Result<Option<Health>, StoreError> {
     let model_key = model.map(|m| model_key(provider, m));
-    let changed = update(store, |table| {
+    update(store, |table| {
+        let kept_for = table.get(provider).config_tag;
+        if config_tag != ANY_CONFIG && kept_for != ANY_CONFIG && kept_for != config_tag {
+            return None;
+        }
         let key = match (outcome, &model_key) {
             (Outcome::Failed { failure, .. }, Some(key)) if failure_is_the_models(*failure) => key.as_str(),
             _ => provider,
@@ -623,8 +646,7 @@ pub fn record(
             }
         }
         Some(next)
-    })?;
-    changed.ok_or(StoreError::CasMismatch)
+    })
 }
 
 /// Claims the single probe of a half-open record for one request. `false` when the record is
@@ -672,20 +694,24 @@ pub fn adopt_config(store: &dyn SharedStore, provider: &str, tag: u64) -> Result
 }
 
 /// Forgets what was learned about one provider (and its models), or about all: an operator's
-/// reset. Returns how many records were removed.
+/// reset. Returns how many records it cleared. A provider's record keeps the fingerprint of its
+/// config: without it, the next config load would take any config for a new one, and forget
+/// what was learned after the reset.
 pub fn reset(store: &dyn SharedStore, provider: Option<&str>) -> Result<usize, StoreError> {
-    let removed = update(store, |table| {
-        let before = table.records.len();
-        match provider {
-            Some(name) => {
-                let prefix = format!("{name}/");
-                table.records.retain(|(key, _)| key != name && !key.starts_with(&prefix));
+    let cleared = update(store, |table| {
+        let mut cleared = 0;
+        table.records.retain_mut(|(key, health)| {
+            let owner = key.split_once('/').map_or(key.as_str(), |(owner, _)| owner);
+            if provider.is_some_and(|name| name != owner) {
+                return true;
             }
-            None => table.records.clear(),
-        }
-        Some(before - table.records.len())
+            cleared += 1;
+            *health = Health { config_tag: health.config_tag, ..Health::default() };
+            !is_model_record(key) && health.config_tag != ANY_CONFIG
+        });
+        Some(cleared)
     })?;
-    Ok(removed.unwrap_or(0))
+    Ok(cleared.unwrap_or(0))
 }
 
 #[cfg(test)]
@@ -1066,6 +1092,42 @@ pub mod tests {
         let (table, _) = read(&store);
         assert_eq!(table.get("p"), Health { config_tag: 8, ..Health::default() });
         assert_eq!(table.get("p/m"), Health::default());
+    }
+
+    #[test]
+    fn a_reset_keeps_the_fingerprint_so_an_unchanged_config_keeps_what_came_after() {
+        let store = MemoryStore::default();
+        ensure_table(&store).unwrap();
+        adopt_config(&store, "p", 7).unwrap();
+        adopt_config(&store, "q", 9).unwrap();
+        record(&store, "p", Some("m"), &failed(Failure::RateLimited, 429), 0, &policy()).unwrap();
+        record(&store, "p", None, &failed(Failure::Unauthorized, 401), 0, &policy()).unwrap();
+        assert_eq!(reset(&store, Some("p")).unwrap(), 2, "the provider's record and its model's");
+        assert_eq!(read(&store).0.get("p"), Health { config_tag: 7, ..Health::default() });
+        record(&store, "p", Some("m"), &failed(Failure::RateLimited, 429), S, &policy()).unwrap();
+        assert!(!adopt_config(&store, "p", 7).unwrap(), "the same config after a reset is not a new one");
+        assert!(read(&store).0.get("p/m").open, "what was learned after the reset is kept");
+        assert_eq!(reset(&store, None).unwrap(), 3, "p, p/m and q");
+        let (table, _) = read(&store);
+        assert_eq!(table.records().len(), 2);
+        assert_eq!((table.get("p").config_tag, table.get("q").config_tag), (7, 9));
+    }
+
+    #[test]
+    fn an_outcome_under_a_config_the_provider_no_longer_has_is_not_recorded() {
+        let store = MemoryStore::default();
+        ensure_table(&store).unwrap();
+        adopt_config(&store, "p", 8).unwrap();
+        let old_key = record_under(&store, "p", 7, None, &failed(Failure::Unauthorized, 401), 0, &policy());
+        assert_eq!(old_key, Ok(None), "the old key's 401 says nothing about the new key");
+        let old_model = record_under(&store, "p", 7, Some("m"), &failed(Failure::RateLimited, 429), 0, &policy());
+        assert_eq!(old_model, Ok(None));
+        assert_eq!(read(&store).0.get("p"), Health { config_tag: 8, ..Health::default() });
+        assert_eq!(read(&store).0.get("p/m"), Health::default());
+        let new_key = record_under(&store, "p", 8, None, &failed(Failure::Unauthorized, 401), 0, &policy()).unwrap();
+        assert!(new_key.is_some_and(|h| h.open && h.config_tag == 8));
+        let unknown = record_under(&store, "q", 5, None, &failed(Failure::ServerError, 503), 0, &policy()).unwrap();
+        assert!(unknown.is_some(), "a provider with no fingerprint yet takes any outcome");
     }
 
     #[test]

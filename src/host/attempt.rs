@@ -61,6 +61,8 @@ pub struct AttemptRole {
     counters: Counters,
     models: RefCell<HashMap<String, Rc<ModelCounters>>>,
     latency_written_ms: Cell<u64>,
+    /// The provider's fingerprint in this config: outcomes are recorded under it.
+    config_tag: u64,
 }
 
 thread_local! {
@@ -137,12 +139,13 @@ impl AttemptRole {
         if let Err(error) = health::ensure_table(&HostStore) {
             log(LogLevel::Warn, &format!("llm-failover: cannot create the health table: {error:?}"));
         }
-        match health::adopt_config(&HostStore, name, config.provider.fingerprint()) {
+        let config_tag = config.provider.fingerprint();
+        match health::adopt_config(&HostStore, name, config_tag) {
             Ok(true) => log(LogLevel::Info, &format!("llm-failover: provider `{name}` has a new config: its health starts clean")),
             Ok(false) => {}
             Err(error) => log(LogLevel::Warn, &format!("llm-failover: health of `{name}` not reset for its new config: {error:?}")),
         }
-        let role = AttemptRole { config, counters, models: RefCell::new(HashMap::new()), latency_written_ms: Cell::new(0) };
+        let role = AttemptRole { config, counters, models: RefCell::new(HashMap::new()), latency_written_ms: Cell::new(0), config_tag };
         role.lift_a_spent_mark_the_budget_no_longer_has(now_ms());
         role
     }
@@ -404,8 +407,13 @@ impl AttemptFilter {
     fn record(&self, outcome: Outcome, now: u64) -> Option<health::Health> {
         let provider = self.provider_name();
         let model = self.requested_model.as_deref();
-        match health::record(&HostStore, provider, model, &outcome, now, &self.role.config.health) {
-            Ok(health) => Some(health),
+        match health::record_under(&HostStore, provider, self.role.config_tag, model, &outcome, now, &self.role.config.health) {
+            Ok(Some(health)) => Some(health),
+            Ok(None) => {
+                // Envoy is swapping configs: another VM already runs the provider's new one.
+                log(LogLevel::Info, &format!("llm-failover #{}: `{provider}` has a new config; this attempt ran with the old one, its outcome is not recorded", self.context_id));
+                None
+            }
             Err(error) => {
                 log(LogLevel::Warn, &format!("llm-failover #{}: health of `{provider}` not recorded: {error:?}", self.context_id));
                 None
