@@ -4,6 +4,9 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
+use std::fmt;
+
+use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -16,6 +19,7 @@ pub struct ChatRequest<'a> {
 #[derive(Debug, PartialEq, Eq)]
 pub enum BadRequest {
     NotJson(String),
+    TooDeep,
     NotAnObject,
     NoMessages,
     NoModel,
@@ -25,6 +29,7 @@ impl BadRequest {
     pub fn message(&self) -> String {
         match self {
             BadRequest::NotJson(why) => format!("request body is not valid JSON: {why}"),
+            BadRequest::TooDeep => format!("request body nests deeper than {MAX_NESTING} levels"),
             BadRequest::NotAnObject => "request body must be a JSON object".into(),
             BadRequest::NoMessages => "`messages` must be a non-empty array".into(),
             BadRequest::NoModel => "you must provide a `model` string".into(),
@@ -40,34 +45,135 @@ impl BadRequest {
     }
 }
 
-#[derive(Deserialize)]
+/// The top-level fields the filter reads. Every other value is walked only to check that it
+/// nests no deeper than serde_json's recursion limit (127 levels), which the translations parse with:
+/// a body that one provider's translation would refuse is refused for every provider.
+#[derive(Default)]
 struct TopLevel<'a> {
-    #[serde(borrow, default)]
     model: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    messages: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    /// How many messages, when `messages` is an array.
+    messages: Option<usize>,
     stream: Option<&'a RawValue>,
+}
+
+impl<'de> Deserialize<'de> for TopLevel<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(TopLevelVisitor)
+    }
+}
+
+struct TopLevelVisitor;
+
+impl<'de> Visitor<'de> for TopLevelVisitor {
+    type Value = TopLevel<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TopLevel<'de>, A::Error> {
+        let mut top = TopLevel::default();
+        let mut seen_messages = false;
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            let duplicate = match key.as_ref() {
+                "model" => top.model.replace(map.next_value()?).is_some(),
+                "stream" => top.stream.replace(map.next_value()?).is_some(),
+                "messages" => {
+                    top.messages = map.next_value::<Walked>()?.elements;
+                    std::mem::replace(&mut seen_messages, true)
+                }
+                _ => {
+                    map.next_value::<Walked>()?;
+                    false
+                }
+            };
+            if duplicate {
+                return Err(de::Error::custom(format_args!("duplicate field `{key}`")));
+            }
+        }
+        Ok(top)
+    }
+}
+
+/// Any JSON value, walked without keeping it; `elements` counts an array's.
+struct Walked {
+    elements: Option<usize>,
+}
+
+impl<'de> Deserialize<'de> for Walked {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(WalkedVisitor)
+    }
+}
+
+struct WalkedVisitor;
+
+impl<'de> Visitor<'de> for WalkedVisitor {
+    type Value = Walked;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Walked, E> {
+        Ok(Walked { elements: None })
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Walked, E> {
+        Ok(Walked { elements: None })
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Walked, E> {
+        Ok(Walked { elements: None })
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Walked, E> {
+        Ok(Walked { elements: None })
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Walked, E> {
+        Ok(Walked { elements: None })
+    }
+    fn visit_unit<E>(self) -> Result<Walked, E> {
+        Ok(Walked { elements: None })
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Walked, A::Error> {
+        let mut elements = 0;
+        while seq.next_element::<Walked>()?.is_some() {
+            elements += 1;
+        }
+        Ok(Walked { elements: Some(elements) })
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Walked, A::Error> {
+        while map.next_entry::<de::IgnoredAny, Walked>()?.is_some() {}
+        Ok(Walked { elements: None })
+    }
+}
+
+/// serde_json's recursion limit: the deepest a value may sit, the body's object being level 1.
+pub const MAX_NESTING: usize = 127;
+
+fn not_json(error: serde_json::Error) -> BadRequest {
+    let why = error.to_string();
+    if why.starts_with("recursion limit exceeded") {
+        BadRequest::TooDeep
+    } else {
+        BadRequest::NotJson(why)
+    }
 }
 
 fn top_level(body: &[u8]) -> Result<TopLevel<'_>, BadRequest> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     if first.is_some() && first != Some(&b'{') {
-        return match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+        return match serde_json::from_slice::<Walked>(body) {
             Ok(_) => Err(BadRequest::NotAnObject),
-            Err(e) => Err(BadRequest::NotJson(e.to_string())),
+            Err(e) => Err(not_json(e)),
         };
     }
-    serde_json::from_slice(body).map_err(|e| BadRequest::NotJson(e.to_string()))
+    serde_json::from_slice(body).map_err(not_json)
 }
 
 pub fn inspect(body: &[u8]) -> Result<ChatRequest<'_>, BadRequest> {
     let top = top_level(body)?;
-    let non_empty_array = top.messages.map(|m| {
-        let text = m.get();
-        text.starts_with('[') && text[1..text.len() - 1].trim() != ""
-    });
-    if non_empty_array != Some(true) {
+    if top.messages.unwrap_or(0) == 0 {
         return Err(BadRequest::NoMessages);
     }
     let model: Cow<str> = match top.model {
@@ -146,14 +252,39 @@ mod tests {
     }
 
     #[test]
-    fn absurd_nesting_is_read_without_recursion() {
-        // Skipped raw values are walked iteratively: deep but balanced is valid JSON, passed on
-        // for the provider to judge; unbalanced is a bad request. Neither overflows the stack.
-        let deep = format!(r#"{{"model":"m","messages":[{}{}]}}"#, "[".repeat(100_000), "]".repeat(100_000));
-        assert_eq!(inspect(deep.as_bytes()).map(|r| r.model), Ok("m".into()));
-        assert_eq!(requested_model(deep.as_bytes()).as_deref(), Some("m"));
+    fn nesting_deeper_than_the_translations_parse_is_refused_anywhere_in_the_body() {
+        // 127 levels is serde_json's limit, which the translations parse with: deeper would be
+        // served by one provider and refused by another. Nothing overflows the stack.
+        // `levels`: how deep the deepest value sits, the body's own object being the first.
+        let nested = |levels: usize, field: &str| {
+            let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+            match field {
+                "messages" => format!(r#"{{"model":"m","messages":[{{"content":{}}}]}}"#, deep(levels - 3)),
+                _ => format!(r#"{{"model":"m","{field}":{},"messages":[{{"role":"user","content":"hi"}}]}}"#, deep(levels - 1)),
+            }
+        };
+        for field in ["messages", "tools", "x"] {
+            assert!(inspect(nested(MAX_NESTING, field).as_bytes()).is_ok(), "{field}");
+            assert_eq!(inspect(nested(MAX_NESTING + 1, field).as_bytes()), Err(BadRequest::TooDeep), "{field}");
+            assert_eq!(inspect(nested(100_000, field).as_bytes()), Err(BadRequest::TooDeep), "{field}");
+        }
+        let deep_object = format!(r#"{{"model":"m","messages":[{{}}],"x":{}1{}}}"#, "{\"a\":".repeat(200), "}".repeat(200));
+        assert_eq!(inspect(deep_object.as_bytes()), Err(BadRequest::TooDeep));
+        assert_eq!(BadRequest::TooDeep.message(), "request body nests deeper than 127 levels");
         let unbalanced = format!(r#"{{"model":"m","messages":[{}]}}"#, "[".repeat(100_000));
-        assert!(matches!(inspect(unbalanced.as_bytes()), Err(BadRequest::NotJson(_))));
+        assert_eq!(inspect(unbalanced.as_bytes()), Err(BadRequest::TooDeep));
+        assert!(matches!(inspect(br#"{"model":"m","messages":[[[{}]]}"#), Err(BadRequest::NotJson(_))));
+        let translated = crate::provider::openai::ChatRequest::parse(nested(MAX_NESTING, "x").as_bytes());
+        assert!(translated.is_ok(), "what the router passes, the translations read");
+    }
+
+    #[test]
+    fn duplicate_fields_are_refused_whichever_they_are() {
+        for field in ["model", "messages", "stream"] {
+            let body = format!(r#"{{"model":"m","messages":[{{}}],"stream":false,"{field}":"again"}}"#);
+            let Err(BadRequest::NotJson(why)) = inspect(body.as_bytes()) else { panic!("{field}") };
+            assert!(why.starts_with(&format!("duplicate field `{field}`")), "{why}");
+        }
     }
 
     #[test]
