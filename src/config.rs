@@ -52,6 +52,9 @@ impl Deployment {
 pub struct RouterConfig {
     pub chat_paths: Vec<String>,
     pub max_request_bytes: usize,
+    /// The largest answer an attempt holds whole (to translate or read it); Envoy's listener
+    /// buffer is rendered a little larger, so the attempt sees the limit first.
+    pub max_answer_bytes: usize,
     pub providers: Vec<String>,
     /// One chain per profile and tier that has its own.
     pub chains: Vec<Chain>,
@@ -115,6 +118,7 @@ pub struct AttemptConfig {
     pub budget: Option<Budget>,
     pub prices: Prices,
     pub error_answers: ErrorAnswers,
+    pub max_answer_bytes: usize,
 }
 
 /// Whether an attempt holds a provider's error answer (and the start of a stream) until it
@@ -314,6 +318,8 @@ struct RawRouter {
     chat_paths: Vec<String>,
     #[serde(default = "default_max_request_bytes")]
     max_request_bytes: u64,
+    #[serde(default = "default_max_answer_bytes")]
+    max_answer_bytes: u64,
     providers: Vec<RawProvider>,
     #[serde(default)]
     chains: BTreeMap<String, Vec<String>>,
@@ -440,6 +446,13 @@ fn default_max_request_bytes() -> u64 {
     1024 * 1024
 }
 
+fn default_max_answer_bytes() -> u64 {
+    8 * 1024 * 1024
+}
+
+/// Envoy's buffer limits are 32-bit; the render adds a margin to this one.
+pub const MAX_ANSWER_BYTES_LIMIT: u64 = 1 << 30;
+
 fn check_admin(raw: &RawAdmin, env: &dyn Environment) -> Result<Admin, ConfigError> {
     if !raw.path.starts_with('/') || raw.path.contains('?') || raw.path.len() < 2 {
         return Err(invalid("admin.path", format!("`{}` must be a path starting with `/`, without a query", raw.path)));
@@ -479,6 +492,10 @@ fn check_deployment(raw: RawRouter, env: &dyn Environment) -> Result<Deployment,
     if raw.max_request_bytes == 0 {
         return Err(invalid("maxRequestBytes", "must be greater than 0"));
     }
+    if raw.max_answer_bytes == 0 || raw.max_answer_bytes > MAX_ANSWER_BYTES_LIMIT {
+        return Err(invalid("maxAnswerBytes", format!("must be between 1 and {MAX_ANSWER_BYTES_LIMIT}")));
+    }
+    let max_answer_bytes = usize::try_from(raw.max_answer_bytes).map_err(|_| invalid("maxAnswerBytes", "is too large"))?;
     if raw.providers.is_empty() {
         return Err(invalid("providers", "must name at least one provider"));
     }
@@ -493,7 +510,7 @@ fn check_deployment(raw: RawRouter, env: &dyn Environment) -> Result<Deployment,
         if attempts.iter().any(|a: &AttemptConfig| a.provider.name == name) {
             return Err(invalid(field("name".into()), format!("`{name}` is listed twice")));
         }
-        let (attempt, info) = check_provider(entry, &defaults, raw.error_answers, env).map_err(|e| invalid(field(e.field), e.reason))?;
+        let (attempt, info) = check_provider(entry, &defaults, raw.error_answers, max_answer_bytes, env).map_err(|e| invalid(field(e.field), e.reason))?;
         provider_info.insert(name, info);
         attempts.push(attempt);
     }
@@ -575,6 +592,7 @@ fn check_deployment(raw: RawRouter, env: &dyn Environment) -> Result<Deployment,
     let router = RouterConfig {
         chat_paths: raw.chat_paths,
         max_request_bytes,
+        max_answer_bytes,
         providers: provider_names,
         chains,
         profiles,
@@ -806,6 +824,7 @@ fn check_provider(
     p: RawProvider,
     defaults: &HealthDefaults,
     error_answers: ErrorAnswers,
+    max_answer_bytes: usize,
     env: &dyn Environment,
 ) -> Result<(AttemptConfig, ProviderInfo), ConfigError> {
     if p.context_window == Some(0) {
@@ -893,6 +912,7 @@ fn check_provider(
         budget,
         prices,
         error_answers,
+        max_answer_bytes,
     };
     Ok((attempt, info))
 }
@@ -1113,6 +1133,8 @@ mod tests {
             (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"models":{"m":"nope"}}"#, "models.m", "chain `nope` is not in `chains`"),
             (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"defaultChain":"x"}"#, "defaultChain", "chain `x`"),
             (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"maxRequestBytes":0}"#, "maxRequestBytes", "greater than 0"),
+            (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"maxAnswerBytes":0}"#, "maxAnswerBytes", "between 1 and"),
+            (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"maxAnswerBytes":2147483648}"#, "maxAnswerBytes", "between 1 and"),
             (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"chatPaths":["v1"]}"#, "chatPaths[0]", "starting with `/`"),
             (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"chatPaths":["/llm/chat"]}"#, "chatPaths[0]", "end with `/chat/completions`"),
             (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"retries":3}"#, "retries", "unknown field `retries`"),

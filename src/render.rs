@@ -172,6 +172,7 @@ struct Parts {
     not_served: String,
     /// The HCM's `access_log` that writes the audit lines, if asked for.
     audit_log: Option<Value>,
+    max_answer_bytes: usize,
 }
 
 /// The route names the chat routes and the catch-all get, here and in Istio.
@@ -340,6 +341,7 @@ fn parts(input: &[u8]) -> Result<Parts, ConfigError> {
                 "match": {"path": path, "headers": [{"name": ":method", "string_match": {"exact": "POST"}}]},
                 buffer_limit_field: router.max_request_bytes,
                 "request_headers_to_remove": [ORDER_HEADER],
+                "typed_per_filter_config": {DECOMPRESSOR: {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "config": {}}},
                 "route": route_action,
             })
         })
@@ -354,6 +356,7 @@ fn parts(input: &[u8]) -> Result<Parts, ConfigError> {
     let audit_log = envoy.audit_log.as_deref().map(audit_access_log);
     Ok(Parts {
         audit_log,
+        max_answer_bytes: router.max_answer_bytes,
         istio: raw.istio,
         vm,
         router_filter,
@@ -389,8 +392,58 @@ fn audit_access_log(path: &str) -> Value {
     }])
 }
 
+/// Envoy reads an upstream answer in pieces of at most this much (its default read buffer is
+/// 1 MiB), so an attempt sees an answer pass maxAnswerBytes before Envoy's own limit.
+const ANSWER_BUFFER_MARGIN: usize = 1 << 20;
+
+const DECOMPRESSOR: &str = "envoy.filters.http.decompressor";
+
+/// Envoy's gzip decompressor for request bodies, on the chat routes only (disabled here, enabled
+/// by each chat route): the router role reads the body as JSON. Answers are left as they are.
+fn request_decompressor() -> Value {
+    json!({
+        "name": DECOMPRESSOR,
+        "disabled": true,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.decompressor.v3.Decompressor",
+            "decompressor_library": {"name": "gzip", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.compression.gzip.decompressor.v3.Gzip"}},
+            "request_direction_config": {
+                "common_config": {"ignore_no_transform_header": true},
+                "advertise_accept_encoding": false,
+            },
+            "response_direction_config": {"common_config": {"enabled": {
+                "default_value": false, "runtime_key": "llm_failover.decompress_answers"}}},
+        },
+    })
+}
+
+/// Envoy's own answers to requests its HTTP codec refused (a header block over its limit, a bad
+/// request line) in OpenAI's error shape, as the filter's answers are. Matched by their details
+/// (`http1.headers_too_large`...): the DPE response flag is set only after the mapper ran
+/// (measured).
+fn local_reply_config() -> Value {
+    json!({"mappers": [{
+        "filter": {"extension_filter": {
+            "name": "envoy.access_loggers.extension_filters.cel",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                "expression": "response.code_details.startsWith('http1.') || response.code_details.startsWith('http2.')",
+            },
+        }},
+        "body_format_override": {
+            "json_format": {"error": {
+                "message": "%LOCAL_REPLY_BODY% (%RESPONSE_CODE_DETAILS%)",
+                "type": "invalid_request_error",
+                "code": "bad_http_request",
+            }},
+        },
+    }]})
+}
+
 fn router_filter_chain(router_filter: Value) -> Value {
     json!([
+        request_decompressor(),
         router_filter,
         {"name": "envoy.filters.http.router",
          "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
@@ -424,7 +477,7 @@ fn stats_tags() -> Value {
 
 /// The Envoy bootstrap, as YAML, for a render input (JSON).
 pub fn render(input: &[u8]) -> Result<String, ConfigError> {
-    let Parts { envoy, vm, router_filter, attempt_filters, breakers, mut clusters, route_action, mut chat_routes, not_served, audit_log, .. } = parts(input)?;
+    let Parts { envoy, vm, router_filter, attempt_filters, breakers, mut clusters, route_action, mut chat_routes, not_served, audit_log, max_answer_bytes, .. } = parts(input)?;
     chat_routes.push(json!({
         "name": UNSUPPORTED_ROUTE,
         "match": {"prefix": "/"},
@@ -441,10 +494,17 @@ pub fn render(input: &[u8]) -> Result<String, ConfigError> {
         json!({"name": "llm", "domains": ["*"], "include_request_attempt_count": true, "routes": chat_routes}),
         router_filter_chain(router_filter),
     );
-    if let (Some(access_log), Some(config)) = (audit_log, hcm.get_mut("typed_config")) {
-        set(config, "access_log", access_log);
+    if let Some(config) = hcm.get_mut("typed_config") {
+        set(config, "local_reply_config", local_reply_config());
+        if let Some(access_log) = audit_log {
+            set(config, "access_log", access_log);
+        }
     }
-    let mut listeners = vec![json!({"name": "llm", "address": listener, "filter_chains": [{"filters": [hcm]}]})];
+    // The attempt filters hold answers in this buffer: larger than maxAnswerBytes, so that the
+    // attempt, not Envoy, decides what happens to a larger answer.
+    let answer_buffer = max_answer_bytes.saturating_add(ANSWER_BUFFER_MARGIN);
+    let mut listeners = vec![json!({"name": "llm", "address": listener, "per_connection_buffer_limit_bytes": answer_buffer,
+                                    "filter_chains": [{"filters": [hcm]}]})];
     let admin = match &envoy.admin {
         Some(admin) => Some(socket_address(admin, 9901).ok_or_else(|| invalid("envoy.admin", "must be `address:port`"))?),
         None => None,
@@ -507,13 +567,16 @@ pub fn render_istio(input: &[u8]) -> Result<String, ConfigError> {
         .into_iter()
         .map(|cluster| json!({"applyTo": "CLUSTER", "match": {"context": "GATEWAY"}, "patch": {"operation": "ADD", "value": cluster}}))
         .collect();
-    patches.push(json!({
-        "applyTo": "HTTP_FILTER",
-        "match": {"context": "GATEWAY", "listener": {"filterChain": {"filter": {
-            "name": "envoy.filters.network.http_connection_manager",
-            "subFilter": {"name": "envoy.filters.http.router"}}}}},
-        "patch": {"operation": "INSERT_BEFORE", "value": router_filter},
-    }));
+    // Each inserted right before Envoy's router: the decompressor ends up before the router role.
+    for filter in [request_decompressor(), router_filter] {
+        patches.push(json!({
+            "applyTo": "HTTP_FILTER",
+            "match": {"context": "GATEWAY", "listener": {"filterChain": {"filter": {
+                "name": "envoy.filters.network.http_connection_manager",
+                "subFilter": {"name": "envoy.filters.http.router"}}}}},
+            "patch": {"operation": "INSERT_BEFORE", "value": filter},
+        }));
+    }
     if let Some(access_log) = audit_log {
         // Merged into the gateway's HTTP connection manager: added to Istio's own access logs.
         patches.push(json!({
@@ -696,9 +759,27 @@ mod tests {
         for expected in ["access_log:", "path: /dev/stdout", "%FILTER_STATE(wasm.llm_failover.audit:PLAIN)%", "filter_state['wasm.llm_failover.audit'] != b''"] {
             assert!(yaml.contains(expected), "missing {expected:?} in:\n{yaml}");
         }
-        assert!(!render(INPUT.as_bytes()).unwrap().contains("access_log"));
+        assert!(!render(INPUT.as_bytes()).unwrap().contains("access_log:"));
         let no_listener = INPUT.replace(r#""listener": "127.0.0.1:10000","#, "");
         assert_eq!(render(no_listener.as_bytes()).unwrap_err().field, "envoy.listener");
+    }
+
+    #[test]
+    fn bad_input_is_answered_by_envoy_in_the_filter_s_shape_and_answers_fit_the_buffer() {
+        let yaml = render(INPUT.as_bytes()).unwrap();
+        assert!(yaml.contains(&format!("per_connection_buffer_limit_bytes: {}", (8 << 20) + ANSWER_BUFFER_MARGIN)), "{yaml}");
+        let listener = yaml.split("listeners:").nth(1).unwrap();
+        let filters: Vec<&str> = listener.lines().filter_map(|l| l.trim().strip_prefix("- name: envoy.filters.http.")).collect();
+        assert_eq!(filters, ["decompressor", "wasm", "router"], "the decompressor runs before the router role");
+        let decompressor = yaml.split("- name: envoy.filters.http.decompressor").nth(1).unwrap();
+        assert!(decompressor.trim_start().starts_with("disabled: true"), "on the chat routes only: {decompressor}");
+        assert_eq!(yaml.matches(&format!("{DECOMPRESSOR}:\n")).count(), 1, "one chat route enables it");
+        for expected in ["local_reply_config:", "response.code_details.startsWith('http1.')", "code: bad_http_request", "type: invalid_request_error"] {
+            assert!(yaml.contains(expected), "missing {expected:?} in:\n{yaml}");
+        }
+        let smaller = INPUT.replacen(r#""filter": {"#, r#""filter": {"maxAnswerBytes": 1048576, "#, 1);
+        let yaml = render(smaller.as_bytes()).unwrap();
+        assert!(yaml.contains(&format!("per_connection_buffer_limit_bytes: {}", (1 << 20) + ANSWER_BUFFER_MARGIN)));
     }
 
     #[test]

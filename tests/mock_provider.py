@@ -43,7 +43,7 @@ STREAM_EVENT_GAP_S = 0.05
 
 Spec = Union[dict, Callable[["Received"], dict]]
 DEFAULT_SPEC: dict = {"echo": True}
-RESPONSE_KEYS = {"status", "body", "sse", "sse_raw", "close"}
+RESPONSE_KEYS = {"status", "body", "sse", "sse_raw", "close", "truncate_at"}
 
 
 class BadRequest(Exception):
@@ -509,6 +509,19 @@ class MockProvider:
             self._send_chunks(handler, request, status, headers, raw)
         elif "sse" in spec:
             self._send_sse(handler, request, status, headers, spec["sse"])
+        elif "truncate_at" in spec:
+            # Announces the whole body's length, sends its first bytes, and resets.
+            payload, content_type = _encode_body(spec.get("body", b""))
+            headers.setdefault("content-type", content_type or "application/json")
+            self._log(request, f"{status}, cut at {spec['truncate_at']} bytes")
+            handler.send_response(status)
+            for name, value in headers.items():
+                handler.send_header(name, value)
+            handler.send_header("content-length", str(len(payload)))
+            handler.end_headers()
+            handler.wfile.write(payload[:spec["truncate_at"]])
+            handler.wfile.flush()
+            handler.reset_connection()
         else:
             self._send_plain(handler, request, status, headers, spec.get("body", b""))
 

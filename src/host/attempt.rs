@@ -188,6 +188,8 @@ enum Answer {
     Hold { error: bool },
     /// A stream in another format: translated chunk by chunk.
     Stream(Box<dyn StreamTranslator>),
+    /// Held past `maxAnswerBytes`: replaced by an error, the rest of it dropped.
+    Dropped,
 }
 
 /// A 2xx stream is held until its first event shows content or an error: an error before any
@@ -207,6 +209,10 @@ pub struct AttemptFilter {
     attempt: Option<String>,
     model: Option<String>,
     awaiting_body: bool,
+    /// The request body held so far, for a request that ends with trailers.
+    body_size: usize,
+    /// The answer's end has passed: an answer that began and did not end was cut off.
+    completed: bool,
     answered: bool,
     /// Set when the request was translated: the client asked for a stream.
     translated_stream: Option<bool>,
@@ -246,6 +252,8 @@ impl AttemptFilter {
             attempt: None,
             model: None,
             awaiting_body: false,
+            body_size: 0,
+            completed: false,
             answered: false,
             translated_stream: None,
             answer_context: None,
@@ -605,19 +613,34 @@ impl AttemptFilter {
 
     /// A complete answer in the provider's format, in OpenAI's; one that cannot be read turns
     /// the response into a 502.
-    fn read_answer(&mut self, body: &[u8]) -> Vec<u8> {
+    /// The answer as the client gets it: translated, or `None` when it goes as it is (an
+    /// OpenAI-format answer that is JSON). One that cannot be read becomes a 502.
+    fn read_answer(&mut self, body: &[u8]) -> Option<Vec<u8>> {
         let format = self.role.config.provider.format;
         let read = match &self.answer_context {
-            Some(context) => format.answer(body, context),
-            None => Err("no answer context".into()),
+            Some(context) => format.answer(body, context).map(Some),
+            None => openai::check_answer(body).map(|()| None),
         };
         read.unwrap_or_else(|why| {
+            // Asked for `identity`: an encoded answer is the provider's fault, and says why.
+            let encoding = abi::header_str(MapType::HttpResponseHeaders, "content-encoding").filter(|e| !e.eq_ignore_ascii_case("identity"));
+            let why = match encoding {
+                Some(encoding) => format!("it came encoded with `{encoding}` although asked for `identity`"),
+                None => why,
+            };
             log(LogLevel::Warn, &format!("llm-failover #{}: answer of `{}` not understood: {why}", self.context_id, self.provider_name()));
             self.status = 502;
             abi::set_header(MapType::HttpResponseHeaders, ":status", "502");
+            abi::remove_header(MapType::HttpResponseHeaders, "content-encoding");
+            abi::remove_header(MapType::HttpResponseHeaders, "content-length");
             let message = format!("provider `{}` sent an answer that could not be read: {why}", self.provider_name());
-            openai::error_body(&message, "api_error", Some("bad_provider_answer"))
+            Some(openai::error_body(&message, "api_error", Some("bad_provider_answer")))
         })
+    }
+
+    /// An answer compressed for the client (who asked for it): passed on unread.
+    fn encoded_answer(&self) -> bool {
+        abi::header_str(MapType::HttpResponseHeaders, "content-encoding").is_some_and(|e| !e.eq_ignore_ascii_case("identity"))
     }
 
     /// Decides, from the response headers, how the answer comes back; returns the status
@@ -641,6 +664,10 @@ impl AttemptFilter {
         let (Some(stream), Some(context)) = (self.translated_stream, self.answer_context.take()) else {
             if status >= 400 && !end_of_stream {
                 self.answer = Answer::Hold { error: true };
+            } else if reads_errors && !end_of_stream && !self.peek_stream && (200..300).contains(&status) && !self.encoded_answer() {
+                // Read whole before it goes on: a 200 that is not JSON (a proxy's HTML page, a
+                // body cut short) fails over, as a translated provider's would.
+                self.answer = Answer::Hold { error: false };
             }
             return status;
         };
@@ -670,6 +697,15 @@ impl AttemptFilter {
 
 impl Context for AttemptFilter {
     fn on_done(&mut self) -> bool {
+        if self.success && !self.completed {
+            // The answer began and never ended: Envoy's deadline cut it, or the provider reset.
+            if let Some(failure) = unfinished_attempt_failure(false) {
+                log(LogLevel::Warn, &format!("llm-failover #{}: the answer of `{}` was cut off after it began", self.context_id, self.provider_name()));
+                self.success = false;
+                self.audit(Some(self.status), AttemptOutcome::Failed(failure.name()));
+                self.failed(failure, self.status, None, now_ms());
+            }
+        }
         if self.success {
             self.succeeded(now_ms());
         }
@@ -677,15 +713,7 @@ impl Context for AttemptFilter {
             // No response headers: the connection failed, was reset, the per-try timeout fired,
             // or Envoy cancelled us: the client went away, or a hedged attempt answered first
             // (neither is the provider's fault).
-            let property = |path: Vec<&str>| hostcalls::get_property(path).ok().flatten().unwrap_or_default();
-            let reason = property(vec!["upstream", "transport_failure_reason"]);
-            let flags = property(vec!["response", "flags"]);
-            let details = property(vec!["response", "code_details"]);
-            let downstream = Downstream {
-                response_flags: flags.get(..8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes),
-                code_details: std::str::from_utf8(&details).unwrap_or_default(),
-            };
-            match Failure::from_unanswered(std::str::from_utf8(&reason).unwrap_or("?"), &downstream) {
+            match unfinished_attempt_failure(true) {
                 Some(failure) => {
                     self.audit(None, AttemptOutcome::Failed(failure.name()));
                     self.failed(failure, 0, None, now_ms());
@@ -695,6 +723,25 @@ impl Context for AttemptFilter {
         }
         true
     }
+}
+
+/// What an attempt that ended early says about its provider, from Envoy's stream info; `None`
+/// when the client went away or another attempt answered. `connecting`: no response headers
+/// came, so a transport failure means the provider could not be reached.
+fn unfinished_attempt_failure(connecting: bool) -> Option<Failure> {
+    let property = |path: Vec<&str>| hostcalls::get_property(path).ok().flatten().unwrap_or_default();
+    let flags = property(vec!["response", "flags"]);
+    let details = property(vec!["response", "code_details"]);
+    let downstream = Downstream {
+        response_flags: flags.get(..8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes),
+        code_details: std::str::from_utf8(&details).unwrap_or_default(),
+    };
+    if !connecting {
+        // This attempt's answer was the one going to the client.
+        return (!downstream.gone()).then_some(Failure::NoResponse);
+    }
+    let reason = property(vec!["upstream", "transport_failure_reason"]);
+    Failure::from_unanswered(std::str::from_utf8(&reason).unwrap_or("?"), &downstream)
 }
 
 impl HttpContext for AttemptFilter {
@@ -729,14 +776,12 @@ impl HttpContext for AttemptFilter {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.body_size = body_size;
         if self.peek_model {
-            // The router role sent the body whole; its model keys this model's breaker.
-            self.peek_model = false;
-            if end_of_stream {
-                let body = abi::body(BufferType::HttpRequestBody, body_size);
-                self.requested_model = chat::requested_model(&body).map(|m| m.into_owned());
-                self.model = self.requested_model.clone();
+            if !end_of_stream {
+                return Action::Pause;
             }
+            self.read_model(body_size);
         }
         if !self.awaiting_body {
             return Action::Continue;
@@ -744,17 +789,23 @@ impl HttpContext for AttemptFilter {
         if !end_of_stream {
             return Action::Pause;
         }
-        self.awaiting_body = false;
-        let body = abi::body(BufferType::HttpRequestBody, body_size);
-        if self.role.config.provider.format.translates() {
-            return self.translate(&body);
+        self.request_complete(body_size)
+    }
+
+    /// A body that ends with trailers (Envoy's decompressor adds its byte counts) is whole here.
+    fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
+        if self.peek_model {
+            self.read_model(self.body_size);
         }
-        self.forward(&body);
+        if self.awaiting_body {
+            return self.request_complete(self.body_size);
+        }
         Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
         self.answered = true;
+        self.completed = end_of_stream;
         self.headers_at_ms = now_ms();
         let status: u16 = abi::header_str(MapType::HttpResponseHeaders, ":status").and_then(|s| s.parse().ok()).unwrap_or(0);
         self.status = self.prepare_answer(status, end_of_stream);
@@ -773,6 +824,7 @@ impl HttpContext for AttemptFilter {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.completed |= end_of_stream;
         let action = self.response_body(body_size, end_of_stream);
         if end_of_stream && self.success {
             self.audit_usage();
@@ -782,13 +834,67 @@ impl HttpContext for AttemptFilter {
 }
 
 impl AttemptFilter {
+    /// The router role sent the body whole; its model keys this model's breaker.
+    fn read_model(&mut self, body_size: usize) {
+        self.peek_model = false;
+        let body = abi::body(BufferType::HttpRequestBody, body_size);
+        self.requested_model = chat::requested_model(&body).map(|m| m.into_owned());
+        self.model = self.requested_model.clone();
+    }
+
+    fn request_complete(&mut self, body_size: usize) -> Action {
+        self.awaiting_body = false;
+        let body = abi::body(BufferType::HttpRequestBody, body_size);
+        if self.role.config.provider.format.translates() {
+            return self.translate(&body);
+        }
+        self.forward(&body);
+        Action::Continue
+    }
+
+    /// An answer too large to hold: the client is told, in place of it, and while its headers
+    /// are still held Envoy tries the next provider (a 502).
+    fn too_large_answer(&mut self, body_size: usize) -> Action {
+        let limit = self.role.config.max_answer_bytes;
+        log(
+            LogLevel::Warn,
+            &format!("llm-failover #{}: answer of `{}` is larger than maxAnswerBytes ({limit}); dropped", self.context_id, self.provider_name()),
+        );
+        let message = format!("provider `{}` sent an answer larger than the {limit} bytes this gateway holds to read it", self.provider_name());
+        let body = openai::error_body(&message, "api_error", Some("answer_too_large"));
+        let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &body);
+        self.answer = Answer::Dropped;
+        if self.headers_passed {
+            if self.success {
+                self.success = false;
+                self.failed(Failure::ServerError, 502, None, now_ms());
+            }
+        } else {
+            abi::set_header(MapType::HttpResponseHeaders, ":status", "502");
+            abi::set_header(MapType::HttpResponseHeaders, "content-type", "application/json");
+            abi::remove_header(MapType::HttpResponseHeaders, "content-length");
+            self.status = 502;
+            self.judge(502);
+        }
+        Action::Continue
+    }
+
     fn response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         // Read each chunk once, and only where it is used: a held body whole at its end.
+        let held = matches!(self.answer, Answer::Hold { .. });
+        if held && !end_of_stream && body_size > self.role.config.max_answer_bytes {
+            return self.too_large_answer(body_size);
+        }
+        if matches!(self.answer, Answer::Dropped) {
+            let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &[]);
+            return Action::Continue;
+        }
         let needed = self.peek_stream
             || match self.answer {
                 Answer::Pass => self.success,
                 Answer::Stream(_) => true,
                 Answer::Hold { .. } => end_of_stream,
+                Answer::Dropped => false,
             };
         if !needed {
             return if matches!(self.answer, Answer::Hold { .. }) { Action::Pause } else { Action::Continue };
@@ -816,6 +922,7 @@ impl AttemptFilter {
                 let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &out);
                 Action::Continue
             }
+            Answer::Dropped => Action::Continue,
             Answer::Hold { error } => {
                 if !end_of_stream {
                     return Action::Pause;
@@ -834,11 +941,13 @@ impl AttemptFilter {
                     let translated = format.error(self.status, &body);
                     self.status = status;
                     self.read_error(&body);
-                    translated
+                    Some(translated)
                 } else {
                     self.read_answer(&body)
                 };
-                let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &translated);
+                if let Some(translated) = translated {
+                    let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &translated);
+                }
                 if !self.headers_passed {
                     self.judge(self.status);
                 } else if let Some(failure) = Failure::from_status(self.status).filter(|_| self.success) {
@@ -897,6 +1006,10 @@ impl HttpContext for ByEndpoint {
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         self.attempt.as_mut().map_or(Action::Continue, |a| a.on_http_request_body(body_size, end_of_stream))
+    }
+
+    fn on_http_request_trailers(&mut self, trailers: usize) -> Action {
+        self.attempt.as_mut().map_or(Action::Continue, |a| a.on_http_request_trailers(trailers))
     }
 
     fn on_http_response_headers(&mut self, headers: usize, end_of_stream: bool) -> Action {

@@ -50,7 +50,7 @@ struct Counters {
     breaker: HashMap<String, (Gauge, Cell<Option<u64>>)>,
 }
 
-const REJECTIONS: [&str; 4] = ["bad_request", "too_large", "unknown_model", "body_timeout"];
+const REJECTIONS: [&str; 5] = ["bad_request", "too_large", "unknown_model", "body_timeout", "unsupported_content_encoding"];
 
 pub struct RouterRole {
     config: RouterConfig,
@@ -103,6 +103,8 @@ pub struct RouterFilter {
     request_id: Option<String>,
     /// The status of the answer going back, while its body passes.
     answer_status: u16,
+    /// The body held so far, for a request that ends with trailers.
+    body_size: usize,
 }
 
 pub const PROFILE_HEADER: &str = "x-llm-profile";
@@ -130,6 +132,7 @@ impl RouterFilter {
             origin: None,
             request_id: None,
             answer_status: 0,
+            body_size: 0,
         }
     }
 
@@ -539,6 +542,15 @@ impl HttpContext for RouterFilter {
         if end_of_stream {
             return self.bad_request(&BadRequest::NotJson("the request has no body".into()));
         }
+        // The decompressor before this filter has taken off the encodings Envoy can undo.
+        if let Some(encoding) = headers.get_str("content-encoding").filter(|e| !e.eq_ignore_ascii_case("identity")) {
+            let message = format!("request bodies encoded with `{encoding}` are not accepted: send it uncompressed or gzip-compressed");
+            return self.reject(415, "unsupported_content_encoding", &message, None);
+        }
+        // The body is read as JSON whatever its label says: every provider is told it is JSON.
+        if !headers.get_str("content-type").is_some_and(|t| t.starts_with("application/json")) {
+            abi::set_header(MapType::HttpRequestHeaders, "content-type", "application/json");
+        }
         self.stage = Stage::AwaitingBody;
         // Held until the body has told us the model; needs `allow_on_headers_stop_iteration`.
         Action::Pause
@@ -551,10 +563,21 @@ impl HttpContext for RouterFilter {
         if body_size > self.role.config.max_request_bytes {
             return self.too_large();
         }
+        self.body_size = body_size;
         if !end_of_stream {
             return Action::Pause;
         }
         let body = abi::body(BufferType::HttpRequestBody, body_size);
+        self.route(&body)
+    }
+
+    /// A body that ends with trailers (Envoy's decompressor adds its byte counts as trailers)
+    /// is complete here.
+    fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
+        if !matches!(self.stage, Stage::AwaitingBody) {
+            return Action::Continue;
+        }
+        let body = abi::body(BufferType::HttpRequestBody, self.body_size);
         self.route(&body)
     }
 

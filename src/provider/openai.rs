@@ -429,6 +429,11 @@ impl ToolCallDelta {
     }
 }
 
+/// A complete (not streamed) answer passed on as it is must at least be JSON.
+pub fn check_answer(body: &[u8]) -> Result<(), String> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(body).map(|_| ()).map_err(|e| format!("not JSON: {e}"))
+}
+
 /// An error as OpenAI sends it, also inside a stream (`data: {"error": ...}`), which the SDKs
 /// raise as an API error.
 pub fn error_body(message: &str, kind: &str, code: Option<&str>) -> Vec<u8> {
@@ -450,6 +455,15 @@ pub fn error_type_for_status(status: u16) -> &'static str {
 mod tests {
     use super::super::{Auth, Format, Provider};
     use super::*;
+
+    #[test]
+    fn an_answer_passed_on_must_be_json() {
+        assert_eq!(check_answer(br#"{"id":"x","choices":[]}"#), Ok(()));
+        for bad in [&b"<html>502 Bad Gateway</html>"[..], b"", b"{\"id\":\"x\",\"cho", b"{} trailing"] {
+            let why = check_answer(bad).unwrap_err();
+            assert!(why.starts_with("not JSON: "), "{why}");
+        }
+    }
 
     #[test]
     fn base_path_then_chat_completions() {

@@ -192,7 +192,7 @@ def render(*, listener_port: int, admin_port: int, providers: list[Provider],
     # Histograms reach /stats only when merged at a flush.
     config["stats_flush_interval"] = "1s"
     hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    router_filter = hcm["http_filters"][0]["typed_config"]["config"]
+    router_filter = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.wasm")["typed_config"]["config"]
     if raw_router is not None:
         router_filter["configuration"]["value"] = raw_router
     routes = hcm["route_config"]["virtual_hosts"][0]["routes"]

@@ -374,13 +374,14 @@ def test_counters_match_what_the_mocks_saw(tmp_path, mock):
 
 @pytest.mark.skipif(envoy_version() < (1, 38), reason="maxRequestBytes over 1 MiB needs Envoy 1.38")
 def test_envoys_own_buffer_limit_answers_413_in_openai_form(tmp_path, mock):
-    """The plugin allows 4 MiB but the route buffers 1 MiB (the render sets both alike; a
-    hand-edited route may not): Envoy refuses, and the client still gets an OpenAI-style error,
-    not Envoy's plain text."""
+    """The plugin allows 4 MiB but Envoy buffers less: the listener's buffer, which holds the
+    paused body, is rendered at maxAnswerBytes + 1 MiB = 2 MiB here (the render keeps requests
+    under maxRequestBytes; a hand-edited config may not). Envoy refuses, and the client still
+    gets an OpenAI-style error, not Envoy's plain text."""
     a = mock("a")
-    envoy = gateway(tmp_path, [Provider("a", a.port)], router_extra={"maxRequestBytes": 4 << 20},
+    envoy = gateway(tmp_path, [Provider("a", a.port)], router_extra={"maxRequestBytes": 4 << 20, "maxAnswerBytes": 1 << 20},
                     body_buffer_limit=1 << 20)
-    big = json.dumps({**CHAT, "messages": [{"role": "user", "content": "x" * (2 << 20)}]}).encode()
+    big = json.dumps({**CHAT, "messages": [{"role": "user", "content": "x" * (3 << 20)}]}).encode()
     chunked = harness.http_request(envoy.listener_ports[0], "POST", CHAT_PATH,
                                    iter([big[i:i + 16384] for i in range(0, len(big), 16384)]),
                                    {"content-type": "application/json"})
