@@ -13,6 +13,10 @@ pub const AUDIT_PROPERTY: &str = "llm_failover.audit";
 /// Filter state key of the serving attempt's token counts and cost.
 pub const USAGE_PROPERTY: &str = "llm_failover.usage";
 
+/// Filter state key of the number of the attempt whose answer went to the client: an attempt
+/// Envoy cancels because of it (a hedge that lost) is not its provider's failure.
+pub const ANSWERED_PROPERTY: &str = "llm_failover.answered";
+
 /// Filter state key of one attempt's entry (`x-envoy-attempt-count`, from 1).
 pub fn attempt_property(attempt: u32) -> String {
     format!("llm_failover.attempt.{attempt}")

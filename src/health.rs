@@ -101,6 +101,9 @@ pub struct Downstream<'a> {
     pub response_flags: u64,
     /// `response.code_details`, set once the client's response is decided.
     pub code_details: &'a str,
+    /// Another attempt's answer went to the client (hedging: the first answer wins). Not
+    /// `code_details == "via_upstream"`: an error answer Envoy retried leaves that too.
+    pub answered_elsewhere: bool,
 }
 
 impl Downstream<'_> {
@@ -114,7 +117,7 @@ impl Downstream<'_> {
 
     /// The client already has its answer from another attempt (hedging: first answer wins).
     pub fn answered_by_another_attempt(&self) -> bool {
-        self.code_details == "via_upstream"
+        self.answered_elsewhere
     }
 }
 
@@ -790,13 +793,16 @@ pub mod tests {
             Failure::from_unanswered("delayed connect error: Connection refused", &still_there),
             Some(Failure::ConnectFailure)
         );
-        let flag = Downstream { response_flags: 0x4000, code_details: "" };
-        let details = Downstream { response_flags: 0, code_details: "downstream_remote_disconnect" };
+        let flag = Downstream { response_flags: 0x4000, ..Downstream::default() };
+        let details = Downstream { code_details: "downstream_remote_disconnect", ..Downstream::default() };
         assert_eq!(Failure::from_unanswered("", &flag), None);
         assert_eq!(Failure::from_unanswered("", &details), None);
-        let hedge_won = Downstream { response_flags: 0, code_details: "via_upstream" };
+        let hedge_won = Downstream { code_details: "via_upstream", answered_elsewhere: true, ..Downstream::default() };
         assert_eq!(Failure::from_unanswered("", &hedge_won), None, "a hedged attempt answered first");
-        let other_flags = Downstream { response_flags: 0x20 | 0x2, code_details: "upstream_per_try_timeout" };
+        // An earlier attempt's 503 that Envoy retried leaves `via_upstream` as well.
+        let after_a_retried_error = Downstream { code_details: "via_upstream", ..Downstream::default() };
+        assert_eq!(Failure::from_unanswered("", &after_a_retried_error), Some(Failure::NoResponse));
+        let other_flags = Downstream { response_flags: 0x20 | 0x2, code_details: "upstream_per_try_timeout", ..Downstream::default() };
         assert_eq!(Failure::from_unanswered("", &other_flags), Some(Failure::NoResponse));
     }
 

@@ -506,6 +506,13 @@ impl AttemptFilter {
             Some(failure) => AttemptOutcome::Failed(failure.name()),
             None => AttemptOutcome::Answered,
         };
+        if !matches!(outcome, AttemptOutcome::Failed(_)) {
+            // Not retried: this answer is the client's, and any other attempt under way is
+            // cancelled for it. Set once, by the first.
+            if let Some(attempt) = &self.attempt {
+                abi::set_filter_state(audit::ANSWERED_PROPERTY, attempt.as_bytes());
+            }
+        }
         self.audit(Some(status), outcome);
         if (200..300).contains(&status) {
             // Recorded when the answer is complete (`on_done`), with its total time and tokens.
@@ -699,7 +706,7 @@ impl Context for AttemptFilter {
     fn on_done(&mut self) -> bool {
         if self.success && !self.completed {
             // The answer began and never ended: Envoy's deadline cut it, or the provider reset.
-            if let Some(failure) = unfinished_attempt_failure(false) {
+            if let Some(failure) = unfinished_attempt_failure(false, self.attempt.as_deref()) {
                 log(LogLevel::Warn, &format!("llm-failover #{}: the answer of `{}` was cut off after it began", self.context_id, self.provider_name()));
                 self.success = false;
                 self.audit(Some(self.status), AttemptOutcome::Failed(failure.name()));
@@ -713,7 +720,7 @@ impl Context for AttemptFilter {
             // No response headers: the connection failed, was reset, the per-try timeout fired,
             // or Envoy cancelled us: the client went away, or a hedged attempt answered first
             // (neither is the provider's fault).
-            match unfinished_attempt_failure(true) {
+            match unfinished_attempt_failure(true, self.attempt.as_deref()) {
                 Some(failure) => {
                     self.audit(None, AttemptOutcome::Failed(failure.name()));
                     self.failed(failure, 0, None, now_ms());
@@ -728,13 +735,15 @@ impl Context for AttemptFilter {
 /// What an attempt that ended early says about its provider, from Envoy's stream info; `None`
 /// when the client went away or another attempt answered. `connecting`: no response headers
 /// came, so a transport failure means the provider could not be reached.
-fn unfinished_attempt_failure(connecting: bool) -> Option<Failure> {
+fn unfinished_attempt_failure(connecting: bool, attempt: Option<&str>) -> Option<Failure> {
     let property = |path: Vec<&str>| hostcalls::get_property(path).ok().flatten().unwrap_or_default();
     let flags = property(vec!["response", "flags"]);
     let details = property(vec!["response", "code_details"]);
+    let answered = abi::filter_state(audit::ANSWERED_PROPERTY);
     let downstream = Downstream {
         response_flags: flags.get(..8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes),
         code_details: std::str::from_utf8(&details).unwrap_or_default(),
+        answered_elsewhere: answered.is_some_and(|by| Some(by.as_slice()) != attempt.map(str::as_bytes)),
     };
     if !connecting {
         // This attempt's answer was the one going to the client.

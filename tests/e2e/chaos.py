@@ -106,8 +106,6 @@ class FaultyMock:
     def __init__(self, plan: FaultyProvider, seed: int):
         self.plan = plan
         self.answers: collections.Counter[str] = collections.Counter()
-        # (x-request-id, x-envoy-attempt-count, kind) of every attempt, in arrival order.
-        self.attempts: list[tuple[str, int, str]] = []
         self._rng = random.Random(f"{seed}:{plan.name}")
         self._lock = threading.Lock()
         self._numbers = itertools.count(1)
@@ -121,7 +119,6 @@ class FaultyMock:
         with self._lock:
             kind = self.plan.fault_for(self._rng.random()) or "answered"
             self.answers[kind] += 1
-            self.attempts.append((request.header("x-request-id") or "", int(request.header("x-envoy-attempt-count") or 0), kind))
             number = next(self._numbers)
         if kind == "reset":
             return {"close": True}
@@ -306,7 +303,6 @@ class ChaosRun:
         def counted(name: str) -> int:
             return stats.get(f"wasmcustom.llm_failover.{name}", 0)
 
-        known_uncounted = dropped_after_an_error_answer(self.mocks)
         providers = {}
         for m in self.mocks:
             p = m.plan.name
@@ -318,7 +314,6 @@ class ChaosRun:
                 "failover": {reason: counted(f"provider.{p}.failover.{reason}")
                              for reason in ("unauthorized", "server_error", "rate_limited", "connect_failure", "no_response")
                              if counted(f"provider.{p}.failover.{reason}")},
-                "dropped_after_an_error_answer": known_uncounted[p],
             }
         attempts = sum(len(m.mock.requests) for m in self.mocks)
         faults = sum(n for m in self.mocks for kind, n in m.answers.items() if kind != "answered")
@@ -377,21 +372,6 @@ def vm_problems(log: str, stats: dict[str, int]) -> list[str]:
     return (lines + counted)[:MAX_PROBLEMS]
 
 
-def dropped_after_an_error_answer(mocks: list[FaultyMock]) -> collections.Counter[str]:
-    """Resets and slow answers, by provider, that came after another provider of the same request
-    had answered with an error status (401, 429, 503). The filter does not count these (issue
-    14): it takes `response.code_details` = `via_upstream`, which that error answer left, for "the
-    client already has an answer from another attempt" and records neither a failover nor the
-    provider's failure."""
-    error_answered: dict[str, int] = {}  # request id -> the first attempt answered with an error status
-    for m in mocks:
-        for request_id, attempt, kind in m.attempts:
-            if kind in STATUS:
-                error_answered[request_id] = min(attempt, error_answered.get(request_id, attempt))
-    return collections.Counter(m.plan.name for m in mocks for request_id, attempt, kind in m.attempts
-                               if kind in ("reset", "slow") and error_answered.get(request_id, attempt) < attempt)
-
-
 def accounting_problems(report: dict, tally: Tally) -> list[str]:
     """The filter's counters against what the mocks did and what the clients got: every fault
     was counted as a failover under its reason, every answer as served by the provider whose
@@ -415,10 +395,10 @@ def accounting_problems(report: dict, tally: Tally) -> list[str]:
                              f"the mock answered {mock.get(kind, 0)} {kind}")
         dropped = mock.get("reset", 0) + mock.get("slow", 0)
         uncounted = dropped - failover.get("no_response", 0) - failover.get("connect_failure", 0)
-        if not 0 <= uncounted <= p["dropped_after_an_error_answer"]:
+        if uncounted != 0:
             found.append(f"{name}: the mock reset or was slow {dropped} times, the filter counted "
                          f"{failover.get('no_response', 0)} no_response and {failover.get('connect_failure', 0)} "
-                         f"connect_failure ({p['dropped_after_an_error_answer']} after an error answer may go uncounted)")
+                         f"connect_failure")
     if report["exhausted"] or report["retries_cut_short"]:
         found.append(f"exhausted {report['exhausted']}, retries cut short {report['retries_cut_short']}")
     return found
