@@ -15,6 +15,7 @@ fuzz_target!(|data: &[u8]| {
     let status = STATUSES[usize::from(pick / 8) % STATUSES.len()];
     let context = AnswerContext { id: "chatcmpl-fuzz".into(), created: 1, model: "m".into(), include_usage: pick & 1 == 1 };
     let _ = format.answer(body, &context);
+    let _ = llm_failover::provider::openai::check_answer(body);
     let _ = format.error(status, body);
     let _ = format.error_status(status, body);
 });
