@@ -213,6 +213,8 @@ pub struct AttemptFilter {
     body_size: usize,
     /// The answer's end has passed: an answer that began and did not end was cut off.
     completed: bool,
+    /// The answer's status was judged (at its headers, or at its end when held).
+    judged: bool,
     answered: bool,
     /// Set when the request was translated: the client asked for a stream.
     translated_stream: Option<bool>,
@@ -254,6 +256,7 @@ impl AttemptFilter {
             awaiting_body: false,
             body_size: 0,
             completed: false,
+            judged: false,
             answered: false,
             translated_stream: None,
             answer_context: None,
@@ -499,6 +502,7 @@ impl AttemptFilter {
 
     /// Records what the status says about the provider and names the attempt on the response.
     fn judge(&mut self, status: u16) {
+        self.judged = true;
         let now = now_ms();
         self.ttfb_ms = now.saturating_sub(self.started_ms);
         let outcome = match self.failure_of(status) {
@@ -716,7 +720,10 @@ impl Context for AttemptFilter {
         if self.success {
             self.succeeded(now_ms());
         }
-        if !self.answered && self.started_ms != 0 {
+        // Response headers held and never judged count as none: Envoy's per-try timeout can end
+        // an attempt while it reads an answer (the soak found these uncounted).
+        let unanswered = !self.answered || !self.judged;
+        if unanswered && self.started_ms != 0 {
             // No response headers: the connection failed, was reset, the per-try timeout fired,
             // or Envoy cancelled us: the client went away, or a hedged attempt answered first
             // (neither is the provider's fault).
