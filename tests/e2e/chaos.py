@@ -386,19 +386,25 @@ def accounting_problems(report: dict, tally: Tally) -> list[str]:
         requests = sum(mock.values())
         if p["attempts"] != requests:
             found.append(f"{name}: filter counted {p['attempts']} attempts, the mock got {requests}")
-        if not p["served"] == mock.get("answered", 0) == tally.served.get(name, 0):
-            found.append(f"{name}: filter counted {p['served']} served, the mock answered {mock.get('answered', 0)}, "
-                         f"clients got {tally.served.get(name, 0)} answers from it")
+        # An answer can come after Envoy's per-try timeout ended its attempt (a loaded machine):
+        # the mock answered, the filter counted no_response. Those are the only extra ones.
+        dropped = mock.get("reset", 0) + mock.get("slow", 0)
+        unanswered = failover.get("no_response", 0) + failover.get("connect_failure", 0)
+        late = unanswered - dropped
+        answered = mock.get("answered", 0)
+        if late < 0:
+            found.append(f"{name}: the mock reset or was slow {dropped} times, the filter counted "
+                         f"{failover.get('no_response', 0)} no_response and {failover.get('connect_failure', 0)} "
+                         f"connect_failure")
+        if not p["served"] == tally.served.get(name, 0) == answered - max(late, 0):
+            found.append(f"{name}: filter counted {p['served']} served, the mock answered {answered} "
+                         f"({max(late, 0)} after Envoy gave up), clients got {tally.served.get(name, 0)} answers from it")
+        if late > max(2, answered // 100):
+            found.append(f"{name}: {late} answers came after the per-try timeout: the machine is too loaded to tell")
         for kind in STATUS:
             if failover.get(REASONS[kind], 0) != mock.get(kind, 0):
                 found.append(f"{name}: filter counted {failover.get(REASONS[kind], 0)} {REASONS[kind]}, "
                              f"the mock answered {mock.get(kind, 0)} {kind}")
-        dropped = mock.get("reset", 0) + mock.get("slow", 0)
-        uncounted = dropped - failover.get("no_response", 0) - failover.get("connect_failure", 0)
-        if uncounted != 0:
-            found.append(f"{name}: the mock reset or was slow {dropped} times, the filter counted "
-                         f"{failover.get('no_response', 0)} no_response and {failover.get('connect_failure', 0)} "
-                         f"connect_failure")
     if report["exhausted"] or report["retries_cut_short"]:
         found.append(f"exhausted {report['exhausted']}, retries cut short {report['retries_cut_short']}")
     return found
