@@ -129,14 +129,15 @@ def prober_service(plugin_config: dict, name: str = "llm_failover_prober", wasm:
     }
 
 
-def _walk(node):
+def walk(node):
+    """Every mapping in a config, depth first."""
     if isinstance(node, dict):
         yield node
         for value in node.values():
-            yield from _walk(value)
+            yield from walk(value)
     elif isinstance(node, list):
         for value in node:
-            yield from _walk(value)
+            yield from walk(value)
 
 
 def _duration(text: str) -> str:
@@ -221,7 +222,7 @@ def render(*, listener_port: int, admin_port: int, providers: list[Provider],
                 # A copy: YAML aliases would otherwise give the router's VM this config too.
                 options = json.loads(json.dumps(options))
                 cluster["typed_extension_protocol_options"] = options
-                for node in _walk(options):
+                for node in walk(options):
                     if "vm_id" in node:
                         node["configuration"] = {"@type": "type.googleapis.com/google.protobuf.StringValue",
                                                  "value": attempt_vm}

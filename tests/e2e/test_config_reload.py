@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import harness
-from envoy_config import Provider, envoy_version, render
+from envoy_config import Provider, envoy_version, render, walk
 from mock_provider import Received, openai_error
 
 CHAT_PATH = "/v1/chat/completions"
@@ -141,16 +141,9 @@ class Load:
         wait_until(lambda: self.done() >= target, timeout, f"the clients had fewer than {more} answers in {timeout}s")
 
 
-def vm_configs(node):
+def vm_configs(bootstrap):
     """Every `vm_config` of the filter in a bootstrap."""
-    if isinstance(node, dict):
-        if node.get("vm_id") == "llm_failover":
-            yield node
-        for value in node.values():
-            yield from vm_configs(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from vm_configs(value)
+    return (node for node in walk(bootstrap) if node.get("vm_id") == "llm_failover")
 
 
 def new_vm_for_a_new_environment() -> bool:
