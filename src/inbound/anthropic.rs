@@ -1,0 +1,770 @@
+//! Anthropic Messages in (`POST /v1/messages`, Claude Code and the Anthropic SDKs): a client's
+//! Messages request as an OpenAI chat request for providers that are not Anthropic's, and their
+//! answers, streams and errors (in OpenAI's form by then) back in Anthropic's.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::chat::{self, BadRequest};
+use crate::provider::openai::AnswerContext;
+use crate::provider::Unsupported;
+use crate::sse::{Event, EventReader};
+
+// ---------------------------------------------------------------- the router's look
+
+/// What the router role needs of a Messages request: its model and whether it streams. Anthropic
+/// requires `max_tokens`, so a request without it is refused before any provider sees it.
+pub fn inspect(body: &[u8]) -> Result<chat::ChatRequest<'_>, BadRequest> {
+    let request = chat::inspect(body)?;
+    #[derive(Deserialize)]
+    struct Limit {
+        #[serde(default)]
+        max_tokens: Option<Value>,
+    }
+    let limit: Limit = serde_json::from_slice(body).map_err(|e| BadRequest::NotJson(e.to_string()))?;
+    if limit.max_tokens.as_ref().and_then(Value::as_u64).is_none_or(|n| n < 1) {
+        return Err(BadRequest::NoMaxTokens);
+    }
+    Ok(request)
+}
+
+// ---------------------------------------------------------------- errors
+
+/// An error as Anthropic sends it (`{"type":"error","error":{"type":..,"message":..}}`), which
+/// the Anthropic SDKs raise by status.
+pub fn error_body(kind: &str, message: &str) -> Vec<u8> {
+    json!({"type": "error", "error": {"type": kind, "message": message}}).to_string().into_bytes()
+}
+
+/// Anthropic's error type for an HTTP status.
+pub fn error_type_for_status(status: u16) -> &'static str {
+    match status {
+        400 | 405 | 409 | 415 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        402 => "billing_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        408 | 504 => "timeout_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        _ => "api_error",
+    }
+}
+
+/// An OpenAI error body (a provider's, or one a translation wrote) in Anthropic's shape; the
+/// status decides the type, as it does for Anthropic's SDKs.
+pub fn error_from_openai(status: u16, body: &[u8]) -> Vec<u8> {
+    let value = serde_json::from_slice::<Value>(body).ok();
+    let error = value.as_ref().and_then(|v| v.get("error"));
+    let message = match error {
+        Some(Value::String(message)) => message.clone(),
+        Some(error) => error.get("message").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| error.to_string()),
+        None => {
+            let text = String::from_utf8_lossy(body);
+            let text: String = text.trim().chars().take(300).collect();
+            if text.is_empty() { format!("the provider answered HTTP {status}") } else { format!("the provider answered HTTP {status}: {text}") }
+        }
+    };
+    error_body(error_type_for_status(status), &message)
+}
+
+// ---------------------------------------------------------------- request
+
+#[derive(Debug, Deserialize)]
+struct MessagesRequest {
+    model: String,
+    max_tokens: u64,
+    messages: Vec<Turn>,
+    #[serde(default)]
+    system: Option<TurnContent>,
+    #[serde(default)]
+    stop_sequences: Option<Vec<String>>,
+    #[serde(default)]
+    temperature: Option<f64>,
+    #[serde(default)]
+    top_p: Option<f64>,
+    #[serde(default)]
+    stream: bool,
+    #[serde(default)]
+    tools: Option<Vec<ToolDefinition>>,
+    #[serde(default)]
+    tool_choice: Option<ToolChoice>,
+    #[serde(default)]
+    metadata: Option<Metadata>,
+    #[serde(flatten)]
+    other: Map<String, Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Metadata {
+    #[serde(default)]
+    user_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Speaker {
+    User,
+    Assistant,
+}
+
+#[derive(Debug, Deserialize)]
+struct Turn {
+    role: Speaker,
+    content: TurnContent,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum TurnContent {
+    Text(String),
+    Blocks(Vec<Block>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Block {
+    Text {
+        text: String,
+    },
+    Image {
+        source: ImageSource,
+    },
+    ToolUse {
+        id: String,
+        name: String,
+        #[serde(default)]
+        input: Value,
+    },
+    ToolResult {
+        tool_use_id: String,
+        #[serde(default)]
+        content: Option<TurnContent>,
+        #[serde(default)]
+        is_error: bool,
+    },
+    /// The model's own reasoning, sent back by clients: no other provider reads it.
+    Thinking {},
+    RedactedThinking {},
+    /// Documents, search results, server tool blocks...
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ImageSource {
+    Base64 { media_type: String, data: String },
+    Url { url: String },
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Debug, Deserialize)]
+struct ToolDefinition {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    input_schema: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ToolChoice {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    disable_parallel_tool_use: Option<bool>,
+}
+
+/// Fields with no equivalent in a chat request whose loss would change the answer: refused.
+const REFUSED_FIELDS: &[&str] = &["container", "mcp_servers"];
+
+/// The client's Messages request as an OpenAI chat request (the model is still the client's:
+/// the attempt maps it as it does for chat requests). `stream_options.include_usage` is always
+/// set on a stream: Anthropic's `message_delta` reports the usage.
+pub fn chat_request(body: &[u8]) -> Result<(Vec<u8>, bool), Unsupported> {
+    let request: MessagesRequest = serde_json::from_slice(body).map_err(|e| Unsupported(format!("not a Messages request: {e}")))?;
+    if let Some(field) = REFUSED_FIELDS.iter().find(|f| request.other.get(**f).is_some_and(|v| !v.is_null())) {
+        return Err(Unsupported(format!("`{field}` is Anthropic's own and cannot be translated")));
+    }
+    let mut messages = Vec::new();
+    match &request.system {
+        None => {}
+        Some(system) => {
+            let text = system_text(system)?;
+            if !text.is_empty() {
+                messages.push(json!({"role": "system", "content": text}));
+            }
+        }
+    }
+    for (at, turn) in request.messages.iter().enumerate() {
+        let converted = match turn.role {
+            Speaker::User => user_messages(&turn.content),
+            Speaker::Assistant => assistant_message(&turn.content).map(|m| m.into_iter().collect()),
+        };
+        messages.extend(converted.map_err(|why| Unsupported(format!("messages[{at}]: {why}")))?);
+    }
+    let mut chat = Map::new();
+    chat.insert("model".into(), request.model.into());
+    chat.insert("messages".into(), Value::Array(messages));
+    chat.insert("max_tokens".into(), request.max_tokens.into());
+    if let Some(stop) = request.stop_sequences.filter(|s| !s.is_empty()) {
+        chat.insert("stop".into(), json!(stop));
+    }
+    if let Some(temperature) = request.temperature {
+        chat.insert("temperature".into(), json!(temperature));
+    }
+    if let Some(top_p) = request.top_p {
+        chat.insert("top_p".into(), json!(top_p));
+    }
+    if request.stream {
+        chat.insert("stream".into(), true.into());
+        chat.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    if let Some(tools) = request.tools.filter(|t| !t.is_empty()) {
+        let tools = tools.iter().map(tool).collect::<Result<Vec<_>, _>>()?;
+        chat.insert("tools".into(), Value::Array(tools));
+        if let Some(choice) = &request.tool_choice {
+            let (choice, parallel) = tool_choice(choice)?;
+            chat.insert("tool_choice".into(), choice);
+            if parallel == Some(false) {
+                chat.insert("parallel_tool_calls".into(), false.into());
+            }
+        }
+    }
+    if let Some(user) = request.metadata.and_then(|m| m.user_id) {
+        chat.insert("user".into(), user.into());
+    }
+    let bytes = serde_json::to_vec(&Value::Object(chat)).map_err(|e| Unsupported(format!("the translated request could not be written: {e}")))?;
+    Ok((bytes, request.stream))
+}
+
+fn system_text(system: &TurnContent) -> Result<String, Unsupported> {
+    match system {
+        TurnContent::Text(text) => Ok(text.clone()),
+        TurnContent::Blocks(blocks) => {
+            let mut texts = Vec::new();
+            for block in blocks {
+                match block {
+                    Block::Text { text } => texts.push(text.as_str()),
+                    _ => return Err(Unsupported("system: only text blocks can be translated".into())),
+                }
+            }
+            Ok(texts.join("\n\n"))
+        }
+    }
+}
+
+fn image_part(source: &ImageSource) -> Result<Value, String> {
+    let url = match source {
+        ImageSource::Base64 { media_type, data } => format!("data:{media_type};base64,{data}"),
+        ImageSource::Url { url } => url.clone(),
+        ImageSource::Other => return Err("an image source other than base64 or url (Anthropic file ids are Anthropic's own)".into()),
+    };
+    Ok(json!({"type": "image_url", "image_url": {"url": url}}))
+}
+
+/// A user turn: its tool results first, each a `tool` message (OpenAI wants them right after
+/// the assistant's calls), then the rest as one user message.
+fn user_messages(content: &TurnContent) -> Result<Vec<Value>, String> {
+    let blocks = match content {
+        TurnContent::Text(text) => return Ok(vec![json!({"role": "user", "content": text})]),
+        TurnContent::Blocks(blocks) => blocks,
+    };
+    let mut out = Vec::new();
+    let mut parts = Vec::new();
+    for block in blocks {
+        match block {
+            Block::Text { text } => parts.push(json!({"type": "text", "text": text})),
+            Block::Image { source } => parts.push(image_part(source)?),
+            Block::ToolResult { tool_use_id, content, is_error } => {
+                let mut text = match content {
+                    None => String::new(),
+                    Some(TurnContent::Text(text)) => text.clone(),
+                    Some(TurnContent::Blocks(blocks)) => {
+                        let mut texts = Vec::new();
+                        for block in blocks {
+                            match block {
+                                Block::Text { text } => texts.push(text.as_str()),
+                                _ => return Err(format!("tool result `{tool_use_id}`: only text can be translated")),
+                            }
+                        }
+                        texts.join("\n\n")
+                    }
+                };
+                if *is_error {
+                    text = format!("[tool error] {text}");
+                }
+                out.push(json!({"role": "tool", "tool_call_id": tool_use_id, "content": text}));
+            }
+            Block::Thinking {} | Block::RedactedThinking {} => {}
+            Block::ToolUse { .. } => return Err("a tool_use block in a user turn".into()),
+            Block::Other => return Err("a content block other than text, image, tool_use, tool_result or thinking".into()),
+        }
+    }
+    if !parts.is_empty() {
+        out.push(json!({"role": "user", "content": parts}));
+    }
+    Ok(out)
+}
+
+fn assistant_message(content: &TurnContent) -> Result<Option<Value>, String> {
+    let blocks = match content {
+        TurnContent::Text(text) => return Ok(Some(json!({"role": "assistant", "content": text}))),
+        TurnContent::Blocks(blocks) => blocks,
+    };
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    for block in blocks {
+        match block {
+            Block::Text { text: piece } => text.push_str(piece),
+            Block::ToolUse { id, name, input } => {
+                let arguments = if input.is_null() { "{}".to_string() } else { input.to_string() };
+                calls.push(json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments}}));
+            }
+            Block::Thinking {} | Block::RedactedThinking {} => {}
+            Block::Image { .. } | Block::ToolResult { .. } => return Err("an assistant turn can carry only text and tool_use".into()),
+            Block::Other => return Err("a content block other than text, tool_use or thinking".into()),
+        }
+    }
+    if text.is_empty() && calls.is_empty() {
+        return Ok(None);
+    }
+    let mut message = Map::new();
+    message.insert("role".into(), "assistant".into());
+    message.insert("content".into(), if text.is_empty() { Value::Null } else { text.into() });
+    if !calls.is_empty() {
+        message.insert("tool_calls".into(), Value::Array(calls));
+    }
+    Ok(Some(Value::Object(message)))
+}
+
+fn tool(definition: &ToolDefinition) -> Result<Value, Unsupported> {
+    let name = &definition.name;
+    if let Some(kind) = definition.kind.as_deref().filter(|k| *k != "custom") {
+        return Err(Unsupported(format!("tool `{name}` of type `{kind}`: only custom tools (with an input_schema) translate")));
+    }
+    let mut function = Map::new();
+    function.insert("name".into(), name.clone().into());
+    if let Some(description) = &definition.description {
+        function.insert("description".into(), description.clone().into());
+    }
+    function.insert("parameters".into(), definition.input_schema.clone().unwrap_or_else(|| json!({"type": "object"})));
+    Ok(json!({"type": "function", "function": function}))
+}
+
+fn tool_choice(choice: &ToolChoice) -> Result<(Value, Option<bool>), Unsupported> {
+    let parallel = choice.disable_parallel_tool_use.map(|disabled| !disabled);
+    let value = match (choice.kind.as_str(), &choice.name) {
+        ("auto", _) => json!("auto"),
+        ("any", _) => json!("required"),
+        ("none", _) => json!("none"),
+        ("tool", Some(name)) => json!({"type": "function", "function": {"name": name}}),
+        (kind, _) => return Err(Unsupported(format!("tool_choice `{kind}` is not one of auto, any, tool (with a name), none"))),
+    };
+    Ok((value, parallel))
+}
+
+// ---------------------------------------------------------------- answer
+
+#[derive(Debug, Default, Deserialize)]
+struct Completion {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    choices: Vec<CompletionChoice>,
+    #[serde(default)]
+    usage: Option<OpenaiUsage>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct CompletionChoice {
+    #[serde(default)]
+    message: Option<CompletionMessage>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct CompletionMessage {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    refusal: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<CompletionCall>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CompletionCall {
+    #[serde(default)]
+    id: String,
+    function: CompletionFunction,
+}
+
+#[derive(Debug, Deserialize)]
+struct CompletionFunction {
+    name: String,
+    #[serde(default)]
+    arguments: String,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+struct OpenaiUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptDetails>,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+struct PromptDetails {
+    #[serde(default)]
+    cached_tokens: u64,
+}
+
+impl OpenaiUsage {
+    /// Anthropic counts cached input apart from the rest.
+    fn anthropic(self) -> Value {
+        let cached = self.prompt_tokens_details.map_or(0, |d| d.cached_tokens).min(self.prompt_tokens);
+        let mut usage = Map::new();
+        usage.insert("input_tokens".into(), (self.prompt_tokens - cached).into());
+        if cached > 0 {
+            usage.insert("cache_read_input_tokens".into(), cached.into());
+        }
+        usage.insert("output_tokens".into(), self.completion_tokens.into());
+        Value::Object(usage)
+    }
+}
+
+fn stop_reason(finish_reason: Option<&str>, called_tools: bool) -> &'static str {
+    match finish_reason {
+        Some("length") => "max_tokens",
+        Some("tool_calls" | "function_call") => "tool_use",
+        Some("content_filter") => "refusal",
+        _ if called_tools => "tool_use",
+        _ => "end_turn",
+    }
+}
+
+/// Anthropic message ids start `msg_`; an OpenAI id keeps its own text after it.
+fn message_id(openai_id: Option<&str>, context: &AnswerContext) -> String {
+    let id = openai_id.unwrap_or(&context.id);
+    let id = id.strip_prefix("chatcmpl-").unwrap_or(id);
+    if id.starts_with("msg_") { id.to_string() } else { format!("msg_{id}") }
+}
+
+/// OpenAI's arguments are JSON text; Anthropic's input is the object itself.
+fn tool_input(name: &str, arguments: &str) -> Result<Value, String> {
+    if arguments.trim().is_empty() {
+        return Ok(json!({}));
+    }
+    match serde_json::from_str::<Value>(arguments) {
+        Ok(input @ Value::Object(_)) => Ok(input),
+        _ => Err(format!("the arguments of tool call `{name}` are not a JSON object")),
+    }
+}
+
+/// An OpenAI `chat.completion` as an Anthropic message.
+pub fn answer(body: &[u8], context: &AnswerContext) -> Result<Vec<u8>, String> {
+    let completion: Completion = serde_json::from_slice(body).map_err(|e| format!("not a chat completion: {e}"))?;
+    let choice = completion.choices.into_iter().next().ok_or("a chat completion without choices")?;
+    let message = choice.message.unwrap_or_default();
+    let mut content = Vec::new();
+    let text = message.content.filter(|t| !t.is_empty()).or(message.refusal.filter(|t| !t.is_empty()));
+    if let Some(text) = text {
+        content.push(json!({"type": "text", "text": text}));
+    }
+    let calls = message.tool_calls.unwrap_or_default();
+    let called_tools = !calls.is_empty();
+    for call in calls {
+        let input = tool_input(&call.function.name, &call.function.arguments)?;
+        content.push(json!({"type": "tool_use", "id": call.id, "name": call.function.name, "input": input}));
+    }
+    let usage = completion.usage.unwrap_or_default().anthropic();
+    let message = json!({
+        "id": message_id(completion.id.as_deref(), context),
+        "type": "message",
+        "role": "assistant",
+        "model": completion.model.unwrap_or_else(|| context.model.clone()),
+        "content": content,
+        "stop_reason": stop_reason(choice.finish_reason.as_deref(), called_tools),
+        "stop_sequence": null,
+        "usage": usage,
+    });
+    Ok(message.to_string().into_bytes())
+}
+
+// ---------------------------------------------------------------- stream
+
+#[derive(Debug, Deserialize)]
+struct Chunk {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    choices: Vec<ChunkChoice>,
+    #[serde(default)]
+    usage: Option<OpenaiUsage>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChunkChoice {
+    #[serde(default)]
+    delta: Option<ChunkDelta>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ChunkDelta {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    refusal: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<CallDelta>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CallDelta {
+    #[serde(default)]
+    index: u64,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    function: Option<FunctionDelta>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct FunctionDelta {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Nothing sent: `message_start` waits for the first chunk (its id and model).
+    Waiting,
+    Answering,
+    /// `message_stop` (or an error event) is out: nothing follows.
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OpenBlock {
+    Text(usize),
+    Tool(usize),
+}
+
+/// OpenAI `chat.completion.chunk`s translated into Anthropic's event sequence as they arrive:
+/// `message_start`, per content block `content_block_start`, its deltas (`text_delta`,
+/// `input_json_delta`) and `content_block_stop`, then `message_delta` (stop reason, usage) and
+/// `message_stop` once the provider's stream ends.
+pub struct Stream {
+    context: AnswerContext,
+    events: EventReader,
+    phase: Phase,
+    /// Content blocks so far; the next one gets this index.
+    blocks: usize,
+    open: Option<OpenBlock>,
+    /// By OpenAI tool call index: the Anthropic block index it became.
+    tools: BTreeMap<u64, usize>,
+    finish_reason: Option<String>,
+    usage: Option<OpenaiUsage>,
+}
+
+fn event(name: &str, data: &Value) -> Vec<u8> {
+    format!("event: {name}\ndata: {data}\n\n").into_bytes()
+}
+
+impl Stream {
+    pub fn new(context: AnswerContext) -> Stream {
+        Stream {
+            context,
+            events: EventReader::default(),
+            phase: Phase::Waiting,
+            blocks: 0,
+            open: None,
+            tools: BTreeMap::new(),
+            finish_reason: None,
+            usage: None,
+        }
+    }
+
+    fn translate(&mut self, events: Vec<Event>) -> Vec<u8> {
+        let mut out = Vec::new();
+        for event in events {
+            if self.phase == Phase::Closed {
+                break;
+            }
+            self.on_event(&event, &mut out);
+        }
+        if self.events.overflowed() && self.phase != Phase::Closed {
+            self.fail("the provider's stream carried an event longer than 16 MiB; the stream ends here", &mut out);
+        }
+        out
+    }
+
+    fn on_event(&mut self, event: &Event, out: &mut Vec<u8>) {
+        let data = event.data.trim();
+        if data == "[DONE]" {
+            self.end(out);
+            return;
+        }
+        let Ok(chunk) = serde_json::from_str::<Chunk>(data) else {
+            return;
+        };
+        if let Some(error) = &chunk.error {
+            let message = error.get("message").and_then(Value::as_str).map_or_else(|| error.to_string(), str::to_string);
+            self.fail(&message, out);
+            return;
+        }
+        self.start(chunk.id.as_deref(), chunk.model.as_deref(), out);
+        if let Some(usage) = chunk.usage {
+            self.usage = Some(usage);
+        }
+        for choice in chunk.choices.into_iter().take(1) {
+            let delta = choice.delta.unwrap_or_default();
+            for text in [delta.content, delta.refusal].into_iter().flatten().filter(|t| !t.is_empty()) {
+                self.text(&text, out);
+            }
+            for call in delta.tool_calls.into_iter().flatten() {
+                self.tool_call(call, out);
+            }
+            if choice.finish_reason.is_some() {
+                self.finish_reason = choice.finish_reason;
+            }
+        }
+    }
+
+    fn start(&mut self, id: Option<&str>, model: Option<&str>, out: &mut Vec<u8>) {
+        if self.phase != Phase::Waiting {
+            return;
+        }
+        self.phase = Phase::Answering;
+        let message = json!({
+            "id": message_id(id, &self.context),
+            "type": "message",
+            "role": "assistant",
+            "model": model.unwrap_or(&self.context.model),
+            "content": [],
+            "stop_reason": null,
+            "stop_sequence": null,
+            "usage": {"input_tokens": 0, "output_tokens": 0},
+        });
+        out.extend(event("message_start", &json!({"type": "message_start", "message": message})));
+    }
+
+    fn close_block(&mut self, out: &mut Vec<u8>) {
+        if let Some(OpenBlock::Text(index) | OpenBlock::Tool(index)) = self.open.take() {
+            out.extend(event("content_block_stop", &json!({"type": "content_block_stop", "index": index})));
+        }
+    }
+
+    fn open_block(&mut self, block: Value, out: &mut Vec<u8>) -> usize {
+        self.close_block(out);
+        let index = self.blocks;
+        self.blocks += 1;
+        out.extend(event("content_block_start", &json!({"type": "content_block_start", "index": index, "content_block": block})));
+        index
+    }
+
+    fn text(&mut self, text: &str, out: &mut Vec<u8>) {
+        let index = match self.open {
+            Some(OpenBlock::Text(index)) => index,
+            _ => {
+                let index = self.open_block(json!({"type": "text", "text": ""}), out);
+                self.open = Some(OpenBlock::Text(index));
+                index
+            }
+        };
+        let delta = json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}});
+        out.extend(event("content_block_delta", &delta));
+    }
+
+    fn tool_call(&mut self, call: CallDelta, out: &mut Vec<u8>) {
+        let function = call.function.unwrap_or_default();
+        let index = match self.tools.get(&call.index) {
+            Some(index) => *index,
+            None => {
+                let block = json!({
+                    "type": "tool_use",
+                    "id": call.id.unwrap_or_default(),
+                    "name": function.name.unwrap_or_default(),
+                    "input": {},
+                });
+                let index = self.open_block(block, out);
+                self.open = Some(OpenBlock::Tool(index));
+                self.tools.insert(call.index, index);
+                index
+            }
+        };
+        if let Some(arguments) = function.arguments.filter(|a| !a.is_empty()) {
+            let delta = json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": arguments}});
+            out.extend(event("content_block_delta", &delta));
+        }
+    }
+
+    /// The provider's stream ended: the last block closes, then the stop reason and usage.
+    fn end(&mut self, out: &mut Vec<u8>) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        self.start(None, None, out);
+        self.close_block(out);
+        let usage = self.usage.unwrap_or_default().anthropic();
+        let reason = stop_reason(self.finish_reason.as_deref(), !self.tools.is_empty());
+        let delta = json!({"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": null}, "usage": usage});
+        out.extend(event("message_delta", &delta));
+        out.extend(event("message_stop", &json!({"type": "message_stop"})));
+        self.phase = Phase::Closed;
+    }
+
+    /// An error mid-stream: Anthropic's `error` event, and nothing after it.
+    fn fail(&mut self, message: &str, out: &mut Vec<u8>) {
+        out.extend(event("error", &json!({"type": "error", "error": {"type": "api_error", "message": message}})));
+        self.phase = Phase::Closed;
+    }
+}
+
+impl crate::provider::StreamTranslator for Stream {
+    fn feed(&mut self, chunk: &[u8]) -> Vec<u8> {
+        if self.phase == Phase::Closed {
+            return Vec::new();
+        }
+        let events = self.events.feed(chunk);
+        self.translate(events)
+    }
+
+    fn finish(&mut self) -> Vec<u8> {
+        let events = self.events.finish();
+        let mut out = self.translate(events);
+        // A stream that ended without `[DONE]` still ends in Anthropic's way.
+        self.end(&mut out);
+        out
+    }
+}
+
+/// The model a Messages request names, for the attempt's breaker; same reader as chat's.
+pub fn requested_model(body: &[u8]) -> Option<Cow<'_, str>> {
+    chat::requested_model(body)
+}
