@@ -768,3 +768,240 @@ impl crate::provider::StreamTranslator for Stream {
 pub fn requested_model(body: &[u8]) -> Option<Cow<'_, str>> {
     chat::requested_model(body)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::StreamTranslator;
+    use crate::sse;
+
+    const CONVERSATION_REQUEST: &str = include_str!("fixtures/anthropic/request_conversation.anthropic.json");
+    const CONVERSATION_TRANSLATED: &str = include_str!("fixtures/anthropic/request_conversation.openai.json");
+    const TOOLS_REQUEST: &str = include_str!("fixtures/anthropic/request_tools.anthropic.json");
+    const TOOLS_TRANSLATED: &str = include_str!("fixtures/anthropic/request_tools.openai.json");
+    const TEXT_ANSWER: &str = include_str!("fixtures/anthropic/answer_text.openai.json");
+    const TEXT_ANSWER_TRANSLATED: &str = include_str!("fixtures/anthropic/answer_text.anthropic.json");
+    const TOOL_ANSWER: &str = include_str!("fixtures/anthropic/answer_tool_use.openai.json");
+    const TOOL_ANSWER_TRANSLATED: &str = include_str!("fixtures/anthropic/answer_tool_use.anthropic.json");
+    const TEXT_STREAM: &str = include_str!("fixtures/anthropic/stream_text.openai.sse");
+    const TEXT_STREAM_TRANSLATED: &str = include_str!("fixtures/anthropic/stream_text.anthropic.sse");
+    const TOOL_STREAM: &str = include_str!("fixtures/anthropic/stream_tool_use.openai.sse");
+    const TOOL_STREAM_TRANSLATED: &str = include_str!("fixtures/anthropic/stream_tool_use.anthropic.sse");
+    const ERROR_STREAM: &str = include_str!("fixtures/anthropic/stream_error.openai.sse");
+    const ERROR_STREAM_TRANSLATED: &str = include_str!("fixtures/anthropic/stream_error.anthropic.sse");
+
+    fn context() -> AnswerContext {
+        AnswerContext { id: "chatcmpl-llmf1".into(), created: 1_700_000_000, model: "gpt-4o".into(), include_usage: true }
+    }
+
+    fn json(text: &str) -> Value {
+        serde_json::from_str(text).unwrap()
+    }
+
+    fn translated(body: &Value) -> Result<Value, String> {
+        chat_request(body.to_string().as_bytes()).map(|(bytes, _)| serde_json::from_slice(&bytes).unwrap()).map_err(|u| u.0)
+    }
+
+    fn streamed(stream: &str) -> Vec<u8> {
+        let mut translator = Stream::new(context());
+        let mut out = translator.feed(stream.as_bytes());
+        out.extend(translator.finish());
+        out
+    }
+
+    // ------------------------------------------------------------ request
+
+    #[test]
+    fn golden_conversation_with_system_blocks_images_sampling_and_thinking_dropped() {
+        let (bytes, stream) = chat_request(CONVERSATION_REQUEST.as_bytes()).unwrap();
+        assert!(stream);
+        assert_eq!(serde_json::from_slice::<Value>(&bytes).unwrap(), json(CONVERSATION_TRANSLATED));
+    }
+
+    #[test]
+    fn golden_tools_tool_use_and_tool_results() {
+        assert_eq!(translated(&json(TOOLS_REQUEST)).unwrap(), json(TOOLS_TRANSLATED));
+    }
+
+    #[test]
+    fn the_translation_is_a_chat_request_every_provider_translation_reads() {
+        for request in [CONVERSATION_REQUEST, TOOLS_REQUEST] {
+            let (bytes, _) = chat_request(request.as_bytes()).unwrap();
+            let chat = crate::provider::openai::ChatRequest::parse(&bytes).unwrap();
+            assert!(chat.other.is_empty(), "only fields chat completions knows: {:?}", chat.other);
+            let options = crate::provider::FormatOptions::default();
+            crate::provider::gemini::request(&chat, "gemini-2.5-flash", &options).unwrap();
+            // Ollama takes images only inline: the conversation's image URL is refused there.
+            match crate::provider::ollama::request(&chat, "llama3.3", &options) {
+                Ok(_) => assert_eq!(request, TOOLS_REQUEST),
+                Err(why) => assert!(why.0.contains("not by URL"), "{why:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_plain_request_sets_nothing_it_was_not_given() {
+        let body = json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+        assert_eq!(translated(&body).unwrap(), json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}));
+        let choices = [("auto", json!("auto")), ("any", json!("required")), ("none", json!("none"))];
+        for (kind, expected) in choices {
+            let body = json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}],
+                "tools": [{"name": "t", "input_schema": {"type": "object"}}], "tool_choice": {"type": kind}});
+            assert_eq!(translated(&body).unwrap()["tool_choice"], expected, "{kind}");
+        }
+    }
+
+    #[test]
+    fn what_cannot_be_carried_is_refused_naming_it() {
+        let base = || json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+        let with = |field: &str, value: Value| {
+            let mut body = base();
+            body[field] = value;
+            body
+        };
+        let cases = [
+            (with("tools", json!([{"type": "web_search_20250305", "name": "web_search"}])), "tool `web_search` of type `web_search_20250305`"),
+            (with("mcp_servers", json!([{"type": "url", "url": "https://x"}])), "`mcp_servers`"),
+            (with("messages", json!([{"role": "user", "content": [{"type": "document", "source": {"type": "text", "data": "x"}}]}])), "messages[0]: a content block"),
+            (with("messages", json!([{"role": "user", "content": [{"type": "image", "source": {"type": "file", "file_id": "f"}}]}])), "messages[0]: an image source"),
+            (with("messages", json!([{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [{"type": "image", "source": {"type": "url", "url": "u"}}]}]}])), "tool result `t`"),
+            (with("system", json!([{"type": "image", "source": {"type": "url", "url": "u"}}])), "system: only text"),
+            (with("tool_choice", json!({"type": "tool"})), "tool_choice `tool`"),
+            (with("messages", json!("hi")), "not a Messages request"),
+        ];
+        for (body, expected) in cases {
+            let mut body = body;
+            if body.get("tool_choice").is_some() {
+                body["tools"] = json!([{"name": "t", "input_schema": {"type": "object"}}]);
+            }
+            let why = translated(&body).unwrap_err();
+            assert!(why.contains(expected), "{why} should name {expected}");
+        }
+    }
+
+    #[test]
+    fn the_router_refuses_what_anthropic_would() {
+        assert!(inspect(br#"{"model":"m","max_tokens":1,"messages":[{"role":"user","content":"hi"}]}"#).is_ok());
+        assert_eq!(inspect(br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#), Err(BadRequest::NoMaxTokens));
+        assert_eq!(inspect(br#"{"model":"m","max_tokens":0,"messages":[{}]}"#), Err(BadRequest::NoMaxTokens));
+        assert_eq!(inspect(br#"{"model":"m","max_tokens":"5","messages":[{}]}"#), Err(BadRequest::NoMaxTokens));
+        assert_eq!(inspect(br#"{"model":"m","max_tokens":5,"messages":[]}"#), Err(BadRequest::NoMessages));
+        assert_eq!(inspect(br#"{"max_tokens":5,"messages":[{}]}"#), Err(BadRequest::NoModel));
+    }
+
+    // ------------------------------------------------------------ answer and errors
+
+    #[test]
+    fn golden_answers_text_and_tool_use() {
+        assert_eq!(json(&String::from_utf8(answer(TEXT_ANSWER.as_bytes(), &context()).unwrap()).unwrap()), json(TEXT_ANSWER_TRANSLATED));
+        assert_eq!(json(&String::from_utf8(answer(TOOL_ANSWER.as_bytes(), &context()).unwrap()).unwrap()), json(TOOL_ANSWER_TRANSLATED));
+    }
+
+    #[test]
+    fn finish_reasons_become_stop_reasons() {
+        for (finish, stop) in [("stop", "end_turn"), ("length", "max_tokens"), ("tool_calls", "tool_use"), ("content_filter", "refusal")] {
+            let body = json!({"id": "chatcmpl-1", "model": "m", "choices": [{"message": {"content": "x"}, "finish_reason": finish}]});
+            let out = json(&String::from_utf8(answer(body.to_string().as_bytes(), &context()).unwrap()).unwrap());
+            assert_eq!(out["stop_reason"], stop, "{finish}");
+        }
+    }
+
+    #[test]
+    fn an_answer_that_cannot_be_read_says_why() {
+        assert!(answer(b"<html>", &context()).unwrap_err().starts_with("not a chat completion"));
+        assert_eq!(answer(br#"{"choices":[]}"#, &context()).unwrap_err(), "a chat completion without choices");
+        let bad_arguments = json!({"choices": [{"message": {"tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "[1]"}}]}}]});
+        assert!(answer(bad_arguments.to_string().as_bytes(), &context()).unwrap_err().contains("tool call `f`"));
+    }
+
+    #[test]
+    fn openai_errors_take_anthropics_shape_and_type_by_status() {
+        let body = br#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#;
+        assert_eq!(json(&String::from_utf8(error_from_openai(429, body)).unwrap()), json!({"type": "error", "error": {"type": "rate_limit_error", "message": "Rate limit reached"}}));
+        let plain = json(&String::from_utf8(error_from_openai(502, b"Bad Gateway")).unwrap());
+        assert_eq!(plain["error"], json!({"type": "api_error", "message": "the provider answered HTTP 502: Bad Gateway"}));
+        for (status, kind) in [(400, "invalid_request_error"), (401, "authentication_error"), (403, "permission_error"), (404, "not_found_error"), (413, "request_too_large"), (500, "api_error"), (503, "overloaded_error"), (529, "overloaded_error")] {
+            assert_eq!(error_type_for_status(status), kind, "{status}");
+        }
+    }
+
+    // ------------------------------------------------------------ stream
+
+    #[test]
+    fn golden_streams_text_tool_use_and_error() {
+        assert_eq!(String::from_utf8(streamed(TEXT_STREAM)).unwrap(), TEXT_STREAM_TRANSLATED);
+        assert_eq!(String::from_utf8(streamed(TOOL_STREAM)).unwrap(), TOOL_STREAM_TRANSLATED);
+        assert_eq!(String::from_utf8(streamed(ERROR_STREAM)).unwrap(), ERROR_STREAM_TRANSLATED);
+    }
+
+    #[test]
+    fn any_chunking_of_the_stream_translates_to_the_same_bytes() {
+        for stream in [TEXT_STREAM, TOOL_STREAM, ERROR_STREAM] {
+            let whole = streamed(stream);
+            for seed in 0..500 {
+                let mut translator = Stream::new(context());
+                let mut out = Vec::new();
+                for piece in sse::random_split(stream.as_bytes(), seed) {
+                    out.extend(translator.feed(piece));
+                }
+                out.extend(translator.finish());
+                assert_eq!(out, whole, "seed {seed}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_stream_cut_before_done_still_ends_in_anthropics_way() {
+        let cut = TEXT_STREAM.replace("data: [DONE]\n\n", "");
+        let out = String::from_utf8(streamed(&cut)).unwrap();
+        assert!(out.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"), "{out}");
+        let empty = String::from_utf8(streamed("")).unwrap();
+        let names: Vec<&str> = empty.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
+        assert_eq!(names, ["message_start", "message_delta", "message_stop"]);
+    }
+
+    #[test]
+    fn a_gemini_stream_reaches_a_messages_client_through_chat_for_any_chunking() {
+        let gemini_stream = include_str!("../provider/fixtures/gemini/stream_text.sse");
+        let run = |pieces: Vec<&[u8]>| {
+            let provider = crate::provider::Format::Gemini.stream(context());
+            let mut chain = super::super::through_chat(provider, Box::new(Stream::new(context())));
+            let mut out = Vec::new();
+            for piece in pieces {
+                out.extend(chain.feed(piece));
+            }
+            out.extend(chain.finish());
+            out
+        };
+        let whole = run(vec![gemini_stream.as_bytes()]);
+        let text = String::from_utf8(whole.clone()).unwrap();
+        let names: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
+        assert_eq!(names.first(), Some(&"message_start"));
+        assert_eq!(names.last(), Some(&"message_stop"));
+        assert!(names.contains(&"content_block_delta") && names.contains(&"message_delta"), "{text}");
+        for seed in 0..200 {
+            assert_eq!(run(sse::random_split(gemini_stream.as_bytes(), seed)), whole, "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn garbage_never_panics_and_never_breaks_the_stream_shape() {
+        let garbage: Vec<Vec<u8>> = vec![
+            b"data: {not json\n\n".to_vec(),
+            b"data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":18446744073709551615}]}}]}\n\n".to_vec(),
+            b"data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":-1}]}}]}\n\n".to_vec(),
+            b"data: {\"usage\":{\"prompt_tokens\":1e999}}\n\n".to_vec(),
+            b"data: {\"error\":\"plain\"}".to_vec(),
+            b"\xff\xfe\x00\r\r\n\n".to_vec(),
+            (0..=255u8).collect(),
+        ];
+        for (i, bytes) in garbage.iter().enumerate() {
+            let mut translator = Stream::new(context());
+            let mut out = translator.feed(bytes);
+            out.extend(translator.finish());
+            let text = String::from_utf8(out).unwrap();
+            let last = text.lines().filter_map(|l| l.strip_prefix("event: ")).next_back();
+            assert!(matches!(last, Some("message_stop" | "error")), "case {i}: {text}");
+        }
+    }
+}
