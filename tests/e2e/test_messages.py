@@ -14,6 +14,8 @@ import pytest
 
 from envoy_config import Provider, start_gateway
 from fake_api import anthropic as fake_anthropic
+from fake_api import gemini as fake_gemini
+from fake_api import ollama as fake_ollama
 from fake_api import openai as fake_openai
 
 PRIMARY_KEY = "sk-ant-primary"
@@ -22,7 +24,12 @@ FALLBACKS = {
     # format: (fake API, model the fallback is asked for, its key)
     "anthropic": (fake_anthropic, "claude-fallback-model", "sk-ant-fallback"),
     "openai": (fake_openai, "gpt-4o-fallback", "sk-openai-fallback"),
+    # Through chat completions, then the provider's own translation.
+    "gemini": (fake_gemini, "gemini-2.5-flash", "gm-fallback-key"),
+    "ollama": (fake_ollama, "qwen2.5-coder:32b", None),
 }
+# The usage each fake reports: (input, output) tokens.
+USAGE = {"anthropic": (11, 7), "openai": (13, 5), "gemini": (11, 7), "ollama": (11, 7)}
 WEATHER_TOOL = {
     "name": "get_weather",
     "description": "Current weather in a city",
@@ -48,11 +55,14 @@ class Setup:
         self.fallback = mock(self.name)
         self.primary.set_default(primary_fails_with or fake_anthropic.responder("claude-primary", PRIMARY_KEY))
         self.fallback.set_default(self.fake.responder(self.name, self.key))
+        fallback = Provider(self.name, self.fallback.port, format=fallback_format,
+                            models={"*": self.model, "claude-alias": self.model})
+        if self.key:
+            fallback.key_env, fallback.key = "FALLBACK_KEY", self.key
         self.envoy = start_gateway(tmp_path, [
             Provider("claude-primary", self.primary.port, format="anthropic", key_env="PRIMARY_KEY", key=PRIMARY_KEY,
                      models={"*": "claude-primary-model"}),
-            Provider(self.name, self.fallback.port, format=fallback_format, key_env="FALLBACK_KEY", key=self.key,
-                     models={"*": self.model, "claude-alias": self.model}),
+            fallback,
         ], **gateway)
         self.base_url = f"http://127.0.0.1:{self.envoy.listener_ports[0]}"
         self.client = anthropic.Anthropic(api_key=CLIENT_KEY, base_url=self.base_url, max_retries=0, timeout=15)
@@ -89,10 +99,7 @@ def test_messages_create_after_a_rate_limited_primary(tmp_path, mock, fallback_f
     assert message.content[0].text == f"hello from {s.name}"
     assert message.stop_reason == "end_turn"
     assert message.id.startswith("msg_")
-    if fallback_format == "anthropic":
-        assert (message.usage.input_tokens, message.usage.output_tokens) == (11, 7)
-    else:
-        assert (message.usage.input_tokens, message.usage.output_tokens) == (13, 5)
+    assert (message.usage.input_tokens, message.usage.output_tokens) == USAGE[fallback_format]
     (request,) = s.received_without_problems()
     (primary_request,) = s.primary.requests
     assert fake_anthropic.credential_problems(primary_request, PRIMARY_KEY) == []
@@ -101,13 +108,19 @@ def test_messages_create_after_a_rate_limited_primary(tmp_path, mock, fallback_f
         assert request.body.replace(s.model.encode(), b"claude-primary-model") == primary_request.body
         assert request.header("anthropic-beta") == "fine-grained-tool-streaming-2025-05-14"
         assert request.json["system"] == "Be brief."
-    else:
+    elif fallback_format == "openai":
         body = request.json
         assert body["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello"}]
         assert (body["max_tokens"], body["temperature"], body["stop"]) == (50, 0.3, ["\n\nHuman:"])
         assert body["model"] == s.model
     assert s.counter("provider.claude-primary.failover.rate_limited") == 1
     assert s.counter(f"provider.{s.name}.served") == 1
+    # The primary cools down (Retry-After: 30): the next Messages request skips it.
+    again = s.client.messages.with_raw_response.create(
+        model="claude-sonnet-4-5", max_tokens=50, messages=[{"role": "user", "content": "again"}])
+    assert again.parse().content[0].text == f"hello from {s.name}"
+    assert (again.headers["x-llm-attempts"], again.headers["x-llm-skipped"]) == ("1", "claude-primary")
+    assert len(s.primary.requests) == 1
 
 
 def test_messages_stream_after_an_unavailable_primary(tmp_path, mock, fallback_format):
@@ -120,10 +133,12 @@ def test_messages_stream_after_an_unavailable_primary(tmp_path, mock, fallback_f
     assert message.stop_reason == "end_turn"
     assert events[0] == "message_start" and events[-1] == "message_stop"
     assert "content_block_start" in events and "content_block_stop" in events and "message_delta" in events
-    expected_output = 7 if fallback_format == "anthropic" else 5
-    assert message.usage.output_tokens == expected_output
+    assert message.usage.output_tokens == USAGE[fallback_format][1]
     (request,) = s.received_without_problems()
-    assert request.json["stream"] is True
+    if fallback_format == "gemini":
+        assert request.path.endswith(":streamGenerateContent?alt=sse") or "streamGenerateContent" in request.path
+    else:
+        assert request.json["stream"] is True
     assert s.counter("provider.claude-primary.failover.server_error") == 1
 
 
