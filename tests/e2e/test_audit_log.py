@@ -67,7 +67,8 @@ def test_a_failover_is_one_line_with_each_attempt_in_order(tmp_path, mock):
     a.script(openai_error(429, retry_after=30))
     b.script(openai_error(503))
 
-    assert envoy.get("/v1/models").status == 404  # not a chat request: no line
+    assert envoy.get("/v1/files").status == 404  # not a chat request: no line
+    assert envoy.get("/v1/models").status == 200  # the router role's own answer: no line either
     first = envoy.post_json(CHAT_PATH, CHAT)
     assert first.status == 200 and first.headers["x-llm-provider"] == "c"
     second = envoy.post_json(CHAT_PATH, CHAT)     # a and b (its model) cool down: skipped
