@@ -7,6 +7,8 @@ request the way the real APIs do; the model list is answered by the gateway itse
 from __future__ import annotations
 
 import json
+import urllib.error
+import urllib.request
 
 import anthropic
 import openai
@@ -84,6 +86,7 @@ def fallback_format(request) -> str:
     return request.param
 
 
+@pytest.mark.core
 def test_messages_create_after_a_rate_limited_primary(tmp_path, mock, fallback_format):
     s = Setup(tmp_path, mock, fallback_format, anthropic_error(429, "rate_limit_error", retry_after=30))
     raw = s.client.messages.with_raw_response.create(
@@ -123,6 +126,7 @@ def test_messages_create_after_a_rate_limited_primary(tmp_path, mock, fallback_f
     assert len(s.primary.requests) == 1
 
 
+@pytest.mark.core
 def test_messages_stream_after_an_unavailable_primary(tmp_path, mock, fallback_format):
     s = Setup(tmp_path, mock, fallback_format, anthropic_error(503, "overloaded_error"))
     with s.client.messages.stream(model="claude-sonnet-4-5", max_tokens=64,
@@ -186,6 +190,7 @@ def test_system_blocks_and_images_translate_for_an_openai_provider(tmp_path, moc
                                      {"type": "text", "text": "What is this?"}]}]
 
 
+@pytest.mark.core
 def test_every_provider_down_is_an_anthropic_overloaded_error(tmp_path, mock):
     s = Setup(tmp_path, mock, "openai", anthropic_error(429, "rate_limit_error", retry_after=30))
     s.fallback.set_default(fake_openai.error_spec(503, "server_error", "down", None))
@@ -198,6 +203,7 @@ def test_every_provider_down_is_an_anthropic_overloaded_error(tmp_path, mock):
     assert error.response.headers.get("retry-after")
 
 
+@pytest.mark.core
 def test_a_request_the_gateway_refuses_is_answered_in_anthropics_shape(tmp_path, mock):
     s = Setup(tmp_path, mock, "anthropic", None)
     with pytest.raises(anthropic.BadRequestError) as raised:
@@ -207,6 +213,7 @@ def test_a_request_the_gateway_refuses_is_answered_in_anthropics_shape(tmp_path,
     assert s.primary.requests == [] and s.fallback.requests == []
 
 
+@pytest.mark.core
 def test_models_list_from_both_sdks_without_asking_a_provider(tmp_path, mock):
     s = Setup(tmp_path, mock, "openai", None, models={"claude-sonnet-4-5": "default"})
     expected = sorted(["claude-sonnet-4-5", "claude-alias"])
@@ -230,14 +237,13 @@ def test_models_list_from_both_sdks_without_asking_a_provider(tmp_path, mock):
     assert s.primary.requests == [] and s.fallback.requests == []
 
 
+@pytest.mark.core
 @pytest.mark.parametrize("method,path", [
     ("POST", "/v1/responses"), ("POST", "/v1/embeddings"), ("GET", "/v1/messages"), ("POST", "/v1/models"),
     ("POST", "/v2/messages"), ("GET", "/v1/chat/completions"),
 ])
 def test_an_unknown_path_reaches_no_provider(tmp_path, mock, method, path):
     s = Setup(tmp_path, mock, "openai", None)
-    import urllib.error
-    import urllib.request
     request = urllib.request.Request(f"{s.base_url}{path}", method=method, data=b'{"model":"m","input":"hi"}' if method == "POST" else None,
                                      headers={"content-type": "application/json", "x-api-key": CLIENT_KEY})
     with pytest.raises(urllib.error.HTTPError) as raised:
