@@ -1092,7 +1092,11 @@ impl ByEndpoint {
             Some(name) => format!("provider `{name}` is not in the router role's `providers`"),
         };
         log(LogLevel::Error, &format!("llm-failover #{}: attempt not sent: {why}", self.context_id));
-        let body = openai::error_body(&format!("the gateway is misconfigured: {why}"), "server_error", Some("gateway_misconfigured"));
+        let message = format!("the gateway is misconfigured: {why}");
+        let body = match abi::filter_state(inbound::API_PROPERTY).and_then(|v| ClientApi::parse(&v)) {
+            Some(ClientApi::AnthropicMessages) => inbound::anthropic::error_body("api_error", &message),
+            _ => openai::error_body(&message, "server_error", Some("gateway_misconfigured")),
+        };
         abi::send_response(500, "llm_failover_misconfigured", &[("content-type", "application/json")], &body);
         Action::Pause
     }

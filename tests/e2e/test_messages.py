@@ -14,7 +14,7 @@ import anthropic
 import openai
 import pytest
 
-from envoy_config import Provider, start_gateway
+from envoy_config import Provider, reads_error_answers, start_gateway
 from fake_api import anthropic as fake_anthropic
 from fake_api import gemini as fake_gemini
 from fake_api import ollama as fake_ollama
@@ -92,7 +92,7 @@ def test_messages_create_after_a_rate_limited_primary(tmp_path, mock, fallback_f
     raw = s.client.messages.with_raw_response.create(
         model="claude-sonnet-4-5", max_tokens=50, temperature=0.3, stop_sequences=["\n\nHuman:"],
         system="Be brief.", messages=[{"role": "user", "content": "hello"}],
-        extra_headers={"anthropic-version": "2023-06-01", "anthropic-beta": "fine-grained-tool-streaming-2025-05-14"})
+        extra_headers={"anthropic-version": "2024-10-22", "anthropic-beta": "fine-grained-tool-streaming-2025-05-14"})
     message = raw.parse()
     assert raw.headers["x-llm-provider"] == s.name
     assert raw.headers["x-llm-model"] == s.model
@@ -110,6 +110,8 @@ def test_messages_create_after_a_rate_limited_primary(tmp_path, mock, fallback_f
         # Natively served: only the model name differs from what the primary got.
         assert request.body.replace(s.model.encode(), b"claude-primary-model") == primary_request.body
         assert request.header("anthropic-beta") == "fine-grained-tool-streaming-2025-05-14"
+        # The provider's version (anthropicVersion), not the client's.
+        assert request.header("anthropic-version") == "2023-06-01"
         assert request.json["system"] == "Be brief."
     elif fallback_format == "openai":
         body = request.json
@@ -173,6 +175,26 @@ def test_messages_tool_use_and_its_second_turn(tmp_path, mock, fallback_format, 
         assert turn[1]["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": '{"city":"Paris"}'}
         assert turn[2] == {"role": "tool", "tool_call_id": use.id, "content": "18C, sunny"}
         assert received[0].json["tool_choice" if not streamed else "tools"]
+
+
+@pytest.mark.skipif(not reads_error_answers(), reason="errorAnswers: pass (Envoy 1.36) does not read error bodies")
+def test_an_account_out_of_credit_fails_over(tmp_path, mock):
+    """Error-aware failover reads a native Anthropic error as it does for chat: a billing error
+    is the account's, not the request's, so the next provider is tried."""
+    s = Setup(tmp_path, mock, "openai", fake_anthropic.error_spec(
+        400, "billing_error", "Your credit balance is too low to access the Anthropic API.", 1))
+    message = s.client.messages.create(model="claude-sonnet-4-5", max_tokens=20, messages=[{"role": "user", "content": "hi"}])
+    assert message.content[0].text == f"hello from {s.name}"
+    assert s.counter("provider.claude-primary.failover.quota_exhausted") == 1
+
+
+def test_a_request_anthropic_refuses_goes_back_as_it_is_and_is_not_failed_over(tmp_path, mock):
+    error = fake_anthropic.error_spec(400, "invalid_request_error", "messages.0.content: bad block", 1)
+    s = Setup(tmp_path, mock, "openai", error)
+    with pytest.raises(anthropic.BadRequestError) as raised:
+        s.client.messages.create(model="claude-sonnet-4-5", max_tokens=20, messages=[{"role": "user", "content": "hi"}])
+    assert raised.value.body == error["body"]
+    assert s.fallback.requests == []
 
 
 def test_system_blocks_and_images_translate_for_an_openai_provider(tmp_path, mock):
