@@ -494,6 +494,10 @@ impl AttemptFilter {
             for (name, value) in provider.format_headers() {
                 abi::set_header(MapType::HttpRequestHeaders, name, &value);
             }
+            // An earlier attempt at another format removed it from the shared headers.
+            if let Some(beta) = abi::filter_state(inbound::ANTHROPIC_BETA_PROPERTY).and_then(|b| String::from_utf8(b).ok()) {
+                abi::set_header(MapType::HttpRequestHeaders, "anthropic-beta", &beta);
+            }
             self.set_chat_path(&target, false, None);
             self.model = Some(target);
             self.requested_model = Some(requested);

@@ -573,6 +573,9 @@ impl HttpContext for RouterFilter {
                 if !left && !abi::set_filter_state(inbound::API_PROPERTY, api.name().as_bytes()) {
                     log(LogLevel::Warn, &format!("llm-failover #{}: the client API was not left for the attempts", self.context_id));
                 }
+                if let Some(beta) = headers.get("anthropic-beta").filter(|_| !left) {
+                    abi::set_filter_state(inbound::ANTHROPIC_BETA_PROPERTY, beta);
+                }
             }
             ClientApi::ChatCompletions => {}
         }

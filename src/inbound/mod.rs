@@ -11,6 +11,11 @@ use crate::provider::{Format, StreamTranslator};
 /// reaches a provider). Envoy shows it as `wasm.llm_failover.api`.
 pub const API_PROPERTY: &str = "llm_failover.api";
 
+/// The client's `anthropic-beta`, kept by the router role for the attempts at Anthropic-format
+/// providers: an attempt at another format removes the header, and Envoy shares the request
+/// headers between attempts.
+pub const ANTHROPIC_BETA_PROPERTY: &str = "llm_failover.anthropic_beta";
+
 /// An API a client speaks to the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientApi {

@@ -197,6 +197,29 @@ def test_a_request_anthropic_refuses_goes_back_as_it_is_and_is_not_failed_over(t
     assert s.fallback.requests == []
 
 
+def test_an_openai_primary_then_a_native_anthropic_fallback_gets_the_clients_beta_header(tmp_path, mock):
+    """Envoy shares request headers between attempts: the OpenAI attempt removes the client's
+    anthropic-beta, and the native Anthropic attempt after it puts it back."""
+    primary, fallback = mock("gpt-primary"), mock("claude-fallback")
+    primary.set_default(fake_openai.error_spec(429, "requests", "Rate limit reached", "rate_limit_exceeded"))
+    fallback.set_default(fake_anthropic.responder("claude-fallback", "sk-ant-fallback"))
+    envoy = start_gateway(tmp_path, [
+        Provider("gpt-primary", primary.port, key_env="PRIMARY_KEY", key="sk-openai-primary", models={"*": "gpt-4o"}),
+        Provider("claude-fallback", fallback.port, format="anthropic", key_env="FALLBACK_KEY", key="sk-ant-fallback"),
+    ])
+    client = anthropic.Anthropic(api_key=CLIENT_KEY, base_url=f"http://127.0.0.1:{envoy.listener_ports[0]}",
+                                 max_retries=0, timeout=15)
+    message = client.messages.create(model="claude-sonnet-4-5", max_tokens=20, messages=[{"role": "user", "content": "hi"}],
+                                     extra_headers={"anthropic-beta": "context-1m-2025-08-07"})
+    assert message.content[0].text == "hello from claude-fallback"
+    (tried,) = primary.requests
+    assert fake_openai.problems(tried, "sk-openai-primary") == []
+    (served,) = fallback.requests
+    assert fake_anthropic.problems(served, "sk-ant-fallback") == []
+    assert served.header("anthropic-beta") == "context-1m-2025-08-07"
+    assert served.json["model"] == "claude-sonnet-4-5"
+
+
 def test_system_blocks_and_images_translate_for_an_openai_provider(tmp_path, mock):
     s = Setup(tmp_path, mock, "openai", anthropic_error(503, "overloaded_error"))
     s.client.messages.create(
