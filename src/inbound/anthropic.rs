@@ -134,6 +134,9 @@ enum Block {
     Image {
         source: ImageSource,
     },
+    Document {
+        source: DocumentSource,
+    },
     ToolUse {
         id: String,
         name: String,
@@ -160,6 +163,15 @@ enum Block {
 enum ImageSource {
     Base64 { media_type: String, data: String },
     Url { url: String },
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum DocumentSource {
+    Base64 { media_type: String, data: String },
+    Text { data: String },
     #[serde(other)]
     Other,
 }
@@ -273,19 +285,33 @@ fn image_part(source: &ImageSource) -> Result<Value, String> {
     Ok(json!({"type": "image_url", "image_url": {"url": url}}))
 }
 
+/// A document: a PDF as OpenAI's file part, plain text as text; others cannot be carried.
+fn document_part(source: &DocumentSource) -> Result<Value, String> {
+    match source {
+        DocumentSource::Base64 { media_type, data } if media_type == "application/pdf" => {
+            Ok(json!({"type": "file", "file": {"file_data": format!("data:application/pdf;base64,{data}")}}))
+        }
+        DocumentSource::Text { data } => Ok(json!({"type": "text", "text": data})),
+        _ => Err("a document other than a base64 PDF or plain text".into()),
+    }
+}
+
 /// A user turn: its tool results first, each a `tool` message (OpenAI wants them right after
-/// the assistant's calls), then the rest as one user message.
+/// the assistant's calls), then the rest as one user message. A tool result's images (a
+/// screenshot tool's) cannot be in a `tool` message: they open that user message, introduced.
 fn user_messages(content: &TurnContent) -> Result<Vec<Value>, String> {
     let blocks = match content {
         TurnContent::Text(text) => return Ok(vec![json!({"role": "user", "content": text})]),
         TurnContent::Blocks(blocks) => blocks,
     };
     let mut out = Vec::new();
+    let mut tool_images = Vec::new();
     let mut parts = Vec::new();
     for block in blocks {
         match block {
             Block::Text { text } => parts.push(json!({"type": "text", "text": text})),
             Block::Image { source } => parts.push(image_part(source)?),
+            Block::Document { source } => parts.push(document_part(source)?),
             Block::ToolResult { tool_use_id, content, is_error } => {
                 let mut text = match content {
                     None => String::new(),
@@ -295,7 +321,13 @@ fn user_messages(content: &TurnContent) -> Result<Vec<Value>, String> {
                         for block in blocks {
                             match block {
                                 Block::Text { text } => texts.push(text.as_str()),
-                                _ => return Err(format!("tool result `{tool_use_id}`: only text can be translated")),
+                                Block::Image { source } => {
+                                    if tool_images.is_empty() {
+                                        tool_images.push(json!({"type": "text", "text": format!("(images returned by tool call {tool_use_id})")}));
+                                    }
+                                    tool_images.push(image_part(source)?);
+                                }
+                                _ => return Err(format!("tool result `{tool_use_id}`: only text and images can be translated")),
                             }
                         }
                         texts.join("\n\n")
@@ -308,11 +340,12 @@ fn user_messages(content: &TurnContent) -> Result<Vec<Value>, String> {
             }
             Block::Thinking {} | Block::RedactedThinking {} => {}
             Block::ToolUse { .. } => return Err("a tool_use block in a user turn".into()),
-            Block::Other => return Err("a content block other than text, image, tool_use, tool_result or thinking".into()),
+            Block::Other => return Err("a content block other than text, image, document, tool_use, tool_result or thinking".into()),
         }
     }
-    if !parts.is_empty() {
-        out.push(json!({"role": "user", "content": parts}));
+    tool_images.extend(parts);
+    if !tool_images.is_empty() {
+        out.push(json!({"role": "user", "content": tool_images}));
     }
     Ok(out)
 }
@@ -332,7 +365,9 @@ fn assistant_message(content: &TurnContent) -> Result<Option<Value>, String> {
                 calls.push(json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments}}));
             }
             Block::Thinking {} | Block::RedactedThinking {} => {}
-            Block::Image { .. } | Block::ToolResult { .. } => return Err("an assistant turn can carry only text and tool_use".into()),
+            Block::Image { .. } | Block::Document { .. } | Block::ToolResult { .. } => {
+                return Err("an assistant turn can carry only text and tool_use".into())
+            }
             Block::Other => return Err("a content block other than text, tool_use or thinking".into()),
         }
     }
@@ -862,9 +897,10 @@ mod tests {
         let cases = [
             (with("tools", json!([{"type": "web_search_20250305", "name": "web_search"}])), "tool `web_search` of type `web_search_20250305`"),
             (with("mcp_servers", json!([{"type": "url", "url": "https://x"}])), "`mcp_servers`"),
-            (with("messages", json!([{"role": "user", "content": [{"type": "document", "source": {"type": "text", "data": "x"}}]}])), "messages[0]: a content block"),
+            (with("messages", json!([{"role": "user", "content": [{"type": "search_result", "source": "s", "title": "t", "content": []}]}])), "messages[0]: a content block"),
+            (with("messages", json!([{"role": "user", "content": [{"type": "document", "source": {"type": "url", "url": "u"}}]}])), "messages[0]: a document"),
             (with("messages", json!([{"role": "user", "content": [{"type": "image", "source": {"type": "file", "file_id": "f"}}]}])), "messages[0]: an image source"),
-            (with("messages", json!([{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [{"type": "image", "source": {"type": "url", "url": "u"}}]}]}])), "tool result `t`"),
+            (with("messages", json!([{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [{"type": "search_result", "source": "s", "title": "t", "content": []}]}]}])), "tool result `t`"),
             (with("system", json!([{"type": "image", "source": {"type": "url", "url": "u"}}])), "system: only text"),
             (with("tool_choice", json!({"type": "tool"})), "tool_choice `tool`"),
             (with("messages", json!("hi")), "not a Messages request"),
@@ -877,6 +913,26 @@ mod tests {
             let why = translated(&body).unwrap_err();
             assert!(why.contains(expected), "{why} should name {expected}");
         }
+    }
+
+    #[test]
+    fn documents_and_a_tool_results_images_find_a_place_in_the_chat_request() {
+        let body = json!({"model": "m", "max_tokens": 5, "messages": [
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "shot", "name": "screenshot", "input": {}}]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "shot", "content": [
+                    {"type": "text", "text": "taken"},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}}]},
+                {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBER"}},
+                {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "notes"}}]}]});
+        assert_eq!(translated(&body).unwrap()["messages"], json!([
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "shot", "type": "function", "function": {"name": "screenshot", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "shot", "content": "taken"},
+            {"role": "user", "content": [
+                {"type": "text", "text": "(images returned by tool call shot)"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBER"}},
+                {"type": "text", "text": "notes"}]}]));
     }
 
     #[test]
