@@ -475,7 +475,7 @@ impl RouterFilter {
     /// answer is decided; a request the filter never took for a chat request has none.
     fn write_audit(&self, status: u16, outcome: &RequestOutcome) {
         let config = &self.role.config;
-        let mut line = AuditLine { time_ms: now_ms(), request_id: self.request_id.as_deref(), status, ..AuditLine::default() };
+        let mut line = AuditLine { time_ms: now_ms(), request_id: self.request_id.as_deref(), api: Some(self.api.name()), status, ..AuditLine::default() };
         match &self.stage {
             Stage::Routed { chain, model, skipped, profile, planned_attempts, order } => {
                 line.model = Some(model);
