@@ -23,6 +23,8 @@ pub enum BadRequest {
     NotAnObject,
     NoMessages,
     NoModel,
+    /// Anthropic Messages requires it.
+    NoMaxTokens,
 }
 
 impl BadRequest {
@@ -33,6 +35,7 @@ impl BadRequest {
             BadRequest::NotAnObject => "request body must be a JSON object".into(),
             BadRequest::NoMessages => "`messages` must be a non-empty array".into(),
             BadRequest::NoModel => "you must provide a `model` string".into(),
+            BadRequest::NoMaxTokens => "`max_tokens` must be a positive integer".into(),
         }
     }
 
@@ -40,6 +43,7 @@ impl BadRequest {
         match self {
             BadRequest::NoMessages => Some("messages"),
             BadRequest::NoModel => Some("model"),
+            BadRequest::NoMaxTokens => Some("max_tokens"),
             _ => None,
         }
     }

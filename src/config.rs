@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::budget::{self, Budget, Price, Prices};
 use crate::duration;
+use crate::inbound::ClientApi;
 use crate::classifier::{Classifier, RawClassifier};
 use crate::policy::{self, Profile, RawProfile, Tier};
 use crate::probe::{Probe, ProberConfig};
@@ -51,6 +52,12 @@ impl Deployment {
 #[derive(Debug)]
 pub struct RouterConfig {
     pub chat_paths: Vec<String>,
+    /// Where Anthropic Messages requests come (`POST`).
+    pub messages_paths: Vec<String>,
+    /// Where the model list is served (`GET`): beside each chat and Messages path.
+    pub models_paths: Vec<String>,
+    /// The model list: the aliases of `models` and every name a provider's model map knows.
+    pub model_ids: Vec<String>,
     pub max_request_bytes: usize,
     /// The largest answer an attempt holds whole (to translate or read it); Envoy's listener
     /// buffer is rendered a little larger, so the attempt sees the limit first.
@@ -229,6 +236,18 @@ impl RouterConfig {
         self.chat_paths.iter().any(|p| p == path)
     }
 
+    /// The client API a request speaks, from its method and path; `None`: not one the gateway
+    /// serves (the render's catch-all route answers it, and no provider sees it).
+    pub fn client_api(&self, method: &str, path: &str) -> Option<ClientApi> {
+        let plain = path.split('?').next().unwrap_or(path);
+        match method {
+            "POST" if self.chat_paths.iter().any(|p| p == plain) => Some(ClientApi::ChatCompletions),
+            "POST" if self.messages_paths.iter().any(|p| p == plain) => Some(ClientApi::AnthropicMessages),
+            "GET" if crate::inbound::models::parse(&self.models_paths, path).is_some() => Some(ClientApi::ModelsList),
+            _ => None,
+        }
+    }
+
     /// The chain serving `model` at the normal tier: its alias first, then the default.
     pub fn chain_for(&self, model: &str) -> Option<(usize, &Chain)> {
         let profile = self.profile_for_model(model).or(self.default_profile)?;
@@ -316,6 +335,8 @@ struct RawRouter {
     _role: String,
     #[serde(default = "default_chat_paths")]
     chat_paths: Vec<String>,
+    #[serde(default = "default_messages_paths")]
+    messages_paths: Vec<String>,
     #[serde(default = "default_max_request_bytes")]
     max_request_bytes: u64,
     #[serde(default = "default_max_answer_bytes")]
@@ -442,6 +463,10 @@ fn default_chat_paths() -> Vec<String> {
     vec!["/v1/chat/completions".to_string()]
 }
 
+fn default_messages_paths() -> Vec<String> {
+    vec!["/v1/messages".to_string()]
+}
+
 fn default_max_request_bytes() -> u64 {
     1024 * 1024
 }
@@ -487,6 +512,15 @@ fn check_deployment(raw: RawRouter, env: &dyn Environment) -> Result<Deployment,
         // The attempt role recognises chat requests by this ending.
         if !path.ends_with(CHAT_SUFFIX) {
             return Err(invalid(format!("chatPaths[{i}]"), format!("`{path}` must end with `{CHAT_SUFFIX}`")));
+        }
+    }
+    for (i, path) in raw.messages_paths.iter().enumerate() {
+        let field = format!("messagesPaths[{i}]");
+        if !path.starts_with('/') || path.contains('?') {
+            return Err(invalid(field, format!("`{path}` must be a path starting with `/`, without a query")));
+        }
+        if raw.chat_paths.contains(path) || raw.messages_paths.get(..i).is_some_and(|before| before.contains(path)) {
+            return Err(invalid(field, format!("`{path}` is listed twice (in `chatPaths` or `messagesPaths`)")));
         }
     }
     if raw.max_request_bytes == 0 {
@@ -588,9 +622,20 @@ fn check_deployment(raw: RawRouter, env: &dyn Environment) -> Result<Deployment,
         if raw.chat_paths.iter().any(|p| p.starts_with(&admin.path)) {
             return Err(invalid("admin.path", "must not overlap `chatPaths`"));
         }
+        if raw.messages_paths.iter().any(|p| p.starts_with(&admin.path)) {
+            return Err(invalid("admin.path", "must not overlap `messagesPaths`"));
+        }
     }
+    let models_paths = crate::inbound::models::paths(raw.chat_paths.iter().chain(&raw.messages_paths));
+    let mut model_ids: Vec<String> = raw.models.keys().cloned().collect();
+    model_ids.extend(attempts.iter().flat_map(|a| a.provider.models.keys()).filter(|m| *m != "*").cloned());
+    model_ids.sort();
+    model_ids.dedup();
     let router = RouterConfig {
         chat_paths: raw.chat_paths,
+        messages_paths: raw.messages_paths,
+        models_paths,
+        model_ids,
         max_request_bytes,
         max_answer_bytes,
         providers: provider_names,
@@ -1041,6 +1086,32 @@ mod tests {
         deployment(&value.to_string()).map(|d| d.router)
     }
 
+    #[test]
+    fn each_client_api_is_known_by_its_method_and_path() {
+        let r = router(r#"{"role":"router","providers":["a",{"name":"b","format":"anthropic","host":"b","models":{"fast":"claude-haiku","*":"claude-sonnet"}}],
+            "chains":{"c":["a","b"]},"models":{"smart":"c"},"chatPaths":["/v1/chat/completions","/llm/v1/chat/completions"]}"#).unwrap();
+        assert_eq!(r.messages_paths, vec!["/v1/messages"], "the default");
+        assert_eq!(r.models_paths, vec!["/llm/v1/models", "/v1/models"]);
+        assert_eq!(r.model_ids, vec!["fast", "smart"], "aliases and model-map keys, not `*`");
+        let cases = [
+            ("POST", "/v1/chat/completions", Some(ClientApi::ChatCompletions)),
+            ("POST", "/llm/v1/chat/completions?x=1", Some(ClientApi::ChatCompletions)),
+            ("POST", "/v1/messages", Some(ClientApi::AnthropicMessages)),
+            ("POST", "/v1/messages?beta=true", Some(ClientApi::AnthropicMessages)),
+            ("GET", "/v1/models", Some(ClientApi::ModelsList)),
+            ("GET", "/llm/v1/models/smart", Some(ClientApi::ModelsList)),
+            ("GET", "/v1/messages", None),
+            ("POST", "/v1/models", None),
+            ("POST", "/v1/responses", None),
+            ("POST", "/v1/embeddings", None),
+        ];
+        for (method, path, api) in cases {
+            assert_eq!(r.client_api(method, path), api, "{method} {path}");
+        }
+        let none = router(r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"messagesPaths":[]}"#).unwrap();
+        assert_eq!(none.client_api("POST", "/v1/messages"), None, "an empty list turns the Messages API off");
+    }
+
     /// A deployment of this one provider entry (with `extra` deployment fields).
     fn attempt_with(entry: &str, extra: &str) -> Result<AttemptConfig, ConfigError> {
         let json = format!(r#"{{"role":"router","providers":[{entry}],"chains":{{"c":["x"]}}{extra}}}"#);
@@ -1137,6 +1208,11 @@ mod tests {
             (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"maxAnswerBytes":2147483648}"#, "maxAnswerBytes", "between 1 and"),
             (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"chatPaths":["v1"]}"#, "chatPaths[0]", "starting with `/`"),
             (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"chatPaths":["/llm/chat"]}"#, "chatPaths[0]", "end with `/chat/completions`"),
+            (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"messagesPaths":["v1/messages"]}"#, "messagesPaths[0]", "starting with `/`"),
+            (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"messagesPaths":["/v1/messages?x"]}"#, "messagesPaths[0]", "without a query"),
+            (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"messagesPaths":["/v1/chat/completions"]}"#, "messagesPaths[0]", "listed twice"),
+            (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"messagesPaths":["/m","/m"]}"#, "messagesPaths[1]", "listed twice"),
+            (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"messagesPaths":["/h/messages"],"admin":{"path":"/h","internalListener":true}}"#, "admin.path", "overlap `messagesPaths`"),
             (r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"retries":3}"#, "retries", "unknown field `retries`"),
             (r#"{"role":"router","providers":"a","chains":{"c":["a"]}}"#, "providers", "invalid type"),
             (r#"{"role":"router","providers":[],"chains":{}}"#, "providers", "at least one"),

@@ -13,6 +13,7 @@ pub mod duration;
 pub mod error_kind;
 pub mod health;
 pub mod health_report;
+pub mod inbound;
 pub mod openai_error;
 pub mod orders;
 pub mod policy;

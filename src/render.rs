@@ -177,6 +177,8 @@ struct Parts {
 
 /// The route names the chat routes and the catch-all get, here and in Istio.
 pub const CHAT_ROUTE: &str = "llm-failover-chat";
+/// The route of each Anthropic Messages path.
+pub const MESSAGES_ROUTE: &str = "llm-failover-messages";
 pub const UNSUPPORTED_ROUTE: &str = "llm-failover-unsupported-path";
 
 fn parts(input: &[u8]) -> Result<Parts, ConfigError> {
@@ -332,12 +334,12 @@ fn parts(input: &[u8]) -> Result<Parts, ConfigError> {
     } else {
         "request_body_buffer_limit"
     };
-    let chat_routes = router
-        .chat_paths
-        .iter()
-        .map(|path| {
+    // Anthropic Messages requests are routed as chat requests are: same order clusters, same retries.
+    let api_paths = router.chat_paths.iter().map(|p| (CHAT_ROUTE, p)).chain(router.messages_paths.iter().map(|p| (MESSAGES_ROUTE, p)));
+    let chat_routes = api_paths
+        .map(|(name, path)| {
             json!({
-                "name": CHAT_ROUTE,
+                "name": name,
                 "match": {"path": path, "headers": [{"name": ":method", "string_match": {"exact": "POST"}}]},
                 buffer_limit_field: router.max_request_bytes,
                 "request_headers_to_remove": [ORDER_HEADER],
@@ -347,7 +349,11 @@ fn parts(input: &[u8]) -> Result<Parts, ConfigError> {
         })
         .collect();
     let not_served = crate::openai_error::body(
-        &format!("this gateway serves POST {}", router.chat_paths.join(", POST ")),
+        &format!(
+            "this gateway serves POST {}, GET {}",
+            router.chat_paths.iter().chain(&router.messages_paths).map(String::as_str).collect::<Vec<_>>().join(", POST "),
+            router.models_paths.join(", GET ")
+        ),
         "invalid_request_error",
         "unsupported_path",
         None,
@@ -688,7 +694,12 @@ mod tests {
             "host_env_keys:\n                  - OPENAI_API_KEY",
             "num_retries: 1",
             "\"role\": \"router\",",
-            "route:\n                  cluster_header",
+            "route: &route\n                  cluster_header",
+            // The Messages route: the same route action (retries, order cluster), one YAML alias.
+            "- name: llm-failover-messages",
+            "path: /v1/messages",
+            "route: *route",
+            "this gateway serves POST /v1/chat/completions, POST /v1/messages, GET /v1/models",
         ] {
             assert!(yaml.contains(expected), "missing {expected:?} in:\n{yaml}");
         }
@@ -773,7 +784,7 @@ mod tests {
         assert_eq!(filters, ["decompressor", "wasm", "router"], "the decompressor runs before the router role");
         let decompressor = yaml.split("- name: envoy.filters.http.decompressor").nth(1).unwrap();
         assert!(decompressor.trim_start().starts_with("disabled: true"), "on the chat routes only: {decompressor}");
-        assert_eq!(yaml.matches(&format!("{DECOMPRESSOR}:\n")).count(), 1, "one chat route enables it");
+        assert_eq!(yaml.matches(&format!("{DECOMPRESSOR}:\n")).count(), 2, "the chat and the Messages route enable it");
         for expected in ["local_reply_config:", "response.code_details.startsWith('http1.')", "code: bad_http_request", "type: invalid_request_error"] {
             assert!(yaml.contains(expected), "missing {expected:?} in:\n{yaml}");
         }
@@ -801,6 +812,7 @@ mod tests {
             "allow_on_headers_stop_iteration: true",
             "name: llm-failover-unsupported-path",
             "name: llm-failover-chat",
+            "name: llm-failover-messages",
             "include_request_attempt_count: true",
             "istio: egress",
             "name: llm-failover-bootstrap",
@@ -809,6 +821,7 @@ mod tests {
             assert!(yaml.contains(expected), "missing {expected:?} in:\n{yaml}");
         }
         assert!(!yaml.contains('&') && !yaml.contains('*'), "no YAML anchors for kubectl:\n{yaml}");
+        assert_eq!(yaml.matches("applyTo: HTTP_ROUTE").count(), 2, "the chat and the Messages route:\n{yaml}");
         assert!(!yaml.contains("NETWORK_FILTER"));
         let audited = istio.replace(r#""wasm":"#, r#""auditLog": "/dev/stdout", "wasm":"#);
         let yaml = render_istio(audited.as_bytes()).unwrap();

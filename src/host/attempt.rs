@@ -14,6 +14,7 @@ use super::counters::{self, Counter, Gauge, Histogram};
 use super::router::{EXCEEDED_PARAM, ORIGIN_HEADER};
 use super::{health_view, log, now_ms};
 use crate::chat;
+use crate::inbound::{self, ClientApi, Service};
 use crate::config::{self, AttemptConfig, Config, ErrorAnswers, CHAT_SUFFIX};
 use crate::health::{self, Downstream, Failure, Outcome, SharedStore};
 use crate::provider::openai::{self, AnswerContext, ChatRequest};
@@ -219,6 +220,8 @@ pub struct AttemptFilter {
     /// Set when the request was translated: the client asked for a stream.
     translated_stream: Option<bool>,
     answer_context: Option<AnswerContext>,
+    /// The API the client speaks (the router role left it in the filter state).
+    client: ClientApi,
     answer: Answer,
     status: u16,
     /// The model the client asked for: the key of this model's own breaker.
@@ -260,6 +263,7 @@ impl AttemptFilter {
             answered: false,
             translated_stream: None,
             answer_context: None,
+            client: ClientApi::ChatCompletions,
             answer: Answer::Pass,
             status: 0,
             requested_model: None,
@@ -458,8 +462,108 @@ impl AttemptFilter {
         self.requested_model = Some(requested);
     }
 
+    /// An error this filter writes, in the client's API's shape.
+    fn error_body(&self, status: u16, message: &str, openai_kind: &str, code: &str) -> Vec<u8> {
+        match self.client {
+            ClientApi::AnthropicMessages => inbound::anthropic::error_body(inbound::anthropic::error_type_for_status(status), message),
+            _ => openai::error_body(message, openai_kind, Some(code)),
+        }
+    }
+
+    /// The request is the client's fault, not the provider's: no other provider would be told
+    /// anything different, so it is answered now rather than failed over.
+    fn refuse_request(&mut self, why: &str) -> Action {
+        let provider = &self.role.config.provider;
+        let message = format!("provider `{}` ({}) cannot take this request: {why}", provider.name, provider.format.name());
+        let body = self.error_body(400, &message, "invalid_request_error", "unsupported_by_provider");
+        abi::send_response(400, "llm_failover_unsupported_by_provider", &[("content-type", "application/json")], &body);
+        Action::Pause
+    }
+
+    /// Anthropic's native providers serve it as it is (model name and key changed); the others
+    /// through chat completions: the request becomes a chat request, which an OpenAI-compatible
+    /// provider takes as it is and the other formats translate further. Answers come back the
+    /// same way (`for_the_client`, `prepare_answer`).
+    fn messages_request(&mut self, body: &[u8]) -> Action {
+        let provider = &self.role.config.provider;
+        if self.client.service(provider.format) == Some(Service::Native) {
+            let requested = chat::requested_model(body).map(|m| m.into_owned()).unwrap_or_default();
+            let target = provider.target_model(&requested).to_string();
+            if let Some(rewritten) = chat::with_model(body, &target) {
+                Self::replace_request_body(body.len(), &rewritten);
+            }
+            // The provider's `anthropic-version`, not the client's; its `anthropic-beta` stays,
+            // since the body, which may use those features, is the client's.
+            for (name, value) in provider.format_headers() {
+                abi::set_header(MapType::HttpRequestHeaders, name, &value);
+            }
+            // An earlier attempt at another format removed it from the shared headers.
+            if let Some(beta) = abi::filter_state(inbound::ANTHROPIC_BETA_PROPERTY).and_then(|b| String::from_utf8(b).ok()) {
+                abi::set_header(MapType::HttpRequestHeaders, "anthropic-beta", &beta);
+            }
+            self.set_chat_path(&target, false, None);
+            self.model = Some(target);
+            self.requested_model = Some(requested);
+            return Action::Continue;
+        }
+        let (chat_body, stream) = match inbound::anthropic::chat_request(body) {
+            Ok(done) => done,
+            Err(unsupported) => return self.refuse_request(&unsupported.0),
+        };
+        if provider.format.translates() {
+            return self.translate(&chat_body, body.len());
+        }
+        let requested = chat::requested_model(&chat_body).map(|m| m.into_owned()).unwrap_or_default();
+        let target = provider.target_model(&requested).to_string();
+        let chat_body = chat::with_model(&chat_body, &target).unwrap_or(chat_body);
+        Self::replace_request_body(body.len(), &chat_body);
+        abi::set_header(MapType::HttpRequestHeaders, "content-type", "application/json");
+        // The answer is translated: it must come uncompressed.
+        abi::set_header(MapType::HttpRequestHeaders, "accept-encoding", "identity");
+        self.set_chat_path(&target, stream, None);
+        self.translated_stream = Some(stream);
+        self.answer_context = Some(self.new_answer_context(&target, true));
+        self.model = Some(target);
+        self.requested_model = Some(requested);
+        Action::Continue
+    }
+
+    fn new_answer_context(&self, target: &str, include_usage: bool) -> AnswerContext {
+        let now = now_ms();
+        AnswerContext { id: format!("chatcmpl-llmf{:x}{:x}", now, self.context_id), created: now / 1000, model: target.to_string(), include_usage }
+    }
+
+    /// Whether answers are OpenAI's by the time the provider's translation is done, and must
+    /// still become the client's API's.
+    fn answers_through_chat(&self) -> bool {
+        self.client == ClientApi::AnthropicMessages && self.client.service(self.role.config.provider.format) == Some(Service::Translated)
+    }
+
+    /// A held answer (`translated`, or `body` when it passes unchanged) in the client's API.
+    fn for_the_client(&mut self, translated: Option<Vec<u8>>, body: &[u8]) -> Option<Vec<u8>> {
+        if !self.answers_through_chat() {
+            return translated;
+        }
+        let openai_answer = translated.as_deref().unwrap_or(body);
+        if !(200..300).contains(&self.status) {
+            return Some(inbound::anthropic::error_from_openai(self.status, openai_answer));
+        }
+        let context = self.answer_context.clone().unwrap_or_else(|| self.new_answer_context(self.model.as_deref().unwrap_or_default(), true));
+        match inbound::anthropic::answer(openai_answer, &context) {
+            Ok(message) => Some(message),
+            Err(why) => {
+                log(LogLevel::Warn, &format!("llm-failover #{}: answer of `{}` not understood: {why}", self.context_id, self.provider_name()));
+                self.status = 502;
+                abi::set_header(MapType::HttpResponseHeaders, ":status", "502");
+                let message = format!("provider `{}` sent an answer that could not be read: {why}", self.provider_name());
+                Some(inbound::anthropic::error_body("api_error", &message))
+            }
+        }
+    }
+
     /// A provider with its own API: the request in its format, and its answer to translate.
-    fn translate(&mut self, body: &[u8]) -> Action {
+    /// `original_size`: the size of the body buffer it replaces.
+    fn translate(&mut self, body: &[u8], original_size: usize) -> Action {
         let provider = &self.role.config.provider;
         let translated = ChatRequest::parse(body).map_err(|why| format!("the request is not a chat completion request: {why}"));
         let translated = translated.and_then(|request| {
@@ -469,16 +573,9 @@ impl AttemptFilter {
         });
         let (stream, include_usage, target, translated, requested) = match translated {
             Ok(done) => done,
-            Err(message) => {
-                // The request's fault, not the provider's: no other provider would be told
-                // anything different, so answer now rather than fail over.
-                let message = format!("provider `{}` ({}) cannot take this request: {message}", provider.name, provider.format.name());
-                let body = openai::error_body(&message, "invalid_request_error", Some("unsupported_by_provider"));
-                abi::send_response(400, "llm_failover_unsupported_by_provider", &[("content-type", "application/json")], &body);
-                return Action::Pause;
-            }
+            Err(message) => return self.refuse_request(&message),
         };
-        Self::replace_request_body(body.len(), &translated);
+        Self::replace_request_body(original_size, &translated);
         abi::set_header(MapType::HttpRequestHeaders, "content-type", "application/json");
         // Translation reads the answer: it must come uncompressed.
         abi::set_header(MapType::HttpRequestHeaders, "accept-encoding", "identity");
@@ -488,13 +585,7 @@ impl AttemptFilter {
         abi::set_header(MapType::HttpRequestHeaders, TRANSLATED_HEADER, "1");
         self.set_chat_path(&target, stream, None);
         self.translated_stream = Some(stream);
-        let now = now_ms();
-        self.answer_context = Some(AnswerContext {
-            id: format!("chatcmpl-llmf{:x}{:x}", now, self.context_id),
-            created: now / 1000,
-            model: target.clone(),
-            include_usage,
-        });
+        self.answer_context = Some(self.new_answer_context(&target, include_usage));
         self.model = Some(target);
         self.requested_model = Some(requested);
         Action::Continue
@@ -645,7 +736,7 @@ impl AttemptFilter {
             abi::remove_header(MapType::HttpResponseHeaders, "content-encoding");
             abi::remove_header(MapType::HttpResponseHeaders, "content-length");
             let message = format!("provider `{}` sent an answer that could not be read: {why}", self.provider_name());
-            Some(openai::error_body(&message, "api_error", Some("bad_provider_answer")))
+            Some(self.error_body(502, &message, "api_error", "bad_provider_answer"))
         })
     }
 
@@ -691,7 +782,13 @@ impl AttemptFilter {
         }
         abi::remove_header(MapType::HttpResponseHeaders, "content-length");
         let success = (200..300).contains(&effective);
-        self.answer = match format.stream(context.clone()) {
+        let provider_stream = format.stream(context.clone());
+        let stream_translator = if self.answers_through_chat() {
+            Some(inbound::through_chat(provider_stream, Box::new(inbound::anthropic::Stream::new(context.clone()))))
+        } else {
+            provider_stream
+        };
+        self.answer = match stream_translator {
             Some(translator) if success && stream => {
                 abi::set_header(MapType::HttpResponseHeaders, "content-type", "text/event-stream");
                 Answer::Stream(translator)
@@ -777,12 +874,14 @@ impl HttpContext for AttemptFilter {
             }
         }
         let path = headers.get_str(":path").unwrap_or_default();
-        let chat = path.split('?').next().unwrap_or_default().ends_with(CHAT_SUFFIX) || headers.contains(TRANSLATED_HEADER);
+        self.client = abi::filter_state(inbound::API_PROPERTY).and_then(|v| ClientApi::parse(&v)).unwrap_or(ClientApi::ChatCompletions);
+        let messages = self.client == ClientApi::AnthropicMessages;
+        let chat = messages || path.split('?').next().unwrap_or_default().ends_with(CHAT_SUFFIX) || headers.contains(TRANSLATED_HEADER);
         if !chat {
             return Action::Continue;
         }
         self.spend(1, 0, self.started_ms);
-        if provider.needs_body() && !end_of_stream {
+        if (provider.needs_body() || messages) && !end_of_stream {
             self.awaiting_body = true;
             return Action::Pause;
         }
@@ -861,8 +960,11 @@ impl AttemptFilter {
     fn request_complete(&mut self, body_size: usize) -> Action {
         self.awaiting_body = false;
         let body = abi::body(BufferType::HttpRequestBody, body_size);
+        if self.client == ClientApi::AnthropicMessages {
+            return self.messages_request(&body);
+        }
         if self.role.config.provider.format.translates() {
-            return self.translate(&body);
+            return self.translate(&body, body.len());
         }
         self.forward(&body);
         Action::Continue
@@ -877,7 +979,7 @@ impl AttemptFilter {
             &format!("llm-failover #{}: answer of `{}` is larger than maxAnswerBytes ({limit}); dropped", self.context_id, self.provider_name()),
         );
         let message = format!("provider `{}` sent an answer larger than the {limit} bytes this gateway holds to read it", self.provider_name());
-        let body = openai::error_body(&message, "api_error", Some("answer_too_large"));
+        let body = self.error_body(502, &message, "api_error", "answer_too_large");
         let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &body);
         self.answer = Answer::Dropped;
         if self.headers_passed {
@@ -954,13 +1056,16 @@ impl AttemptFilter {
                     if status != self.status {
                         abi::set_header(MapType::HttpResponseHeaders, ":status", &status.to_string());
                     }
-                    let translated = format.error(self.status, &body);
+                    // A native Messages answer's error is already in the client's shape.
+                    let native = self.client == ClientApi::AnthropicMessages && !self.answers_through_chat();
+                    let translated = if native { None } else { Some(format.error(self.status, &body)) };
                     self.status = status;
                     self.read_error(&body);
-                    Some(translated)
+                    translated
                 } else {
                     self.read_answer(&body)
                 };
+                let translated = self.for_the_client(translated, &body);
                 if let Some(translated) = translated {
                     let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &translated);
                 }
@@ -998,7 +1103,11 @@ impl ByEndpoint {
             Some(name) => format!("provider `{name}` is not in the router role's `providers`"),
         };
         log(LogLevel::Error, &format!("llm-failover #{}: attempt not sent: {why}", self.context_id));
-        let body = openai::error_body(&format!("the gateway is misconfigured: {why}"), "server_error", Some("gateway_misconfigured"));
+        let message = format!("the gateway is misconfigured: {why}");
+        let body = match abi::filter_state(inbound::API_PROPERTY).and_then(|v| ClientApi::parse(&v)) {
+            Some(ClientApi::AnthropicMessages) => inbound::anthropic::error_body("api_error", &message),
+            _ => openai::error_body(&message, "server_error", Some("gateway_misconfigured")),
+        };
         abi::send_response(500, "llm_failover_misconfigured", &[("content-type", "application/json")], &body);
         Action::Pause
     }

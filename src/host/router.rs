@@ -15,6 +15,7 @@ use super::attempt::ATTEMPTS_HEADER;
 use super::counters::{Counter, Gauge};
 use super::{health_view, log, now_ms};
 use crate::chat::{self, BadRequest};
+use crate::inbound::{self, models, ClientApi};
 use crate::config::{Chain, RouterConfig, ORDER_HEADER};
 use crate::policy::{self, Profile, Tier};
 use crate::health_report::{self, AdminRequest};
@@ -41,6 +42,10 @@ pub const SKIPPED_HEADER: &str = "x-llm-skipped";
 
 struct Counters {
     requests: Counter,
+    /// Requests by client API: Anthropic Messages and the model list (chat's are `requests`
+    /// less Messages').
+    messages_requests: Counter,
+    models_requests: Counter,
     last_resort: Counter,
     exhausted: Counter,
     retries_cut_short: Counter,
@@ -62,6 +67,8 @@ impl RouterRole {
         let counter = |name: &str| Counter::define(&format!("llm_failover.{name}"));
         let counters = Counters {
             requests: counter("requests"),
+            messages_requests: counter("api.anthropic_messages.requests"),
+            models_requests: counter("api.models_list.requests"),
             last_resort: counter("last_resort"),
             exhausted: counter("exhausted"),
             retries_cut_short: counter("retries_cut_short"),
@@ -105,6 +112,8 @@ pub struct RouterFilter {
     answer_status: u16,
     /// The body held so far, for a request that ends with trailers.
     body_size: usize,
+    /// The API the client speaks: the shape of the answers this role writes.
+    api: ClientApi,
 }
 
 pub const PROFILE_HEADER: &str = "x-llm-profile";
@@ -133,6 +142,7 @@ impl RouterFilter {
             request_id: None,
             answer_status: 0,
             body_size: 0,
+            api: ClientApi::ChatCompletions,
         }
     }
 
@@ -163,8 +173,27 @@ impl RouterFilter {
         }
         self.write_audit(status as u16, &RequestOutcome::Rejected(reason));
         self.stage = Stage::Answered;
-        let body = openai_error::body(message, "invalid_request_error", reason, param);
+        let body = match self.api {
+            ClientApi::AnthropicMessages => inbound::anthropic::error_body(inbound::anthropic::error_type_for_status(status as u16), message),
+            _ => openai_error::body(message, "invalid_request_error", reason, param),
+        };
         abi::send_response(status, &format!("llm_failover_{reason}"), &[("content-type", "application/json")], &body);
+        Action::Pause
+    }
+
+    /// The model list, from the configuration: no provider is asked. Anthropic's shape when
+    /// the client names an `anthropic-version`, as the Anthropic SDKs do.
+    fn list_models(&mut self, path: &str, anthropic: bool) -> Action {
+        self.stage = Stage::Answered;
+        let config = &self.role.config;
+        let shape = if anthropic { models::Shape::Anthropic } else { models::Shape::Openai };
+        let (status, body) = match models::parse(&config.models_paths, path) {
+            Some(models::ModelsRequest::List { query }) => (200, models::list(&config.model_ids, shape, &query)),
+            Some(models::ModelsRequest::One { id }) => models::one(&config.model_ids, &id, shape),
+            None => return Action::Continue,
+        };
+        let headers = [("content-type", "application/json"), ("x-llm-provider", "llm-failover")];
+        abi::send_response(u32::from(status), "llm_failover_models", &headers, &body);
         Action::Pause
     }
 
@@ -178,7 +207,11 @@ impl RouterFilter {
     }
 
     fn route(&mut self, body: &[u8]) -> Action {
-        let request = match chat::inspect(body) {
+        let inspected = match self.api {
+            ClientApi::AnthropicMessages => inbound::anthropic::inspect(body),
+            _ => chat::inspect(body),
+        };
+        let request = match inspected {
             Ok(request) => request,
             Err(bad) => return self.bad_request(&bad),
         };
@@ -253,6 +286,9 @@ impl RouterFilter {
         }
         let counters = &role.counters;
         counters.requests.inc();
+        if self.api == ClientApi::AnthropicMessages {
+            counters.messages_requests.inc();
+        }
         for skipped in &plan.skipped {
             if let Some(counter) = counters.skipped.get(*skipped) {
                 counter.inc();
@@ -426,15 +462,20 @@ impl RouterFilter {
             "No provider could serve model `{model}` right now (providers tried or cooling down: {}). {advice}",
             chain.providers.join(", ")
         );
-        let body = openai_error::body(&message, "server_error", "all_providers_unavailable", None);
-        self.write_audit(503, &RequestOutcome::AllProvidersUnavailable);
+        // Anthropic's clients know "every provider is busy" as its 529 `overloaded_error`, which
+        // their SDKs retry after `Retry-After`.
+        let (answer_status, body) = match self.api {
+            ClientApi::AnthropicMessages => (529, inbound::anthropic::error_body("overloaded_error", &message)),
+            _ => (503, openai_error::body(&message, "server_error", "all_providers_unavailable", None)),
+        };
+        self.write_audit(answer_status, &RequestOutcome::AllProvidersUnavailable);
         let retry_after = retry_after.map(|secs| secs.to_string());
         let mut headers = vec![("content-type", "application/json")];
         if let Some(secs) = &retry_after {
             headers.push(("retry-after", secs));
         }
         self.stage = Stage::Answered;
-        abi::send_response(503, "llm_failover_all_providers_unavailable", &headers, &body);
+        abi::send_response(u32::from(answer_status), "llm_failover_all_providers_unavailable", &headers, &body);
         Action::Pause
     }
 
@@ -443,7 +484,7 @@ impl RouterFilter {
     /// answer is decided; a request the filter never took for a chat request has none.
     fn write_audit(&self, status: u16, outcome: &RequestOutcome) {
         let config = &self.role.config;
-        let mut line = AuditLine { time_ms: now_ms(), request_id: self.request_id.as_deref(), status, ..AuditLine::default() };
+        let mut line = AuditLine { time_ms: now_ms(), request_id: self.request_id.as_deref(), api: Some(self.api.name()), status, ..AuditLine::default() };
         match &self.stage {
             Stage::Routed { chain, model, skipped, profile, planned_attempts, order } => {
                 line.model = Some(model);
@@ -523,8 +564,30 @@ impl HttpContext for RouterFilter {
                 return self.administer(request, authorized);
             }
         }
-        if headers.get(":method") != Some(b"POST") || !config.is_chat_path(headers.get_str(":path").unwrap_or_default()) {
+        let method = headers.get_str(":method").unwrap_or_default();
+        let Some(api) = config.client_api(method, headers.get_str(":path").unwrap_or_default()) else {
             return Action::Continue;
+        };
+        self.api = api;
+        match api {
+            ClientApi::ModelsList => {
+                role.counters.models_requests.inc();
+                let path = headers.get_str(":path").unwrap_or_default().to_string();
+                return self.list_models(&path, headers.contains("anthropic-version"));
+            }
+            // The attempts read it: their provider may need the request translated, and the
+            // answer goes back in this API's shape.
+            ClientApi::AnthropicMessages => {
+                // An internal replay (context too long) finds it set: a value is written once.
+                let left = abi::filter_state(inbound::API_PROPERTY).is_some_and(|v| v == api.name().as_bytes());
+                if !left && !abi::set_filter_state(inbound::API_PROPERTY, api.name().as_bytes()) {
+                    log(LogLevel::Warn, &format!("llm-failover #{}: the client API was not left for the attempts", self.context_id));
+                }
+                if let Some(beta) = headers.get("anthropic-beta").filter(|_| !left) {
+                    abi::set_filter_state(inbound::ANTHROPIC_BETA_PROPERTY, beta);
+                }
+            }
+            ClientApi::ChatCompletions => {}
         }
         let mut path = headers.get_str(":path").unwrap_or_default().to_string();
         if let Some((plain, exceeded_at)) = routing::take_query_param(&path, EXCEEDED_PARAM) {

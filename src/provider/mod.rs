@@ -18,6 +18,7 @@ pub const CREDENTIAL_HEADERS: &[&str] =
     &["authorization", "proxy-authorization", "api-key", "x-api-key", "x-goog-api-key", "cookie"];
 
 const ANTHROPIC_VERSION: &str = "anthropic-version";
+const ANTHROPIC_BETA: &str = "anthropic-beta";
 
 #[derive(Debug)]
 pub struct Provider {
@@ -276,7 +277,8 @@ impl Provider {
     pub fn stale_format_headers(&self) -> &'static [&'static str] {
         match self.format {
             Format::Anthropic => &[],
-            _ => &[ANTHROPIC_VERSION],
+            // A Messages client's beta features mean nothing to another API.
+            _ => &[ANTHROPIC_VERSION, ANTHROPIC_BETA],
         }
     }
 }

@@ -452,12 +452,15 @@ def test_other_paths_get_an_openai_style_404_and_reach_no_provider(tmp_path, moc
     by the route itself, and no provider sees it or a key."""
     a, b = mock("a"), mock("b")
     envoy = gateway(tmp_path, [Provider("a", a.port, key_env="A_KEY", key="sk-a"), Provider("b", b.port)])
-    for method, path in [("GET", "/v1/models"), ("POST", "/v1/embeddings"), ("GET", "/v1/chat/completions")]:
+    for method, path in [("GET", "/v1/files"), ("POST", "/v1/embeddings"), ("GET", "/v1/chat/completions")]:
         response = harness.http_request(envoy.listener_ports[0], method, path, b"{}" if method == "POST" else None,
                                         {"authorization": "Bearer client", "content-type": "application/json"})
         assert response.status == 404, (method, path)
         assert response.headers["content-type"] == "application/json"
         assert response.json()["error"]["code"] == "unsupported_path"
+    # The model list is the router role's own answer: no provider sees it either.
+    models = harness.http_request(envoy.listener_ports[0], "GET", "/v1/models", None, {"authorization": "Bearer client"})
+    assert models.status == 200 and models.json()["object"] == "list"
     assert a.requests == [] and b.requests == []
 
 

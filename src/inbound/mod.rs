@@ -1,0 +1,137 @@
+//! The client APIs the gateway understands, each recognised by its path: which one a request
+//! speaks, and which provider formats can serve it, natively or translated.
+
+pub mod anthropic;
+pub mod models;
+
+use crate::provider::{Format, StreamTranslator};
+
+/// Where the router role leaves the request's client API for the attempts (a wasm filter-state
+/// value: an attempt's filter state is the downstream request's, and unlike a header it never
+/// reaches a provider). Envoy shows it as `wasm.llm_failover.api`.
+pub const API_PROPERTY: &str = "llm_failover.api";
+
+/// The client's `anthropic-beta`, kept by the router role for the attempts at Anthropic-format
+/// providers: an attempt at another format removes the header, and Envoy shares the request
+/// headers between attempts.
+pub const ANTHROPIC_BETA_PROPERTY: &str = "llm_failover.anthropic_beta";
+
+/// An API a client speaks to the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientApi {
+    /// OpenAI chat completions (`POST .../chat/completions`): the API every provider path
+    /// starts from.
+    ChatCompletions,
+    /// Anthropic Messages (`POST /v1/messages`): Claude Code and the Anthropic SDKs.
+    AnthropicMessages,
+    /// The model list (`GET /v1/models`, `GET /v1/models/{id}`), answered by the router role.
+    ModelsList,
+}
+
+/// How a provider format serves a client API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// Only host, path, key and model name change; the body goes as the client sent it.
+    Native,
+    /// The request and the answer are translated.
+    Translated,
+}
+
+impl ClientApi {
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientApi::ChatCompletions => "chat-completions",
+            ClientApi::AnthropicMessages => "anthropic-messages",
+            ClientApi::ModelsList => "models-list",
+        }
+    }
+
+    pub fn parse(name: &[u8]) -> Option<ClientApi> {
+        [ClientApi::ChatCompletions, ClientApi::AnthropicMessages, ClientApi::ModelsList]
+            .into_iter()
+            .find(|api| api.name().as_bytes() == name)
+    }
+
+    /// Whether providers of `format` can serve this API, and how; `None`: no provider is ever
+    /// asked (the router role answers).
+    pub fn service(self, format: Format) -> Option<Service> {
+        match (self, format) {
+            (ClientApi::ModelsList, _) => None,
+            (ClientApi::ChatCompletions, Format::Openai | Format::AzureOpenai) => Some(Service::Native),
+            (ClientApi::ChatCompletions, Format::Anthropic | Format::Gemini | Format::Ollama) => Some(Service::Translated),
+            (ClientApi::AnthropicMessages, Format::Anthropic) => Some(Service::Native),
+            // Through chat completions: the Messages request becomes a chat request, which the
+            // provider's own translation (if any) takes from there; the answer comes back the same way.
+            (ClientApi::AnthropicMessages, Format::Openai | Format::AzureOpenai | Format::Gemini | Format::Ollama) => {
+                Some(Service::Translated)
+            }
+        }
+    }
+
+    /// Whether the request carries a body the router role routes by its model.
+    pub fn routed_by_model(self) -> bool {
+        !matches!(self, ClientApi::ModelsList)
+    }
+}
+
+/// A stream that reaches the client through chat completions: the provider's translation to
+/// OpenAI chunks (none for an OpenAI-compatible provider), then the client API's from them.
+pub fn through_chat(provider: Option<Box<dyn StreamTranslator>>, client: Box<dyn StreamTranslator>) -> Box<dyn StreamTranslator> {
+    Box::new(ThroughChat { provider, client })
+}
+
+struct ThroughChat {
+    provider: Option<Box<dyn StreamTranslator>>,
+    client: Box<dyn StreamTranslator>,
+}
+
+impl StreamTranslator for ThroughChat {
+    fn feed(&mut self, chunk: &[u8]) -> Vec<u8> {
+        match &mut self.provider {
+            Some(provider) => {
+                let chunks = provider.feed(chunk);
+                self.client.feed(&chunks)
+            }
+            None => self.client.feed(chunk),
+        }
+    }
+
+    fn finish(&mut self) -> Vec<u8> {
+        let mut out = match &mut self.provider {
+            Some(provider) => {
+                let chunks = provider.finish();
+                self.client.feed(&chunks)
+            }
+            None => Vec::new(),
+        };
+        out.extend(self.client.finish());
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_unknown_names_are_none() {
+        for api in [ClientApi::ChatCompletions, ClientApi::AnthropicMessages, ClientApi::ModelsList] {
+            assert_eq!(ClientApi::parse(api.name().as_bytes()), Some(api));
+        }
+        assert_eq!(ClientApi::parse(b"responses"), None);
+    }
+
+    #[test]
+    fn every_format_serves_chat_and_messages_and_none_serves_the_model_list() {
+        let formats = [Format::Openai, Format::AzureOpenai, Format::Anthropic, Format::Gemini, Format::Ollama];
+        for format in formats {
+            assert!(ClientApi::ChatCompletions.service(format).is_some());
+            assert!(ClientApi::AnthropicMessages.service(format).is_some());
+            assert_eq!(ClientApi::ModelsList.service(format), None);
+        }
+        assert_eq!(ClientApi::AnthropicMessages.service(Format::Anthropic), Some(Service::Native));
+        assert_eq!(ClientApi::AnthropicMessages.service(Format::Openai), Some(Service::Translated));
+        assert_eq!(ClientApi::ChatCompletions.service(Format::Openai), Some(Service::Native));
+        assert_eq!(ClientApi::ChatCompletions.service(Format::Anthropic), Some(Service::Translated));
+    }
+}
