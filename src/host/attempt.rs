@@ -476,6 +476,8 @@ impl AttemptFilter {
         let provider = &self.role.config.provider;
         let message = format!("provider `{}` ({}) cannot take this request: {why}", provider.name, provider.format.name());
         let body = self.error_body(400, &message, "invalid_request_error", "unsupported_by_provider");
+        // Answered here, the provider never asked: nothing to hold against it when the attempt ends.
+        self.answered = true;
         abi::send_response(400, "llm_failover_unsupported_by_provider", &[("content-type", "application/json")], &body);
         Action::Pause
     }
