@@ -194,16 +194,28 @@ def test_every_provider_of_the_alias_down_is_one_openai_503(tmp_path, mock):
 
 
 @pytest.mark.core
-def test_a_gemini_error_reaches_the_client_in_openai_shape(tmp_path, mock):
-    """Token ids cannot be sent to Gemini: a 400 before it is asked. A Gemini 400 about the
-    request is the client's error, translated, not failed over."""
+def test_token_ids_are_refused_before_gemini_is_asked_and_it_stays_healthy(tmp_path, mock):
+    """Gemini takes text only: token ids get a 400 naming why, before Gemini is asked, and the
+    refusal is not held against Gemini."""
     s = Setup(tmp_path, mock, "gemini", primary_fails_with=503)
     with pytest.raises(openai.BadRequestError) as raised:
         s.client.embeddings.create(model=ALIAS, input=[[1, 2, 3]])
     assert "token ids" in raised.value.body["message"]
+    assert raised.value.body["code"] == "unsupported_by_provider"
     assert s.fallback.requests == []
+    # The primary cools down; Gemini, not at fault, serves the next request at once.
+    raw = s.client.embeddings.with_raw_response.create(model=ALIAS, input="hi")
+    assert (raw.headers["x-llm-provider"], raw.headers["x-llm-attempts"]) == (s.name, "1")
+    assert s.counter("provider.gemini-fallback.failover.no_response") == 0
+
+
+@pytest.mark.reads_error_answers
+def test_a_gemini_error_reaches_the_client_in_openai_shape(tmp_path, mock):
+    """A Gemini 400 about the request is the client's error: translated, not failed over."""
+    s = Setup(tmp_path, mock, "gemini", primary_fails_with=503)
     s.fallback.script(fake_gemini.error_spec(400, "text too long"))
     with pytest.raises(openai.BadRequestError) as raised:
         s.client.embeddings.create(model=ALIAS, input="hi")
     assert "text too long" in raised.value.body["message"]
-    assert isinstance(raised.value.body, dict) and "type" in raised.value.body
+    assert raised.value.body["type"] == "invalid_request_error"
+    assert len(s.primary.requests) == 1 and len(s.fallback.requests) == 1
