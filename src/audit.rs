@@ -92,6 +92,8 @@ pub enum RequestOutcome {
 pub struct AuditLine<'a> {
     pub time_ms: u64,
     pub request_id: Option<&'a str>,
+    /// The client API (`chat-completions`, `anthropic-messages`).
+    pub api: Option<&'a str>,
     pub model: Option<&'a str>,
     /// `chain; by=source`, as `x-llm-profile` says it.
     pub profile: Option<&'a str>,
@@ -124,6 +126,7 @@ impl AuditLine<'_> {
             "llmFailover": 1,
             "timeMs": self.time_ms,
             "requestId": self.request_id,
+            "api": self.api,
             "model": self.model,
             "profile": self.profile,
             "chain": self.chain,
@@ -168,6 +171,7 @@ mod tests {
         let line = AuditLine {
             time_ms: 1_795_000_000_000,
             request_id: Some("r-1"),
+            api: Some("chat-completions"),
             model: Some("gpt-4o"),
             profile: Some("default; by=default"),
             chain: Some("default"),
@@ -185,6 +189,7 @@ mod tests {
         assert_eq!(line["usage"], json!({"promptTokens": 5, "completionTokens": 3, "costMicroUsd": 43}));
         assert_eq!(line["outcome"], "answered");
         assert_eq!(line["reason"], Value::Null);
+        assert_eq!(line["api"], "chat-completions");
     }
 
     #[test]

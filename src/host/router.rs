@@ -42,6 +42,10 @@ pub const SKIPPED_HEADER: &str = "x-llm-skipped";
 
 struct Counters {
     requests: Counter,
+    /// Requests by client API: Anthropic Messages and the model list (chat's are `requests`
+    /// less Messages').
+    messages_requests: Counter,
+    models_requests: Counter,
     last_resort: Counter,
     exhausted: Counter,
     retries_cut_short: Counter,
@@ -63,6 +67,8 @@ impl RouterRole {
         let counter = |name: &str| Counter::define(&format!("llm_failover.{name}"));
         let counters = Counters {
             requests: counter("requests"),
+            messages_requests: counter("api.anthropic_messages.requests"),
+            models_requests: counter("api.models_list.requests"),
             last_resort: counter("last_resort"),
             exhausted: counter("exhausted"),
             retries_cut_short: counter("retries_cut_short"),
@@ -319,6 +325,9 @@ impl RouterFilter {
         }
         let counters = &role.counters;
         counters.requests.inc();
+        if self.api == ClientApi::AnthropicMessages {
+            counters.messages_requests.inc();
+        }
         for skipped in &plan.skipped {
             if let Some(counter) = counters.skipped.get(*skipped) {
                 counter.inc();
@@ -513,7 +522,7 @@ impl RouterFilter {
     /// answer is decided; a request the filter never took for a chat request has none.
     fn write_audit(&self, status: u16, outcome: &RequestOutcome) {
         let config = &self.role.config;
-        let mut line = AuditLine { time_ms: now_ms(), request_id: self.request_id.as_deref(), status, ..AuditLine::default() };
+        let mut line = AuditLine { time_ms: now_ms(), request_id: self.request_id.as_deref(), api: Some(self.api.name()), status, ..AuditLine::default() };
         match &self.stage {
             Stage::Routed { chain, model, skipped, profile, planned_attempts, order } => {
                 line.model = Some(model);
@@ -600,6 +609,7 @@ impl HttpContext for RouterFilter {
         self.api = api;
         match api {
             ClientApi::ModelsList => {
+                role.counters.models_requests.inc();
                 let path = headers.get_str(":path").unwrap_or_default().to_string();
                 return self.list_models(&path, headers.contains("anthropic-version"));
             }

@@ -74,166 +74,82 @@ pub fn error_from_openai(status: u16, body: &[u8]) -> Vec<u8> {
 
 // ---------------------------------------------------------------- request
 
-#[derive(Debug, Deserialize)]
-struct MessagesRequest {
-    model: String,
-    max_tokens: u64,
-    messages: Vec<Turn>,
-    #[serde(default)]
-    system: Option<TurnContent>,
-    #[serde(default)]
-    stop_sequences: Option<Vec<String>>,
-    #[serde(default)]
-    temperature: Option<f64>,
-    #[serde(default)]
-    top_p: Option<f64>,
-    #[serde(default)]
-    stream: bool,
-    #[serde(default)]
-    tools: Option<Vec<ToolDefinition>>,
-    #[serde(default)]
-    tool_choice: Option<ToolChoice>,
-    #[serde(default)]
-    metadata: Option<Metadata>,
-    #[serde(flatten)]
-    other: Map<String, Value>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Metadata {
-    #[serde(default)]
-    user_id: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum Speaker {
-    User,
-    Assistant,
-}
-
-#[derive(Debug, Deserialize)]
-struct Turn {
-    role: Speaker,
-    content: TurnContent,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum TurnContent {
-    Text(String),
-    Blocks(Vec<Block>),
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum Block {
-    Text {
-        text: String,
-    },
-    Image {
-        source: ImageSource,
-    },
-    ToolUse {
-        id: String,
-        name: String,
-        #[serde(default)]
-        input: Value,
-    },
-    ToolResult {
-        tool_use_id: String,
-        #[serde(default)]
-        content: Option<TurnContent>,
-        #[serde(default)]
-        is_error: bool,
-    },
-    /// The model's own reasoning, sent back by clients: no other provider reads it.
-    Thinking {},
-    RedactedThinking {},
-    /// Documents, search results, server tool blocks...
-    #[serde(other)]
-    Other,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum ImageSource {
-    Base64 { media_type: String, data: String },
-    Url { url: String },
-    #[serde(other)]
-    Other,
-}
-
-#[derive(Debug, Deserialize)]
-struct ToolDefinition {
-    #[serde(rename = "type", default)]
-    kind: Option<String>,
-    name: String,
-    #[serde(default)]
-    description: Option<String>,
-    #[serde(default)]
-    input_schema: Option<Value>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ToolChoice {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    disable_parallel_tool_use: Option<bool>,
-}
+// Read as a JSON tree rather than typed models: the typed (tagged and untagged) models cost the
+// module more than 100 KB of deserializer code, and it must fit a 1 MiB ConfigMap.
 
 /// Fields with no equivalent in a chat request whose loss would change the answer: refused.
 const REFUSED_FIELDS: &[&str] = &["container", "mcp_servers"];
+
+fn kind(block: &Value) -> &str {
+    block.get("type").and_then(Value::as_str).unwrap_or_default()
+}
+
+fn text_field<'v>(value: &'v Value, field: &str) -> Option<&'v str> {
+    value.get(field).and_then(Value::as_str)
+}
+
+/// Content is a string or an array of blocks; anything else is not a Messages request.
+enum Content<'v> {
+    Text(&'v str),
+    Blocks(&'v [Value]),
+}
+
+fn content<'v>(value: Option<&'v Value>, field: &str) -> Result<Content<'v>, String> {
+    match value {
+        Some(Value::String(text)) => Ok(Content::Text(text)),
+        Some(Value::Array(blocks)) => Ok(Content::Blocks(blocks)),
+        _ => Err(format!("`{field}` must be a string or an array of content blocks")),
+    }
+}
 
 /// The client's Messages request as an OpenAI chat request (the model is still the client's:
 /// the attempt maps it as it does for chat requests). `stream_options.include_usage` is always
 /// set on a stream: Anthropic's `message_delta` reports the usage.
 pub fn chat_request(body: &[u8]) -> Result<(Vec<u8>, bool), Unsupported> {
-    let request: MessagesRequest = serde_json::from_slice(body).map_err(|e| Unsupported(format!("not a Messages request: {e}")))?;
-    if let Some(field) = REFUSED_FIELDS.iter().find(|f| request.other.get(**f).is_some_and(|v| !v.is_null())) {
+    let not_messages = |why: &str| Unsupported(format!("not a Messages request: {why}"));
+    let request: Value = serde_json::from_slice(body).map_err(|e| not_messages(&e.to_string()))?;
+    let model = text_field(&request, "model").ok_or_else(|| not_messages("`model` must be a string"))?;
+    let max_tokens = request.get("max_tokens").and_then(Value::as_u64).ok_or_else(|| not_messages("`max_tokens` must be a positive integer"))?;
+    let turns = request.get("messages").and_then(Value::as_array).ok_or_else(|| not_messages("`messages` must be an array"))?;
+    if let Some(field) = REFUSED_FIELDS.iter().find(|f| request.get(**f).is_some_and(|v| !v.is_null())) {
         return Err(Unsupported(format!("`{field}` is Anthropic's own and cannot be translated")));
     }
+    let stream = request.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let mut messages = Vec::new();
-    match &request.system {
-        None => {}
-        Some(system) => {
-            let text = system_text(system)?;
-            if !text.is_empty() {
-                messages.push(json!({"role": "system", "content": text}));
-            }
+    if let Some(system) = request.get("system").filter(|s| !s.is_null()) {
+        let text = system_text(system)?;
+        if !text.is_empty() {
+            messages.push(json!({"role": "system", "content": text}));
         }
     }
-    for (at, turn) in request.messages.iter().enumerate() {
-        let converted = match turn.role {
-            Speaker::User => user_messages(&turn.content),
-            Speaker::Assistant => assistant_message(&turn.content).map(|m| m.into_iter().collect()),
+    for (at, turn) in turns.iter().enumerate() {
+        let converted = match text_field(turn, "role") {
+            Some("user") => content(turn.get("content"), "content").and_then(user_messages),
+            Some("assistant") => content(turn.get("content"), "content").and_then(assistant_message).map(|m| m.into_iter().collect()),
+            _ => Err("`role` must be user or assistant".into()),
         };
         messages.extend(converted.map_err(|why| Unsupported(format!("messages[{at}]: {why}")))?);
     }
     let mut chat = Map::new();
-    chat.insert("model".into(), request.model.into());
+    chat.insert("model".into(), model.into());
     chat.insert("messages".into(), Value::Array(messages));
-    chat.insert("max_tokens".into(), request.max_tokens.into());
-    if let Some(stop) = request.stop_sequences.filter(|s| !s.is_empty()) {
-        chat.insert("stop".into(), json!(stop));
+    chat.insert("max_tokens".into(), max_tokens.into());
+    if let Some(stop) = request.get("stop_sequences").and_then(Value::as_array).filter(|s| !s.is_empty()) {
+        chat.insert("stop".into(), Value::Array(stop.clone()));
     }
-    if let Some(temperature) = request.temperature {
-        chat.insert("temperature".into(), json!(temperature));
+    for sampling in ["temperature", "top_p"] {
+        if let Some(value) = request.get(sampling).filter(|v| v.is_number()) {
+            chat.insert(sampling.into(), value.clone());
+        }
     }
-    if let Some(top_p) = request.top_p {
-        chat.insert("top_p".into(), json!(top_p));
-    }
-    if request.stream {
+    if stream {
         chat.insert("stream".into(), true.into());
         chat.insert("stream_options".into(), json!({"include_usage": true}));
     }
-    if let Some(tools) = request.tools.filter(|t| !t.is_empty()) {
+    if let Some(tools) = request.get("tools").and_then(Value::as_array).filter(|t| !t.is_empty()) {
         let tools = tools.iter().map(tool).collect::<Result<Vec<_>, _>>()?;
         chat.insert("tools".into(), Value::Array(tools));
-        if let Some(choice) = &request.tool_choice {
+        if let Some(choice) = request.get("tool_choice").filter(|c| !c.is_null()) {
             let (choice, parallel) = tool_choice(choice)?;
             chat.insert("tool_choice".into(), choice);
             if parallel == Some(false) {
@@ -241,99 +157,134 @@ pub fn chat_request(body: &[u8]) -> Result<(Vec<u8>, bool), Unsupported> {
             }
         }
     }
-    if let Some(user) = request.metadata.and_then(|m| m.user_id) {
+    if let Some(user) = request.get("metadata").and_then(|m| text_field(m, "user_id")) {
         chat.insert("user".into(), user.into());
     }
     let bytes = serde_json::to_vec(&Value::Object(chat)).map_err(|e| Unsupported(format!("the translated request could not be written: {e}")))?;
-    Ok((bytes, request.stream))
+    Ok((bytes, stream))
 }
 
-fn system_text(system: &TurnContent) -> Result<String, Unsupported> {
-    match system {
-        TurnContent::Text(text) => Ok(text.clone()),
-        TurnContent::Blocks(blocks) => {
-            let mut texts = Vec::new();
-            for block in blocks {
-                match block {
-                    Block::Text { text } => texts.push(text.as_str()),
-                    _ => return Err(Unsupported("system: only text blocks can be translated".into())),
-                }
-            }
-            Ok(texts.join("\n\n"))
-        }
+/// The text of text blocks, joined with a blank line; `None` when a block is not text.
+fn block_texts(blocks: &[Value]) -> Option<String> {
+    let texts: Option<Vec<&str>> = blocks.iter().map(|b| if kind(b) == "text" { text_field(b, "text") } else { None }).collect();
+    texts.map(|texts| texts.join("\n\n"))
+}
+
+fn system_text(system: &Value) -> Result<String, Unsupported> {
+    match content(Some(system), "system").map_err(Unsupported)? {
+        Content::Text(text) => Ok(text.to_string()),
+        Content::Blocks(blocks) => block_texts(blocks).ok_or_else(|| Unsupported("system: only text blocks can be translated".into())),
     }
 }
 
-fn image_part(source: &ImageSource) -> Result<Value, String> {
-    let url = match source {
-        ImageSource::Base64 { media_type, data } => format!("data:{media_type};base64,{data}"),
-        ImageSource::Url { url } => url.clone(),
-        ImageSource::Other => return Err("an image source other than base64 or url (Anthropic file ids are Anthropic's own)".into()),
+fn image_part(block: &Value) -> Result<Value, String> {
+    let source = block.get("source").unwrap_or(&Value::Null);
+    let url = match (kind(source), text_field(source, "media_type"), text_field(source, "data"), text_field(source, "url")) {
+        ("base64", Some(media_type), Some(data), _) => format!("data:{media_type};base64,{data}"),
+        ("url", _, _, Some(url)) => url.to_string(),
+        _ => return Err("an image source other than base64 or url (Anthropic file ids are Anthropic's own)".into()),
     };
     Ok(json!({"type": "image_url", "image_url": {"url": url}}))
 }
 
+/// A document: a PDF as OpenAI's file part, plain text as text; others cannot be carried.
+fn document_part(block: &Value) -> Result<Value, String> {
+    let source = block.get("source").unwrap_or(&Value::Null);
+    match (kind(source), text_field(source, "media_type"), text_field(source, "data")) {
+        ("base64", Some("application/pdf"), Some(data)) => {
+            Ok(json!({"type": "file", "file": {"file_data": format!("data:application/pdf;base64,{data}")}}))
+        }
+        ("text", _, Some(data)) => Ok(json!({"type": "text", "text": data})),
+        _ => Err("a document other than a base64 PDF or plain text".into()),
+    }
+}
+
+fn text_part(block: &Value) -> Result<Value, String> {
+    let text = text_field(block, "text").ok_or("a text block without `text`")?;
+    Ok(json!({"type": "text", "text": text}))
+}
+
 /// A user turn: its tool results first, each a `tool` message (OpenAI wants them right after
-/// the assistant's calls), then the rest as one user message.
-fn user_messages(content: &TurnContent) -> Result<Vec<Value>, String> {
-    let blocks = match content {
-        TurnContent::Text(text) => return Ok(vec![json!({"role": "user", "content": text})]),
-        TurnContent::Blocks(blocks) => blocks,
+/// the assistant's calls), then the rest as one user message. A tool result's images (a
+/// screenshot tool's) cannot be in a `tool` message: they open that user message, introduced.
+fn user_messages(turn: Content) -> Result<Vec<Value>, String> {
+    let blocks = match turn {
+        Content::Text(text) => return Ok(vec![json!({"role": "user", "content": text})]),
+        Content::Blocks(blocks) => blocks,
     };
     let mut out = Vec::new();
+    let mut tool_images = Vec::new();
     let mut parts = Vec::new();
     for block in blocks {
-        match block {
-            Block::Text { text } => parts.push(json!({"type": "text", "text": text})),
-            Block::Image { source } => parts.push(image_part(source)?),
-            Block::ToolResult { tool_use_id, content, is_error } => {
-                let mut text = match content {
+        match kind(block) {
+            "text" => parts.push(text_part(block)?),
+            "image" => parts.push(image_part(block)?),
+            "document" => parts.push(document_part(block)?),
+            "tool_result" => {
+                let id = text_field(block, "tool_use_id").ok_or("a tool_result without `tool_use_id`")?;
+                let mut text = match block.get("content").filter(|c| !c.is_null()) {
                     None => String::new(),
-                    Some(TurnContent::Text(text)) => text.clone(),
-                    Some(TurnContent::Blocks(blocks)) => {
-                        let mut texts = Vec::new();
-                        for block in blocks {
-                            match block {
-                                Block::Text { text } => texts.push(text.as_str()),
-                                _ => return Err(format!("tool result `{tool_use_id}`: only text can be translated")),
+                    Some(result) => match content(Some(result), "content")? {
+                        Content::Text(text) => text.to_string(),
+                        Content::Blocks(blocks) => {
+                            let mut texts = Vec::new();
+                            for inner in blocks {
+                                match kind(inner) {
+                                    "text" => texts.push(text_field(inner, "text").unwrap_or_default()),
+                                    "image" => {
+                                        if tool_images.is_empty() {
+                                            tool_images.push(json!({"type": "text", "text": format!("(images returned by tool call {id})")}));
+                                        }
+                                        tool_images.push(image_part(inner)?);
+                                    }
+                                    _ => return Err(format!("tool result `{id}`: only text and images can be translated")),
+                                }
                             }
+                            texts.join("\n\n")
                         }
-                        texts.join("\n\n")
-                    }
+                    },
                 };
-                if *is_error {
+                if block.get("is_error").and_then(Value::as_bool) == Some(true) {
                     text = format!("[tool error] {text}");
                 }
-                out.push(json!({"role": "tool", "tool_call_id": tool_use_id, "content": text}));
+                out.push(json!({"role": "tool", "tool_call_id": id, "content": text}));
             }
-            Block::Thinking {} | Block::RedactedThinking {} => {}
-            Block::ToolUse { .. } => return Err("a tool_use block in a user turn".into()),
-            Block::Other => return Err("a content block other than text, image, tool_use, tool_result or thinking".into()),
+            // The model's own reasoning, sent back by clients: no other provider reads it.
+            "thinking" | "redacted_thinking" => {}
+            "tool_use" => return Err("a tool_use block in a user turn".into()),
+            _ => return Err("a content block other than text, image, document, tool_use, tool_result or thinking".into()),
         }
     }
-    if !parts.is_empty() {
-        out.push(json!({"role": "user", "content": parts}));
+    tool_images.extend(parts);
+    if !tool_images.is_empty() {
+        out.push(json!({"role": "user", "content": tool_images}));
     }
     Ok(out)
 }
 
-fn assistant_message(content: &TurnContent) -> Result<Option<Value>, String> {
-    let blocks = match content {
-        TurnContent::Text(text) => return Ok(Some(json!({"role": "assistant", "content": text}))),
-        TurnContent::Blocks(blocks) => blocks,
+fn assistant_message(turn: Content) -> Result<Option<Value>, String> {
+    let blocks = match turn {
+        Content::Text(text) => return Ok(Some(json!({"role": "assistant", "content": text}))),
+        Content::Blocks(blocks) => blocks,
     };
     let mut text = String::new();
     let mut calls = Vec::new();
     for block in blocks {
-        match block {
-            Block::Text { text: piece } => text.push_str(piece),
-            Block::ToolUse { id, name, input } => {
-                let arguments = if input.is_null() { "{}".to_string() } else { input.to_string() };
+        match kind(block) {
+            "text" => text.push_str(text_field(block, "text").ok_or("a text block without `text`")?),
+            "tool_use" => {
+                let (Some(id), Some(name)) = (text_field(block, "id"), text_field(block, "name")) else {
+                    return Err("a tool_use block without `id` and `name`".into());
+                };
+                let arguments = match block.get("input") {
+                    None | Some(Value::Null) => "{}".to_string(),
+                    Some(input) => input.to_string(),
+                };
                 calls.push(json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments}}));
             }
-            Block::Thinking {} | Block::RedactedThinking {} => {}
-            Block::Image { .. } | Block::ToolResult { .. } => return Err("an assistant turn can carry only text and tool_use".into()),
-            Block::Other => return Err("a content block other than text, tool_use or thinking".into()),
+            "thinking" | "redacted_thinking" => {}
+            "image" | "document" | "tool_result" => return Err("an assistant turn can carry only text and tool_use".into()),
+            _ => return Err("a content block other than text, tool_use or thinking".into()),
         }
     }
     if text.is_empty() && calls.is_empty() {
@@ -348,23 +299,24 @@ fn assistant_message(content: &TurnContent) -> Result<Option<Value>, String> {
     Ok(Some(Value::Object(message)))
 }
 
-fn tool(definition: &ToolDefinition) -> Result<Value, Unsupported> {
-    let name = &definition.name;
-    if let Some(kind) = definition.kind.as_deref().filter(|k| *k != "custom") {
+fn tool(definition: &Value) -> Result<Value, Unsupported> {
+    let name = text_field(definition, "name").ok_or_else(|| Unsupported("a tool without `name`".into()))?;
+    if let Some(kind) = text_field(definition, "type").filter(|k| *k != "custom") {
         return Err(Unsupported(format!("tool `{name}` of type `{kind}`: only custom tools (with an input_schema) translate")));
     }
     let mut function = Map::new();
-    function.insert("name".into(), name.clone().into());
-    if let Some(description) = &definition.description {
-        function.insert("description".into(), description.clone().into());
+    function.insert("name".into(), name.into());
+    if let Some(description) = text_field(definition, "description") {
+        function.insert("description".into(), description.into());
     }
-    function.insert("parameters".into(), definition.input_schema.clone().unwrap_or_else(|| json!({"type": "object"})));
+    let schema = definition.get("input_schema").filter(|s| s.is_object()).cloned().unwrap_or_else(|| json!({"type": "object"}));
+    function.insert("parameters".into(), schema);
     Ok(json!({"type": "function", "function": function}))
 }
 
-fn tool_choice(choice: &ToolChoice) -> Result<(Value, Option<bool>), Unsupported> {
-    let parallel = choice.disable_parallel_tool_use.map(|disabled| !disabled);
-    let value = match (choice.kind.as_str(), &choice.name) {
+fn tool_choice(choice: &Value) -> Result<(Value, Option<bool>), Unsupported> {
+    let parallel = choice.get("disable_parallel_tool_use").and_then(Value::as_bool).map(|disabled| !disabled);
+    let value = match (kind(choice), text_field(choice, "name")) {
         ("auto", _) => json!("auto"),
         ("any", _) => json!("required"),
         ("none", _) => json!("none"),
@@ -376,70 +328,27 @@ fn tool_choice(choice: &ToolChoice) -> Result<(Value, Option<bool>), Unsupported
 
 // ---------------------------------------------------------------- answer
 
-#[derive(Debug, Default, Deserialize)]
-struct Completion {
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    choices: Vec<CompletionChoice>,
-    #[serde(default)]
-    usage: Option<OpenaiUsage>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct CompletionChoice {
-    #[serde(default)]
-    message: Option<CompletionMessage>,
-    #[serde(default)]
-    finish_reason: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct CompletionMessage {
-    #[serde(default)]
-    content: Option<String>,
-    #[serde(default)]
-    refusal: Option<String>,
-    #[serde(default)]
-    tool_calls: Option<Vec<CompletionCall>>,
-}
-
-#[derive(Debug, Deserialize)]
-struct CompletionCall {
-    #[serde(default)]
-    id: String,
-    function: CompletionFunction,
-}
-
-#[derive(Debug, Deserialize)]
-struct CompletionFunction {
-    name: String,
-    #[serde(default)]
-    arguments: String,
-}
-
-#[derive(Debug, Default, Clone, Copy, Deserialize)]
+/// OpenAI's token counts, as far as the answer gives them.
+#[derive(Debug, Default, Clone, Copy)]
 struct OpenaiUsage {
-    #[serde(default)]
     prompt_tokens: u64,
-    #[serde(default)]
     completion_tokens: u64,
-    #[serde(default)]
-    prompt_tokens_details: Option<PromptDetails>,
-}
-
-#[derive(Debug, Default, Clone, Copy, Deserialize)]
-struct PromptDetails {
-    #[serde(default)]
     cached_tokens: u64,
 }
 
 impl OpenaiUsage {
+    fn read(usage: &Value) -> OpenaiUsage {
+        let count = |value: Option<&Value>| value.and_then(Value::as_u64).unwrap_or(0);
+        OpenaiUsage {
+            prompt_tokens: count(usage.get("prompt_tokens")),
+            completion_tokens: count(usage.get("completion_tokens")),
+            cached_tokens: count(usage.get("prompt_tokens_details").and_then(|d| d.get("cached_tokens"))),
+        }
+    }
+
     /// Anthropic counts cached input apart from the rest.
     fn anthropic(self) -> Value {
-        let cached = self.prompt_tokens_details.map_or(0, |d| d.cached_tokens).min(self.prompt_tokens);
+        let cached = self.cached_tokens.min(self.prompt_tokens);
         let mut usage = Map::new();
         usage.insert("input_tokens".into(), (self.prompt_tokens - cached).into());
         if cached > 0 {
@@ -480,28 +389,29 @@ fn tool_input(name: &str, arguments: &str) -> Result<Value, String> {
 
 /// An OpenAI `chat.completion` as an Anthropic message.
 pub fn answer(body: &[u8], context: &AnswerContext) -> Result<Vec<u8>, String> {
-    let completion: Completion = serde_json::from_slice(body).map_err(|e| format!("not a chat completion: {e}"))?;
-    let choice = completion.choices.into_iter().next().ok_or("a chat completion without choices")?;
-    let message = choice.message.unwrap_or_default();
+    let completion: Value = serde_json::from_slice(body).map_err(|e| format!("not a chat completion: {e}"))?;
+    let choice = completion.get("choices").and_then(Value::as_array).and_then(|c| c.first()).ok_or("a chat completion without choices")?;
+    let message = choice.get("message").unwrap_or(&Value::Null);
     let mut content = Vec::new();
-    let text = message.content.filter(|t| !t.is_empty()).or(message.refusal.filter(|t| !t.is_empty()));
+    let text = text_field(message, "content").filter(|t| !t.is_empty()).or(text_field(message, "refusal").filter(|t| !t.is_empty()));
     if let Some(text) = text {
         content.push(json!({"type": "text", "text": text}));
     }
-    let calls = message.tool_calls.unwrap_or_default();
-    let called_tools = !calls.is_empty();
+    let calls = message.get("tool_calls").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
     for call in calls {
-        let input = tool_input(&call.function.name, &call.function.arguments)?;
-        content.push(json!({"type": "tool_use", "id": call.id, "name": call.function.name, "input": input}));
+        let function = call.get("function").unwrap_or(&Value::Null);
+        let name = text_field(function, "name").ok_or("a tool call without a function name")?;
+        let input = tool_input(name, text_field(function, "arguments").unwrap_or_default())?;
+        content.push(json!({"type": "tool_use", "id": text_field(call, "id").unwrap_or_default(), "name": name, "input": input}));
     }
-    let usage = completion.usage.unwrap_or_default().anthropic();
+    let usage = OpenaiUsage::read(completion.get("usage").unwrap_or(&Value::Null)).anthropic();
     let message = json!({
-        "id": message_id(completion.id.as_deref(), context),
+        "id": message_id(text_field(&completion, "id"), context),
         "type": "message",
         "role": "assistant",
-        "model": completion.model.unwrap_or_else(|| context.model.clone()),
+        "model": text_field(&completion, "model").unwrap_or(&context.model),
         "content": content,
-        "stop_reason": stop_reason(choice.finish_reason.as_deref(), called_tools),
+        "stop_reason": stop_reason(text_field(choice, "finish_reason"), !calls.is_empty()),
         "stop_sequence": null,
         "usage": usage,
     });
@@ -509,56 +419,6 @@ pub fn answer(body: &[u8], context: &AnswerContext) -> Result<Vec<u8>, String> {
 }
 
 // ---------------------------------------------------------------- stream
-
-#[derive(Debug, Deserialize)]
-struct Chunk {
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    choices: Vec<ChunkChoice>,
-    #[serde(default)]
-    usage: Option<OpenaiUsage>,
-    #[serde(default)]
-    error: Option<Value>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ChunkChoice {
-    #[serde(default)]
-    delta: Option<ChunkDelta>,
-    #[serde(default)]
-    finish_reason: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct ChunkDelta {
-    #[serde(default)]
-    content: Option<String>,
-    #[serde(default)]
-    refusal: Option<String>,
-    #[serde(default)]
-    tool_calls: Option<Vec<CallDelta>>,
-}
-
-#[derive(Debug, Deserialize)]
-struct CallDelta {
-    #[serde(default)]
-    index: u64,
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    function: Option<FunctionDelta>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct FunctionDelta {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    arguments: Option<String>,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -630,29 +490,30 @@ impl Stream {
             self.end(out);
             return;
         }
-        let Ok(chunk) = serde_json::from_str::<Chunk>(data) else {
+        let Ok(chunk @ Value::Object(_)) = serde_json::from_str::<Value>(data) else {
             return;
         };
-        if let Some(error) = &chunk.error {
-            let message = error.get("message").and_then(Value::as_str).map_or_else(|| error.to_string(), str::to_string);
+        if let Some(error) = chunk.get("error").filter(|e| !e.is_null()) {
+            let message = text_field(error, "message").map_or_else(|| error.to_string(), str::to_string);
             self.fail(&message, out);
             return;
         }
-        self.start(chunk.id.as_deref(), chunk.model.as_deref(), out);
-        if let Some(usage) = chunk.usage {
-            self.usage = Some(usage);
+        self.start(text_field(&chunk, "id"), text_field(&chunk, "model"), out);
+        if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
+            self.usage = Some(OpenaiUsage::read(usage));
         }
-        for choice in chunk.choices.into_iter().take(1) {
-            let delta = choice.delta.unwrap_or_default();
-            for text in [delta.content, delta.refusal].into_iter().flatten().filter(|t| !t.is_empty()) {
-                self.text(&text, out);
-            }
-            for call in delta.tool_calls.into_iter().flatten() {
-                self.tool_call(call, out);
-            }
-            if choice.finish_reason.is_some() {
-                self.finish_reason = choice.finish_reason;
-            }
+        let Some(choice) = chunk.get("choices").and_then(Value::as_array).and_then(|c| c.first()) else {
+            return;
+        };
+        let delta = choice.get("delta").unwrap_or(&Value::Null);
+        for text in [text_field(delta, "content"), text_field(delta, "refusal")].into_iter().flatten().filter(|t| !t.is_empty()) {
+            self.text(text, out);
+        }
+        for call in delta.get("tool_calls").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default() {
+            self.tool_call(call, out);
+        }
+        if let Some(reason) = text_field(choice, "finish_reason") {
+            self.finish_reason = Some(reason.to_string());
         }
     }
 
@@ -701,24 +562,25 @@ impl Stream {
         out.extend(event("content_block_delta", &delta));
     }
 
-    fn tool_call(&mut self, call: CallDelta, out: &mut Vec<u8>) {
-        let function = call.function.unwrap_or_default();
-        let index = match self.tools.get(&call.index) {
+    fn tool_call(&mut self, call: &Value, out: &mut Vec<u8>) {
+        let function = call.get("function").unwrap_or(&Value::Null);
+        let at = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+        let index = match self.tools.get(&at) {
             Some(index) => *index,
             None => {
                 let block = json!({
                     "type": "tool_use",
-                    "id": call.id.unwrap_or_default(),
-                    "name": function.name.unwrap_or_default(),
+                    "id": text_field(call, "id").unwrap_or_default(),
+                    "name": text_field(function, "name").unwrap_or_default(),
                     "input": {},
                 });
                 let index = self.open_block(block, out);
                 self.open = Some(OpenBlock::Tool(index));
-                self.tools.insert(call.index, index);
+                self.tools.insert(at, index);
                 index
             }
         };
-        if let Some(arguments) = function.arguments.filter(|a| !a.is_empty()) {
+        if let Some(arguments) = text_field(function, "arguments").filter(|a| !a.is_empty()) {
             let delta = json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": arguments}});
             out.extend(event("content_block_delta", &delta));
         }
@@ -862,9 +724,10 @@ mod tests {
         let cases = [
             (with("tools", json!([{"type": "web_search_20250305", "name": "web_search"}])), "tool `web_search` of type `web_search_20250305`"),
             (with("mcp_servers", json!([{"type": "url", "url": "https://x"}])), "`mcp_servers`"),
-            (with("messages", json!([{"role": "user", "content": [{"type": "document", "source": {"type": "text", "data": "x"}}]}])), "messages[0]: a content block"),
+            (with("messages", json!([{"role": "user", "content": [{"type": "search_result", "source": "s", "title": "t", "content": []}]}])), "messages[0]: a content block"),
+            (with("messages", json!([{"role": "user", "content": [{"type": "document", "source": {"type": "url", "url": "u"}}]}])), "messages[0]: a document"),
             (with("messages", json!([{"role": "user", "content": [{"type": "image", "source": {"type": "file", "file_id": "f"}}]}])), "messages[0]: an image source"),
-            (with("messages", json!([{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [{"type": "image", "source": {"type": "url", "url": "u"}}]}]}])), "tool result `t`"),
+            (with("messages", json!([{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [{"type": "search_result", "source": "s", "title": "t", "content": []}]}]}])), "tool result `t`"),
             (with("system", json!([{"type": "image", "source": {"type": "url", "url": "u"}}])), "system: only text"),
             (with("tool_choice", json!({"type": "tool"})), "tool_choice `tool`"),
             (with("messages", json!("hi")), "not a Messages request"),
@@ -877,6 +740,26 @@ mod tests {
             let why = translated(&body).unwrap_err();
             assert!(why.contains(expected), "{why} should name {expected}");
         }
+    }
+
+    #[test]
+    fn documents_and_a_tool_results_images_find_a_place_in_the_chat_request() {
+        let body = json!({"model": "m", "max_tokens": 5, "messages": [
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "shot", "name": "screenshot", "input": {}}]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "shot", "content": [
+                    {"type": "text", "text": "taken"},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}}]},
+                {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBER"}},
+                {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "notes"}}]}]});
+        assert_eq!(translated(&body).unwrap()["messages"], json!([
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "shot", "type": "function", "function": {"name": "screenshot", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "shot", "content": "taken"},
+            {"role": "user", "content": [
+                {"type": "text", "text": "(images returned by tool call shot)"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBER"}},
+                {"type": "text", "text": "notes"}]}]));
     }
 
     #[test]

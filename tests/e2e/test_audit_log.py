@@ -90,6 +90,7 @@ def test_a_failover_is_one_line_with_each_attempt_in_order(tmp_path, mock):
     # The mock's echo answer reports 5 prompt and 3 completion tokens: 42.5 micro-dollars.
     assert failover["usage"] == {"promptTokens": 5, "completionTokens": 3, "costMicroUsd": 43}
 
+    assert failover["api"] == "chat-completions"
     assert skipped["skipped"] == ["a", "b"] and skipped["planned"] == ["c"]
     assert [(t["attempt"], t["provider"], t["outcome"]) for t in skipped["attempts"]] == [(1, "c", "served")]
     assert skipped["servedBy"] == "c"
@@ -117,3 +118,23 @@ def test_an_all_down_request_is_one_line_with_every_failure(tmp_path, mock):
         ("b", None, "connect_failure"), ("a", 503, "server_error")]
     assert rejected["outcome"] == "rejected" and rejected["reason"] == "bad_request" and rejected["status"] == 400
     assert rejected["attempts"] == []
+
+
+def test_an_anthropic_messages_request_is_a_line_too(tmp_path, mock):
+    from fake_api import anthropic
+
+    a, b = mock("a"), mock("b")
+    b.set_default(anthropic.responder("b", "sk-ant-b"))
+    envoy, log_path = gateway_with_audit(
+        tmp_path, [Provider("a", a.port, key_env="A_KEY", key="sk-a-secret-value"),
+                   Provider("b", b.port, format="anthropic", key_env="B_KEY", key="sk-ant-b")])
+    a.script(openai_error(429, retry_after=30))
+    answer = envoy.post_json("/v1/messages", {"model": "claude-sonnet-4-5", "max_tokens": 20,
+                                              "messages": [{"role": "user", "content": "hello"}]},
+                             {"x-api-key": "sk-ant-client", "anthropic-version": "2023-06-01"})
+    assert answer.status == 200 and answer.json()["type"] == "message"
+    assert envoy.get("/v1/models").status == 200
+    (line,) = audit_lines(log_path, 1)
+    assert line["api"] == "anthropic-messages" and line["model"] == "claude-sonnet-4-5"
+    assert [(t["provider"], t["outcome"]) for t in line["attempts"]] == [("a", "failed"), ("b", "served")]
+    assert line["servedBy"] == "b" and line["usage"]["promptTokens"] == 11

@@ -120,6 +120,7 @@ def test_messages_create_after_a_rate_limited_primary(tmp_path, mock, fallback_f
         assert body["model"] == s.model
     assert s.counter("provider.claude-primary.failover.rate_limited") == 1
     assert s.counter(f"provider.{s.name}.served") == 1
+    assert s.counter("api.anthropic_messages.requests") == 1
     # The primary cools down (Retry-After: 30): the next Messages request skips it.
     again = s.client.messages.with_raw_response.create(
         model="claude-sonnet-4-5", max_tokens=50, messages=[{"role": "user", "content": "again"}])
@@ -279,6 +280,7 @@ def test_models_list_from_both_sdks_without_asking_a_provider(tmp_path, mock):
     with pytest.raises(openai.NotFoundError) as raised:
         openai_client.models.retrieve("nope")
     assert raised.value.body["code"] == "model_not_found"
+    assert s.counter("api.models_list.requests") == 6
     assert s.primary.requests == [] and s.fallback.requests == []
 
 

@@ -134,7 +134,11 @@ def part_problems(where: str, part: Any) -> list[str]:
     if kind == "image_url":
         url = (part.get("image_url") or {}).get("url") if isinstance(part.get("image_url"), dict) else None
         return [] if isinstance(url, str) and url else [f"{where}.image_url.url: required"]
-    return [f"{where}.type: {kind!r} is not text or image_url"]
+    if kind == "file":
+        file = part.get("file")
+        ok = isinstance(file, dict) and (isinstance(file.get("file_data"), str) or isinstance(file.get("file_id"), str))
+        return [] if ok else [f"{where}.file: file_data or file_id is required"]
+    return [f"{where}.type: {kind!r} is not text, image_url or file"]
 
 
 def message_problems(messages: Any) -> list[str]:
