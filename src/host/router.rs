@@ -42,9 +42,10 @@ pub const SKIPPED_HEADER: &str = "x-llm-skipped";
 
 struct Counters {
     requests: Counter,
-    /// Requests by client API: Anthropic Messages and the model list (chat's are `requests`
-    /// less Messages').
+    /// Requests by client API: Anthropic Messages, embeddings and the model list (chat's are
+    /// `requests` less Messages' and embeddings').
     messages_requests: Counter,
+    embeddings_requests: Counter,
     models_requests: Counter,
     last_resort: Counter,
     exhausted: Counter,
@@ -68,6 +69,7 @@ impl RouterRole {
         let counters = Counters {
             requests: counter("requests"),
             messages_requests: counter("api.anthropic_messages.requests"),
+            embeddings_requests: counter("api.embeddings.requests"),
             models_requests: counter("api.models_list.requests"),
             last_resort: counter("last_resort"),
             exhausted: counter("exhausted"),
@@ -325,8 +327,10 @@ impl RouterFilter {
         }
         let counters = &role.counters;
         counters.requests.inc();
-        if self.api == ClientApi::AnthropicMessages {
-            counters.messages_requests.inc();
+        match self.api {
+            ClientApi::AnthropicMessages => counters.messages_requests.inc(),
+            ClientApi::Embeddings => counters.embeddings_requests.inc(),
+            ClientApi::ChatCompletions | ClientApi::ModelsList => {}
         }
         for skipped in &plan.skipped {
             if let Some(counter) = counters.skipped.get(*skipped) {

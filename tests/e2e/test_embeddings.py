@@ -114,6 +114,7 @@ def test_embeddings_fail_over_to_the_same_alias_at_another_format(tmp_path, mock
     failure = {429: "rate_limited", 503: "server_error"}[status]
     assert s.counter(f"provider.embed-primary.failover.{failure}") == 1
     assert s.counter(f"provider.{s.name}.served") == 1
+    assert s.counter("api.embeddings.requests") == 1 and s.counter("requests") == 1
     s.never_asked_the_providers_without_a_model()
 
 
