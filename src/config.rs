@@ -56,6 +56,10 @@ pub struct RouterConfig {
     pub messages_paths: Vec<String>,
     /// Where the model list is served (`GET`): beside each chat and Messages path.
     pub models_paths: Vec<String>,
+    /// Where embeddings requests come (`POST`).
+    pub embeddings_paths: Vec<String>,
+    /// Each embedding alias's chain (an index in `chains`): the providers that have a model for it.
+    embedding_chains: HashMap<String, usize>,
     /// The model list: the aliases of `models` and every name a provider's model map knows.
     pub model_ids: Vec<String>,
     pub max_request_bytes: usize,
@@ -96,8 +100,8 @@ impl fmt::Debug for Admin {
 pub struct Chain {
     pub name: String,
     pub providers: Vec<String>,
-    /// Index of its profile in `RouterConfig::profiles`.
-    pub profile: usize,
+    /// Index of its profile in `RouterConfig::profiles`; `None` for an embedding alias's chain.
+    pub profile: Option<usize>,
 }
 
 /// What the router knows of a provider beyond its name, for ordering and context limits.
@@ -126,6 +130,8 @@ pub struct AttemptConfig {
     pub prices: Prices,
     pub error_answers: ErrorAnswers,
     pub max_answer_bytes: usize,
+    /// The provider's model for each embedding alias it serves (`embeddings` in the config).
+    pub embedding_models: HashMap<String, String>,
 }
 
 /// Whether an attempt holds a provider's error answer (and the start of a stream) until it
@@ -243,9 +249,16 @@ impl RouterConfig {
         match method {
             "POST" if self.chat_paths.iter().any(|p| p == plain) => Some(ClientApi::ChatCompletions),
             "POST" if self.messages_paths.iter().any(|p| p == plain) => Some(ClientApi::AnthropicMessages),
+            "POST" if self.embeddings_paths.iter().any(|p| p == plain) => Some(ClientApi::Embeddings),
             "GET" if crate::inbound::models::parse(&self.models_paths, path).is_some() => Some(ClientApi::ModelsList),
             _ => None,
         }
+    }
+
+    /// The chain of an embedding alias: only providers with a model for it, in the order given.
+    pub fn embedding_chain(&self, alias: &str) -> Option<(usize, &Chain)> {
+        let index = *self.embedding_chains.get(alias)?;
+        Some((index, self.chains.get(index)?))
     }
 
     /// The chain serving `model` at the normal tier: its alias first, then the default.
@@ -270,7 +283,7 @@ impl RouterConfig {
     /// The chain of a profile at a tier (the normal chain when the tier has none of its own).
     pub fn chain(&self, profile: usize, tier: Tier) -> Option<(usize, &Chain)> {
         let providers = self.profiles.get(profile)?.chain_for(tier);
-        self.chains.iter().enumerate().find(|(_, c)| c.profile == profile && c.providers == providers)
+        self.chains.iter().enumerate().find(|(_, c)| c.profile == Some(profile) && c.providers == providers)
     }
 
     pub fn info(&self, provider: &str) -> Option<&ProviderInfo> {
@@ -337,6 +350,13 @@ struct RawRouter {
     chat_paths: Vec<String>,
     #[serde(default = "default_messages_paths")]
     messages_paths: Vec<String>,
+    /// By default beside each chat path (`/v1/chat/completions`: `/v1/embeddings`) when
+    /// `embeddings` names an alias; none without.
+    #[serde(default)]
+    embeddings_paths: Option<Vec<String>>,
+    /// Embedding aliases: for each, the model that serves it at each provider, in failover order.
+    #[serde(default)]
+    embeddings: Ordered<Ordered<String>>,
     #[serde(default = "default_max_request_bytes")]
     max_request_bytes: u64,
     #[serde(default = "default_max_answer_bytes")]
@@ -459,6 +479,88 @@ struct RawAdmin {
     internal_listener: bool,
 }
 
+/// A JSON object whose key order means something (a failover order): serde's maps sort or
+/// hash their keys. A key given twice is refused.
+pub(crate) struct Ordered<V>(pub Vec<(String, V)>);
+
+impl<V> Default for Ordered<V> {
+    fn default() -> Self {
+        Ordered(Vec::new())
+    }
+}
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for Ordered<V> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit<V>(std::marker::PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Visit<V> {
+            type Value = Ordered<V>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Ordered<V>, A::Error> {
+                let mut entries: Vec<(String, V)> = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if entries.iter().any(|(k, _)| *k == key) {
+                        return Err(serde::de::Error::custom(format_args!("`{key}` is given twice")));
+                    }
+                    let value = map.next_value()?;
+                    entries.push((key, value));
+                }
+                Ok(Ordered(entries))
+            }
+        }
+        deserializer.deserialize_map(Visit(std::marker::PhantomData))
+    }
+}
+
+/// Each chat path's prefix with `/embeddings`, as the model list sits beside it.
+fn default_embeddings_paths(chat_paths: &[String]) -> Vec<String> {
+    let mut paths: Vec<String> =
+        chat_paths.iter().filter_map(|p| p.strip_suffix(CHAT_SUFFIX)).map(|prefix| format!("{prefix}/embeddings")).collect();
+    paths.dedup();
+    paths
+}
+
+/// The embedding aliases as chains (named `embeddings/<alias>`), each provider's model for
+/// each alias, and the errors naming the field. Providers without a model for an alias are not
+/// in its chain, so they are never tried for it; Anthropic has no embeddings API.
+fn check_embeddings(
+    raw: Ordered<Ordered<String>>,
+    attempts: &mut [AttemptConfig],
+    chains: &mut Vec<Chain>,
+) -> Result<HashMap<String, usize>, ConfigError> {
+    let mut by_alias = HashMap::with_capacity(raw.0.len());
+    for (alias, providers) in raw.0 {
+        let field = format!("embeddings.{alias}");
+        if alias.is_empty() || alias.chars().any(char::is_control) {
+            return Err(invalid("embeddings", format!("`{alias}` is not a model name a client can send")));
+        }
+        if providers.0.is_empty() {
+            return Err(invalid(field, "must name at least one provider and its model"));
+        }
+        let mut members = Vec::with_capacity(providers.0.len());
+        for (provider, model) in providers.0 {
+            let field = format!("{field}.{provider}");
+            let Some(attempt) = attempts.iter_mut().find(|a| a.provider.name == provider) else {
+                return Err(invalid(field, format!("provider `{provider}` is not in `providers`")));
+            };
+            let format = attempt.provider.format;
+            if ClientApi::Embeddings.service(format).is_none() {
+                return Err(invalid(field, format!("provider `{provider}` has format `{}`, which has no embeddings API", format.name())));
+            }
+            let unsafe_in_path = format.model_in_path() && model.contains(['"', '\\', '/', '?', '#', ' ']);
+            if model.is_empty() || unsafe_in_path {
+                return Err(invalid(field, format!("`{model}` is not a usable model name")));
+            }
+            attempt.embedding_models.insert(alias.clone(), model);
+            members.push(provider);
+        }
+        by_alias.insert(alias.clone(), chains.len());
+        chains.push(Chain { name: format!("embeddings/{alias}"), providers: members, profile: None });
+    }
+    Ok(by_alias)
+}
+
 fn default_chat_paths() -> Vec<String> {
     vec!["/v1/chat/completions".to_string()]
 }
@@ -523,6 +625,22 @@ fn check_deployment(raw: RawRouter, env: &dyn Environment) -> Result<Deployment,
             return Err(invalid(field, format!("`{path}` is listed twice (in `chatPaths` or `messagesPaths`)")));
         }
     }
+    // Served where asked, or by default beside the chat paths once there is an alias to serve.
+    let embeddings_paths = match &raw.embeddings_paths {
+        Some(paths) => paths.clone(),
+        None if raw.embeddings.0.is_empty() => Vec::new(),
+        None => default_embeddings_paths(&raw.chat_paths),
+    };
+    for (i, path) in embeddings_paths.iter().enumerate() {
+        let field = format!("embeddingsPaths[{i}]");
+        if !path.starts_with('/') || path.contains('?') {
+            return Err(invalid(field, format!("`{path}` must be a path starting with `/`, without a query")));
+        }
+        let earlier = embeddings_paths.get(..i).is_some_and(|before| before.contains(path));
+        if raw.chat_paths.contains(path) || raw.messages_paths.contains(path) || earlier {
+            return Err(invalid(field, format!("`{path}` is listed twice (in `chatPaths`, `messagesPaths` or `embeddingsPaths`)")));
+        }
+    }
     if raw.max_request_bytes == 0 {
         return Err(invalid("maxRequestBytes", "must be greater than 0"));
     }
@@ -572,9 +690,10 @@ fn check_deployment(raw: RawRouter, env: &dyn Environment) -> Result<Deployment,
     for (index, profile) in profiles.iter().enumerate() {
         for tier in profile.tiers() {
             let name = if tier == Tier::Normal { profile.name.clone() } else { format!("{}/{}", profile.name, tier.name()) };
-            chains.push(Chain { name, providers: profile.chain_for(tier).to_vec(), profile: index });
+            chains.push(Chain { name, providers: profile.chain_for(tier).to_vec(), profile: Some(index) });
         }
     }
+    let embedding_chains = check_embeddings(raw.embeddings, &mut attempts, &mut chains)?;
     let profile_index = |name: &str| profiles.iter().position(|p| p.name == name);
     let mut model_profiles = HashMap::with_capacity(raw.models.len());
     for (model, name) in &raw.models {
@@ -625,16 +744,22 @@ fn check_deployment(raw: RawRouter, env: &dyn Environment) -> Result<Deployment,
         if raw.messages_paths.iter().any(|p| p.starts_with(&admin.path)) {
             return Err(invalid("admin.path", "must not overlap `messagesPaths`"));
         }
+        if embeddings_paths.iter().any(|p| p.starts_with(&admin.path)) {
+            return Err(invalid("admin.path", "must not overlap `embeddingsPaths`"));
+        }
     }
     let models_paths = crate::inbound::models::paths(raw.chat_paths.iter().chain(&raw.messages_paths));
     let mut model_ids: Vec<String> = raw.models.keys().cloned().collect();
     model_ids.extend(attempts.iter().flat_map(|a| a.provider.models.keys()).filter(|m| *m != "*").cloned());
+    model_ids.extend(embedding_chains.keys().cloned());
     model_ids.sort();
     model_ids.dedup();
     let router = RouterConfig {
         chat_paths: raw.chat_paths,
         messages_paths: raw.messages_paths,
         models_paths,
+        embeddings_paths,
+        embedding_chains,
         model_ids,
         max_request_bytes,
         max_answer_bytes,
@@ -958,6 +1083,7 @@ fn check_provider(
         prices,
         error_answers,
         max_answer_bytes,
+        embedding_models: HashMap::new(),
     };
     Ok((attempt, info))
 }
@@ -1110,6 +1236,63 @@ mod tests {
         }
         let none = router(r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"messagesPaths":[]}"#).unwrap();
         assert_eq!(none.client_api("POST", "/v1/messages"), None, "an empty list turns the Messages API off");
+    }
+
+    const EMBEDDINGS: &str = r#"{"role":"router","providers":["a",
+        {"name":"g","format":"gemini","host":"g"},{"name":"o","format":"ollama","host":"o"},{"name":"c","format":"anthropic","host":"c"}],
+        "chains":{"chat":["a","c"]},"chatPaths":["/v1/chat/completions","/llm/v1/chat/completions"],
+        "embeddings":{"small":{"o":"nomic-embed-text","a":"text-embedding-3-small"},"gem":{"g":"gemini-embedding-001"}}}"#;
+
+    #[test]
+    fn embedding_aliases_are_chains_in_the_order_given_of_the_providers_that_have_a_model() {
+        let d = deployment(&EMBEDDINGS.replacen(r#"["a","#, r#"[{"name":"a","format":"openai","host":"a"},"#, 1)).unwrap();
+        let r = &d.router;
+        let (_, small) = r.embedding_chain("small").unwrap();
+        assert_eq!((small.name.as_str(), small.providers.clone(), small.profile), ("embeddings/small", vec!["o".to_string(), "a".to_string()], None));
+        assert_eq!(r.embedding_chain("gem").unwrap().1.providers, vec!["g"]);
+        assert!(r.embedding_chain("chat").is_none() && r.chain_for("small").is_none(), "aliases and chains do not mix");
+        assert_eq!(r.embeddings_paths, vec!["/v1/embeddings", "/llm/v1/embeddings"], "beside each chat path");
+        assert_eq!(r.client_api("POST", "/llm/v1/embeddings"), Some(ClientApi::Embeddings));
+        assert_eq!(r.client_api("GET", "/v1/embeddings"), None);
+        assert!(r.model_ids.contains(&"small".to_string()), "the model list names the aliases");
+        let models = |name: &str| d.attempt(name).unwrap().embedding_models.clone();
+        assert_eq!(models("o").get("small").map(String::as_str), Some("nomic-embed-text"));
+        assert_eq!(models("a").get("gem"), None, "no model for `gem`: never tried for it");
+        assert!(models("c").is_empty());
+        // The chat chains' order clusters and the aliases' both exist.
+        let orders = crate::orders::all(r);
+        assert!(orders.contains(&vec!["o".to_string(), "a".to_string()]) && orders.contains(&vec!["a".to_string(), "c".to_string()]));
+        let plain = router(r#"{"role":"router","providers":["a"],"chains":{"c":["a"]}}"#).unwrap();
+        assert!(plain.embeddings_paths.is_empty(), "no alias, no embeddings path");
+        let chosen = router(r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"embeddingsPaths":["/e"],"embeddings":{"x":{"a":"m"}}}"#).unwrap();
+        assert_eq!(chosen.embeddings_paths, vec!["/e"]);
+    }
+
+    #[test]
+    fn embeddings_config_errors_name_the_field() {
+        let cases = [
+            (r#""embeddings":{"x":{"ghost":"m"}}"#, "embeddings.x.ghost", "not in `providers`"),
+            (r#""embeddings":{"x":{"c":"claude"}}"#, "embeddings.x.c", "no embeddings API"),
+            (r#""embeddings":{"x":{}}"#, "embeddings.x", "at least one provider"),
+            (r#""embeddings":{"x":{"a":""}}"#, "embeddings.x.a", "not a usable model name"),
+            (r#""embeddings":{"x":{"g":"models/a?b"}}"#, "embeddings.x.g", "not a usable model name"),
+            (r#""embeddings":{"":{"a":"m"}}"#, "embeddings", "not a model name"),
+            (r#""embeddings":{"x":{"a":1}}"#, "embeddings.x.a", "invalid type"),
+            (r#""embeddings":{"x":{"a":"m"}},"embeddingsPaths":["/v1/chat/completions"]"#, "embeddingsPaths[0]", "listed twice"),
+            (r#""embeddings":{"x":{"a":"m"}},"embeddingsPaths":["v1/embeddings"]"#, "embeddingsPaths[0]", "must be a path"),
+            (r#""embeddings":{"x":{"a":"m"}},"admin":{"path":"/v1/emb","internalListener":true}"#, "admin.path", "embeddingsPaths"),
+        ];
+        for (extra, field, reason) in cases {
+            let json = format!(r#"{{"role":"router","providers":["a",{{"name":"g","format":"gemini","host":"g"}},{{"name":"c","format":"anthropic","host":"c"}}],"chains":{{"chat":["a"]}},{extra}}}"#);
+            let error = router(&json).unwrap_err();
+            assert_eq!(error.field, field, "{extra}: {error}");
+            assert!(error.reason.contains(reason), "{extra}: {error}");
+        }
+        // The order of an alias's providers is its failover order: a provider given twice is refused.
+        let twice = r#"{"role":"router","providers":[{"name":"a","format":"openai","host":"a"}],"chains":{"c":["a"]},
+            "embeddings":{"x":{"a":"m","a":"n"}}}"#;
+        let error = deployment(twice).unwrap_err();
+        assert!(error.field.starts_with("embeddings.x") && error.reason.contains("given twice"), "{error}");
     }
 
     /// A deployment of this one provider entry (with `extra` deployment fields).

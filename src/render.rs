@@ -179,6 +179,8 @@ struct Parts {
 pub const CHAT_ROUTE: &str = "llm-failover-chat";
 /// The route of each Anthropic Messages path.
 pub const MESSAGES_ROUTE: &str = "llm-failover-messages";
+/// The route of each embeddings path.
+pub const EMBEDDINGS_ROUTE: &str = "llm-failover-embeddings";
 pub const UNSUPPORTED_ROUTE: &str = "llm-failover-unsupported-path";
 
 fn parts(input: &[u8]) -> Result<Parts, ConfigError> {
@@ -334,8 +336,14 @@ fn parts(input: &[u8]) -> Result<Parts, ConfigError> {
     } else {
         "request_body_buffer_limit"
     };
-    // Anthropic Messages requests are routed as chat requests are: same order clusters, same retries.
-    let api_paths = router.chat_paths.iter().map(|p| (CHAT_ROUTE, p)).chain(router.messages_paths.iter().map(|p| (MESSAGES_ROUTE, p)));
+    // Anthropic Messages and embeddings requests are routed as chat requests are: same order
+    // clusters (an embedding alias's among them), same retries.
+    let api_paths = router
+        .chat_paths
+        .iter()
+        .map(|p| (CHAT_ROUTE, p))
+        .chain(router.messages_paths.iter().map(|p| (MESSAGES_ROUTE, p)))
+        .chain(router.embeddings_paths.iter().map(|p| (EMBEDDINGS_ROUTE, p)));
     let chat_routes = api_paths
         .map(|(name, path)| {
             json!({
@@ -351,7 +359,7 @@ fn parts(input: &[u8]) -> Result<Parts, ConfigError> {
     let not_served = crate::openai_error::body(
         &format!(
             "this gateway serves POST {}, GET {}",
-            router.chat_paths.iter().chain(&router.messages_paths).map(String::as_str).collect::<Vec<_>>().join(", POST "),
+            router.chat_paths.iter().chain(&router.messages_paths).chain(&router.embeddings_paths).map(String::as_str).collect::<Vec<_>>().join(", POST "),
             router.models_paths.join(", GET ")
         ),
         "invalid_request_error",
@@ -705,6 +713,31 @@ mod tests {
         }
         assert!(!yaml.contains("sni: localhost"), "ollama is plain text");
         assert_eq!(yaml.matches(r#"\"role\": \"attempt\""#).count(), 1, "one attempt filter, aliased:\n{yaml}");
+        assert!(!yaml.contains("llm-failover-embeddings"), "no embedding alias, no embeddings route");
+    }
+
+    #[test]
+    fn an_embedding_alias_gets_its_route_and_order_clusters() {
+        let input = INPUT.replace(
+            r#""chains": {"default": ["openai", "ollama"]}"#,
+            r#""chains": {"default": ["openai"]}, "embeddings": {"embed": {"ollama": "nomic-embed-text", "openai": "text-embedding-3-small"}}"#,
+        );
+        let yaml = render(input.as_bytes()).unwrap();
+        for expected in [
+            "- name: llm-failover-embeddings",
+            "path: /v1/embeddings",
+            "name: llm_failover~ollama~openai",
+            "num_retries: 1",
+            "this gateway serves POST /v1/chat/completions, POST /v1/messages, POST /v1/embeddings, GET /v1/models",
+        ] {
+            assert!(yaml.contains(expected), "missing {expected:?} in:\n{yaml}");
+        }
+        let istio = input.replacen('{', r#"{"istio": {"namespace": "llm", "gateway": "egress", "selector": {"istio": "egress"}},"#, 1);
+        let yaml = render_istio(istio.as_bytes()).unwrap();
+        assert!(yaml.contains("name: llm-failover-embeddings") && yaml.contains("name: llm_failover~ollama~openai"), "{yaml}");
+        assert_eq!(yaml.matches("applyTo: HTTP_ROUTE").count(), 3, "chat, Messages and embeddings:\n{yaml}");
+        let anthropic = input.replace(r#""embed": {"ollama""#, r#""embed": {"claude": "x", "ollama""#);
+        assert_eq!(render(anthropic.as_bytes()).unwrap_err().field, "filter.embeddings.embed.claude");
     }
 
     #[test]

@@ -245,7 +245,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn chain(names: &[&str]) -> Chain {
-        Chain { name: "c".into(), providers: names.iter().map(|s| s.to_string()).collect(), profile: 0 }
+        Chain { name: "c".into(), providers: names.iter().map(|s| s.to_string()).collect(), profile: Some(0) }
     }
 
     fn open_until(until: u64) -> Health {

@@ -1,8 +1,9 @@
-//! A provider's whole answer or error body, translated back to OpenAI's shape. The first byte
-//! picks the format and the status.
+//! A provider's whole answer or error body, translated back to OpenAI's shape, as a chat answer
+//! and as an embeddings answer. The first byte picks the format and the status.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use llm_failover::inbound::embeddings::{self, AnswerShape, Encoding};
 use llm_failover::provider::openai::AnswerContext;
 use llm_failover::provider::Format;
 
@@ -18,4 +19,9 @@ fuzz_target!(|data: &[u8]| {
     let _ = llm_failover::provider::openai::check_answer(body);
     let _ = format.error(status, body);
     let _ = format.error_status(status, body);
+    let shape = AnswerShape { count: usize::from(pick % 4), encoding: if pick & 2 == 2 { Encoding::Base64 } else { Encoding::Float }, model: "m".into() };
+    let read = if format == Format::Gemini { embeddings::gemini::answer(body) } else { embeddings::ollama::answer(body) };
+    if let Ok(vectors) = read.and_then(|v| v.check_count(shape.count)) {
+        let _ = embeddings::openai_answer(&vectors, &shape);
+    }
 });

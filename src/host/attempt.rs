@@ -14,7 +14,7 @@ use super::counters::{self, Counter, Gauge, Histogram};
 use super::router::{EXCEEDED_PARAM, ORIGIN_HEADER};
 use super::{health_view, log, now_ms};
 use crate::chat;
-use crate::inbound::{self, ClientApi, Service};
+use crate::inbound::{self, embeddings, ClientApi, Service};
 use crate::config::{self, AttemptConfig, Config, ErrorAnswers, CHAT_SUFFIX};
 use crate::health::{self, Downstream, Failure, Outcome, SharedStore};
 use crate::provider::openai::{self, AnswerContext, ChatRequest};
@@ -245,6 +245,8 @@ pub struct AttemptFilter {
     headers_passed: bool,
     /// This attempt's entry of the audit line is written (once: Envoy keeps the first).
     audited: bool,
+    /// An embeddings request translated for this provider: how to write its answer.
+    embeddings: Option<embeddings::AnswerShape>,
 }
 
 impl AttemptFilter {
@@ -278,6 +280,7 @@ impl AttemptFilter {
             headers_at_ms: 0,
             headers_passed: false,
             audited: false,
+            embeddings: None,
         }
     }
 
@@ -476,6 +479,8 @@ impl AttemptFilter {
         let provider = &self.role.config.provider;
         let message = format!("provider `{}` ({}) cannot take this request: {why}", provider.name, provider.format.name());
         let body = self.error_body(400, &message, "invalid_request_error", "unsupported_by_provider");
+        // Answered here, the provider never asked: nothing to hold against it when the attempt ends.
+        self.answered = true;
         abi::send_response(400, "llm_failover_unsupported_by_provider", &[("content-type", "application/json")], &body);
         Action::Pause
     }
@@ -525,6 +530,50 @@ impl AttemptFilter {
         self.answer_context = Some(self.new_answer_context(&target, true));
         self.model = Some(target);
         self.requested_model = Some(requested);
+        Action::Continue
+    }
+
+    /// Embeddings at this provider's model for the client's alias: OpenAI-compatible and Azure
+    /// providers take the client's body with the model changed, Gemini and Ollama a translation.
+    /// The router role only plans providers with a model for the alias.
+    fn embeddings_request(&mut self, body: &[u8]) -> Action {
+        let config = &self.role.config;
+        let provider = &config.provider;
+        let request = match embeddings::inspect(body) {
+            Ok(request) => request,
+            Err(invalid) => return self.refuse_request(&invalid.message),
+        };
+        let target = config.embedding_models.get(&request.model).cloned();
+        let (Some(target), Some(service)) = (target, ClientApi::Embeddings.service(provider.format)) else {
+            let why = format!("it has no model for embedding alias `{}`", request.model);
+            return self.refuse_request(&why);
+        };
+        let Some(path) = provider.embeddings_path(&target) else {
+            return self.refuse_request("it has no embeddings API");
+        };
+        if service == Service::Native {
+            if let Some(rewritten) = chat::with_model(body, &target) {
+                Self::replace_request_body(body.len(), &rewritten);
+            }
+        } else {
+            let translated = match provider.format {
+                crate::provider::Format::Gemini => embeddings::gemini::request(&request, &target),
+                crate::provider::Format::Ollama => embeddings::ollama::request(&request, &target),
+                _ => Err(crate::provider::Unsupported("it has no embeddings API".into())),
+            };
+            let translated = match translated {
+                Ok(translated) => translated,
+                Err(unsupported) => return self.refuse_request(&unsupported.0),
+            };
+            Self::replace_request_body(body.len(), &translated);
+            abi::set_header(MapType::HttpRequestHeaders, "content-type", "application/json");
+            // The answer is translated: it must come uncompressed.
+            abi::set_header(MapType::HttpRequestHeaders, "accept-encoding", "identity");
+            self.embeddings = Some(embeddings::AnswerShape { count: request.input.count(), encoding: request.encoding, model: target.clone() });
+        }
+        abi::set_header(MapType::HttpRequestHeaders, ":path", &path);
+        self.model = Some(target);
+        self.requested_model = Some(request.model);
         Action::Continue
     }
 
@@ -719,9 +768,17 @@ impl AttemptFilter {
     /// OpenAI-format answer that is JSON). One that cannot be read becomes a 502.
     fn read_answer(&mut self, body: &[u8]) -> Option<Vec<u8>> {
         let format = self.role.config.provider.format;
-        let read = match &self.answer_context {
-            Some(context) => format.answer(body, context).map(Some),
-            None => openai::check_answer(body).map(|()| None),
+        let read = match (&self.embeddings, &self.answer_context) {
+            (Some(shape), _) => {
+                let vectors = match format {
+                    crate::provider::Format::Gemini => embeddings::gemini::answer(body),
+                    crate::provider::Format::Ollama => embeddings::ollama::answer(body),
+                    _ => Err("not an embeddings format".to_string()),
+                };
+                vectors.and_then(|v| v.check_count(shape.count)).map(|v| Some(embeddings::openai_answer(&v, shape)))
+            }
+            (None, Some(context)) => format.answer(body, context).map(Some),
+            (None, None) => openai::check_answer(body).map(|()| None),
         };
         read.unwrap_or_else(|why| {
             // Asked for `identity`: an encoded answer is the provider's fault, and says why.
@@ -762,6 +819,16 @@ impl AttemptFilter {
         if reads_errors && !end_of_stream && (200..300).contains(&format.effective_status(status)) {
             let content_type = abi::header_str(MapType::HttpResponseHeaders, "content-type").unwrap_or_default();
             self.peek_stream = content_type.starts_with("text/event-stream") || content_type.starts_with("application/x-ndjson");
+        }
+        if self.embeddings.is_some() {
+            // A translated embeddings answer is read whole, success or error, and rewritten.
+            let effective = format.effective_status(status);
+            if !end_of_stream {
+                abi::remove_header(MapType::HttpResponseHeaders, "content-length");
+                abi::set_header(MapType::HttpResponseHeaders, "content-type", "application/json");
+                self.answer = Answer::Hold { error: !(200..300).contains(&effective) };
+            }
+            return effective;
         }
         let (Some(stream), Some(context)) = (self.translated_stream, self.answer_context.take()) else {
             if status >= 400 && !end_of_stream {
@@ -876,12 +943,14 @@ impl HttpContext for AttemptFilter {
         let path = headers.get_str(":path").unwrap_or_default();
         self.client = abi::filter_state(inbound::API_PROPERTY).and_then(|v| ClientApi::parse(&v)).unwrap_or(ClientApi::ChatCompletions);
         let messages = self.client == ClientApi::AnthropicMessages;
-        let chat = messages || path.split('?').next().unwrap_or_default().ends_with(CHAT_SUFFIX) || headers.contains(TRANSLATED_HEADER);
+        // An embeddings request always names its alias, which each provider maps to its model.
+        let whole_body = messages || self.client == ClientApi::Embeddings;
+        let chat = whole_body || path.split('?').next().unwrap_or_default().ends_with(CHAT_SUFFIX) || headers.contains(TRANSLATED_HEADER);
         if !chat {
             return Action::Continue;
         }
         self.spend(1, 0, self.started_ms);
-        if (provider.needs_body() || messages) && !end_of_stream {
+        if (provider.needs_body() || whole_body) && !end_of_stream {
             self.awaiting_body = true;
             return Action::Pause;
         }
@@ -960,8 +1029,10 @@ impl AttemptFilter {
     fn request_complete(&mut self, body_size: usize) -> Action {
         self.awaiting_body = false;
         let body = abi::body(BufferType::HttpRequestBody, body_size);
-        if self.client == ClientApi::AnthropicMessages {
-            return self.messages_request(&body);
+        match self.client {
+            ClientApi::AnthropicMessages => return self.messages_request(&body),
+            ClientApi::Embeddings => return self.embeddings_request(&body),
+            ClientApi::ChatCompletions | ClientApi::ModelsList => {}
         }
         if self.role.config.provider.format.translates() {
             return self.translate(&body, body.len());

@@ -81,7 +81,9 @@ impl RootContext for Root {
                     .iter()
                     .map(|a| format!("{} ({} at {})", a.provider.name, a.provider.format.name(), a.provider.host))
                     .collect();
-                let summary = format!("router for {:?}, {} chains over providers {}", config.chat_paths, config.chains.len(), providers.join(", "));
+                let mut paths = config.chat_paths.clone();
+                paths.extend(config.embeddings_paths.iter().cloned());
+                let summary = format!("router for {:?}, {} chains over providers {}", paths, config.chains.len(), providers.join(", "));
                 attempt::register(deployment.attempts, &bytes);
                 (Role::Router(Rc::new(router::RouterRole::new(config))), summary)
             }

@@ -42,9 +42,10 @@ pub const SKIPPED_HEADER: &str = "x-llm-skipped";
 
 struct Counters {
     requests: Counter,
-    /// Requests by client API: Anthropic Messages and the model list (chat's are `requests`
-    /// less Messages').
+    /// Requests by client API: Anthropic Messages, embeddings and the model list (chat's are
+    /// `requests` less Messages' and embeddings').
     messages_requests: Counter,
+    embeddings_requests: Counter,
     models_requests: Counter,
     last_resort: Counter,
     exhausted: Counter,
@@ -68,6 +69,7 @@ impl RouterRole {
         let counters = Counters {
             requests: counter("requests"),
             messages_requests: counter("api.anthropic_messages.requests"),
+            embeddings_requests: counter("api.embeddings.requests"),
             models_requests: counter("api.models_list.requests"),
             last_resort: counter("last_resort"),
             exhausted: counter("exhausted"),
@@ -207,6 +209,9 @@ impl RouterFilter {
     }
 
     fn route(&mut self, body: &[u8]) -> Action {
+        if self.api == ClientApi::Embeddings {
+            return self.route_embeddings(body);
+        }
         let inspected = match self.api {
             ClientApi::AnthropicMessages => inbound::anthropic::inspect(body),
             _ => chat::inspect(body),
@@ -277,6 +282,42 @@ impl RouterFilter {
         skipped.extend(plan.skipped.iter().map(|p| p.to_string()));
         plan.order = orders::served(&plan.order, &chain.providers);
         self.set_timeouts(profile);
+        let chosen = format!("{}; by={}", chain.name, source.name());
+        self.hand_over(chain_index, chain, &plan, skipped, request.model.into_owned(), chosen)
+    }
+
+    /// An embeddings request: its alias's chain (only providers with a model for the alias, in
+    /// the operator's order), planned by health as chat chains are. No profile, sizing or
+    /// ordering policy: vectors of one alias come from interchangeable models only.
+    fn route_embeddings(&mut self, body: &[u8]) -> Action {
+        let request = match inbound::embeddings::inspect(body) {
+            Ok(request) => request,
+            Err(invalid) => return self.reject(400, "bad_request", &invalid.message, invalid.param),
+        };
+        let role = self.role.clone();
+        let Some((chain_index, chain)) = role.config.embedding_chain(&request.model) else {
+            let message = format!("The model `{}` is not an embedding model this gateway serves", request.model);
+            return self.reject(404, "unknown_model", &message, Some("model"));
+        };
+        let now = now_ms();
+        let health = health_view::current(now);
+        let model = request.model.as_str();
+        let standing = |p: &str| Standing::of(&health, p, model);
+        self.show_breakers(chain, &health, now);
+        let mut plan = routing::plan(chain, model, standing, now);
+        self.claim_probes(&mut plan, now);
+        if plan.order.is_empty() {
+            return self.exhausted(chain_index, model, 0, 0);
+        }
+        let skipped = plan.skipped.iter().map(|p| p.to_string()).collect();
+        plan.order = orders::served(&plan.order, &chain.providers);
+        let chosen = format!("{}; by=model", chain.name);
+        self.hand_over(chain_index, chain, &plan, skipped, request.model.clone(), chosen)
+    }
+
+    /// Hands the planned order to Envoy (the order cluster, the retries it allows) and counts it.
+    fn hand_over(&mut self, chain_index: usize, chain: &Chain, plan: &routing::Plan, skipped: Vec<String>, model: String, chosen: String) -> Action {
+        let role = self.role.clone();
         // Writing a request header makes Envoy pick the route (and its `cluster_header`) again.
         let order_ok = abi::set_header(MapType::HttpRequestHeaders, ORDER_HEADER, &orders::cluster_name(&plan.order));
         let retries_ok =
@@ -286,8 +327,10 @@ impl RouterFilter {
         }
         let counters = &role.counters;
         counters.requests.inc();
-        if self.api == ClientApi::AnthropicMessages {
-            counters.messages_requests.inc();
+        match self.api {
+            ClientApi::AnthropicMessages => counters.messages_requests.inc(),
+            ClientApi::Embeddings => counters.embeddings_requests.inc(),
+            ClientApi::ChatCompletions | ClientApi::ModelsList => {}
         }
         for skipped in &plan.skipped {
             if let Some(counter) = counters.skipped.get(*skipped) {
@@ -306,10 +349,9 @@ impl RouterFilter {
                 ),
             );
         }
-        let chosen = format!("{}; by={}", chain.name, source.name());
         self.stage = Stage::Routed {
             chain: chain_index,
-            model: request.model.into_owned(),
+            model,
             skipped: skipped.join(","),
             profile: chosen,
             planned_attempts: plan.order.len(),
@@ -577,13 +619,13 @@ impl HttpContext for RouterFilter {
             }
             // The attempts read it: their provider may need the request translated, and the
             // answer goes back in this API's shape.
-            ClientApi::AnthropicMessages => {
+            ClientApi::AnthropicMessages | ClientApi::Embeddings => {
                 // An internal replay (context too long) finds it set: a value is written once.
                 let left = abi::filter_state(inbound::API_PROPERTY).is_some_and(|v| v == api.name().as_bytes());
                 if !left && !abi::set_filter_state(inbound::API_PROPERTY, api.name().as_bytes()) {
                     log(LogLevel::Warn, &format!("llm-failover #{}: the client API was not left for the attempts", self.context_id));
                 }
-                if let Some(beta) = headers.get("anthropic-beta").filter(|_| !left) {
+                if let Some(beta) = headers.get("anthropic-beta").filter(|_| !left && api == ClientApi::AnthropicMessages) {
                     abi::set_filter_state(inbound::ANTHROPIC_BETA_PROPERTY, beta);
                 }
             }

@@ -2,6 +2,7 @@
 //! speaks, and which provider formats can serve it, natively or translated.
 
 pub mod anthropic;
+pub mod embeddings;
 pub mod models;
 
 use crate::provider::{Format, StreamTranslator};
@@ -26,6 +27,9 @@ pub enum ClientApi {
     AnthropicMessages,
     /// The model list (`GET /v1/models`, `GET /v1/models/{id}`), answered by the router role.
     ModelsList,
+    /// Embeddings (`POST /v1/embeddings`), routed by embedding alias (`embeddings` in the
+    /// config), never by the chat chains.
+    Embeddings,
 }
 
 /// How a provider format serves a client API.
@@ -38,22 +42,25 @@ pub enum Service {
 }
 
 impl ClientApi {
+    pub const ALL: [ClientApi; 4] = [ClientApi::ChatCompletions, ClientApi::AnthropicMessages, ClientApi::ModelsList, ClientApi::Embeddings];
+
     pub fn name(self) -> &'static str {
         match self {
             ClientApi::ChatCompletions => "chat-completions",
             ClientApi::AnthropicMessages => "anthropic-messages",
             ClientApi::ModelsList => "models-list",
+            ClientApi::Embeddings => "embeddings",
         }
     }
 
     pub fn parse(name: &[u8]) -> Option<ClientApi> {
-        [ClientApi::ChatCompletions, ClientApi::AnthropicMessages, ClientApi::ModelsList]
+        ClientApi::ALL
             .into_iter()
             .find(|api| api.name().as_bytes() == name)
     }
 
-    /// Whether providers of `format` can serve this API, and how; `None`: no provider is ever
-    /// asked (the router role answers).
+    /// Whether providers of `format` can serve this API, and how; `None`: no provider of that
+    /// format is ever asked (for the model list, none at all: the router role answers).
     pub fn service(self, format: Format) -> Option<Service> {
         match (self, format) {
             (ClientApi::ModelsList, _) => None,
@@ -65,6 +72,10 @@ impl ClientApi {
             (ClientApi::AnthropicMessages, Format::Openai | Format::AzureOpenai | Format::Gemini | Format::Ollama) => {
                 Some(Service::Translated)
             }
+            (ClientApi::Embeddings, Format::Openai | Format::AzureOpenai) => Some(Service::Native),
+            (ClientApi::Embeddings, Format::Gemini | Format::Ollama) => Some(Service::Translated),
+            // Anthropic has no embeddings API.
+            (ClientApi::Embeddings, Format::Anthropic) => None,
         }
     }
 
@@ -115,7 +126,7 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_unknown_names_are_none() {
-        for api in [ClientApi::ChatCompletions, ClientApi::AnthropicMessages, ClientApi::ModelsList] {
+        for api in ClientApi::ALL {
             assert_eq!(ClientApi::parse(api.name().as_bytes()), Some(api));
         }
         assert_eq!(ClientApi::parse(b"responses"), None);
@@ -133,5 +144,14 @@ mod tests {
         assert_eq!(ClientApi::AnthropicMessages.service(Format::Openai), Some(Service::Translated));
         assert_eq!(ClientApi::ChatCompletions.service(Format::Openai), Some(Service::Native));
         assert_eq!(ClientApi::ChatCompletions.service(Format::Anthropic), Some(Service::Translated));
+    }
+
+    #[test]
+    fn embeddings_are_native_at_openai_and_azure_translated_at_gemini_and_ollama_never_at_anthropic() {
+        assert_eq!(ClientApi::Embeddings.service(Format::Openai), Some(Service::Native));
+        assert_eq!(ClientApi::Embeddings.service(Format::AzureOpenai), Some(Service::Native));
+        assert_eq!(ClientApi::Embeddings.service(Format::Gemini), Some(Service::Translated));
+        assert_eq!(ClientApi::Embeddings.service(Format::Ollama), Some(Service::Translated));
+        assert_eq!(ClientApi::Embeddings.service(Format::Anthropic), None);
     }
 }

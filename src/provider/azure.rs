@@ -14,6 +14,15 @@ pub fn chat_path(provider: &Provider, deployment: &str) -> String {
     )
 }
 
+pub fn embeddings_path(provider: &Provider, deployment: &str) -> String {
+    format!(
+        "{}/deployments/{}/embeddings?api-version={}",
+        provider.base_path,
+        super::path_segment(deployment),
+        provider.api_version.as_deref().unwrap_or_default()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::path_segment;

@@ -241,6 +241,19 @@ impl Provider {
         }
     }
 
+    /// Where this provider serves embeddings for `model`; `None`: it has no embeddings API.
+    pub fn embeddings_path(&self, model: &str) -> Option<String> {
+        let base = &self.base_path;
+        match self.format {
+            Format::Openai => Some(format!("{base}/embeddings")),
+            Format::AzureOpenai => Some(azure::embeddings_path(self, model)),
+            Format::Gemini => Some(format!("{base}/models/{}:batchEmbedContents", path_segment(model.strip_prefix("models/").unwrap_or(model)))),
+            // `/api` by default: `/api/embed`.
+            Format::Ollama => Some(format!("{base}/embed")),
+            Format::Anthropic => None,
+        }
+    }
+
     /// The client's OpenAI request in this provider's format, for `model`.
     pub fn translate_request(&self, request: &openai::ChatRequest, model: &str) -> Result<Vec<u8>, Unsupported> {
         match self.format {
@@ -379,6 +392,21 @@ mod tests {
         assert_eq!(plain.target_model("other"), "other");
         assert!(!plain.needs_body());
         assert!(p.needs_body());
+    }
+
+    #[test]
+    fn embeddings_paths_per_format_and_none_at_anthropic() {
+        assert_eq!(provider(Format::Openai, &[]).embeddings_path("m").as_deref(), Some("/v1/embeddings"));
+        assert_eq!(
+            provider(Format::AzureOpenai, &[]).embeddings_path("emb/../x").as_deref(),
+            Some("/openai/deployments/emb%2F..%2Fx/embeddings?api-version=2024-10-21")
+        );
+        assert_eq!(
+            provider(Format::Gemini, &[]).embeddings_path("models/gemini-embedding-001").as_deref(),
+            Some("/v1beta/models/gemini-embedding-001:batchEmbedContents")
+        );
+        assert_eq!(provider(Format::Ollama, &[]).embeddings_path("nomic-embed-text").as_deref(), Some("/api/embed"));
+        assert_eq!(provider(Format::Anthropic, &[]).embeddings_path("m"), None);
     }
 
     #[test]
