@@ -481,6 +481,7 @@ impl AttemptFilter {
         let body = self.error_body(400, &message, "invalid_request_error", "unsupported_by_provider");
         // Answered here, the provider never asked: nothing to hold against it when the attempt ends.
         self.answered = true;
+        self.judged = true;
         abi::send_response(400, "llm_failover_unsupported_by_provider", &[("content-type", "application/json")], &body);
         Action::Pause
     }
