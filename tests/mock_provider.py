@@ -32,6 +32,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Union
 
 LOOPBACK = "127.0.0.1"
+# Every header some provider reads a credential from, and the client's cookie (the filter's
+# CREDENTIAL_HEADERS): a provider's fake accepts its own and no other.
+CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "api-key", "x-api-key",
+                      "x-goog-api-key", "cookie")
 MAX_BODY_BYTES = 64 * 1024 * 1024
 MAX_LINE_BYTES = 64 * 1024
 MAX_CHUNKS = 1_000_000

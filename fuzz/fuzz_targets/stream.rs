@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 use llm_failover::provider::openai::AnswerContext;
 use llm_failover::provider::Format;
-use llm_failover::sse::random_split;
+use llm_failover::provider::translate_in_pieces;
 
 const FORMATS: [Format; 3] = [Format::Anthropic, Format::Gemini, Format::Ollama];
 
@@ -16,10 +16,6 @@ fuzz_target!(|data: &[u8]| {
     let (Some(mut whole), Some(mut pieces)) = (format.stream(context.clone()), format.stream(context)) else { return };
     let mut at_once = whole.feed(stream);
     at_once.extend(whole.finish());
-    let mut chunked = Vec::new();
-    for piece in random_split(stream, u64::from(pick)) {
-        chunked.extend(pieces.feed(piece));
-    }
-    chunked.extend(pieces.finish());
+    let chunked = translate_in_pieces(pieces.as_mut(), stream, u64::from(pick));
     assert_eq!(at_once, chunked, "{format:?}: the chunking changed the translation");
 });

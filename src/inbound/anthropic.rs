@@ -822,12 +822,7 @@ mod tests {
         for stream in [TEXT_STREAM, TOOL_STREAM, ERROR_STREAM] {
             let whole = streamed(stream);
             for seed in 0..500 {
-                let mut translator = Stream::new(context());
-                let mut out = Vec::new();
-                for piece in sse::random_split(stream.as_bytes(), seed) {
-                    out.extend(translator.feed(piece));
-                }
-                out.extend(translator.finish());
+                let out = crate::provider::translate_in_pieces(&mut Stream::new(context()), stream.as_bytes(), seed);
                 assert_eq!(out, whole, "seed {seed}");
             }
         }

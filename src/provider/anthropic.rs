@@ -1428,12 +1428,7 @@ mod tests {
         for (stream, include_usage) in [(TEXT_STREAM, true), (TOOL_STREAM, false), (ERROR_STREAM, true), (TOOL_STREAM, true)] {
             let whole = translate_whole(stream, include_usage);
             for seed in 0..500 {
-                let mut translator = Stream::new(context(include_usage));
-                let mut out = Vec::new();
-                for piece in sse::random_split(stream.as_bytes(), seed) {
-                    out.extend(translator.feed(piece));
-                }
-                out.extend(translator.finish());
+                let out = crate::provider::translate_in_pieces(&mut Stream::new(context(include_usage)), stream.as_bytes(), seed);
                 assert_eq!(out, whole, "seed {seed}");
             }
         }

@@ -1518,12 +1518,7 @@ mod tests {
                 let bytes = variant.as_bytes();
                 let whole = run(bytes, &context(true));
                 for seed in 0..300 {
-                    let mut translator = Stream::new(context(true));
-                    let mut out = Vec::new();
-                    for piece in random_split(bytes, seed) {
-                        out.extend(translator.feed(piece));
-                    }
-                    out.extend(translator.finish());
+                    let out = crate::provider::translate_in_pieces(&mut Stream::new(context(true)), bytes, seed);
                     assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&whole), "seed {seed}");
                 }
             }

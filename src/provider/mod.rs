@@ -69,6 +69,18 @@ pub trait StreamTranslator {
     fn finish(&mut self) -> Vec<u8>;
 }
 
+/// What `translator` makes of a stream that arrives in `sse::random_split`'s pieces for `seed`,
+/// its end included: the property tests and the fuzz target check that any chunking gives the
+/// same bytes.
+pub fn translate_in_pieces(translator: &mut dyn StreamTranslator, stream: &[u8], seed: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    for piece in crate::sse::random_split(stream, seed) {
+        out.extend(translator.feed(piece));
+    }
+    out.extend(translator.finish());
+    out
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Format {

@@ -1257,12 +1257,7 @@ mod tests {
                 let context = context("m", include_usage);
                 let whole = whole_stream(fixture.as_bytes(), context.clone());
                 for seed in 0..300 {
-                    let mut stream = Stream::new(context.clone());
-                    let mut out = Vec::new();
-                    for piece in sse::random_split(fixture.as_bytes(), seed) {
-                        out.extend(stream.feed(piece));
-                    }
-                    out.extend(stream.finish());
+                    let out = crate::provider::translate_in_pieces(&mut Stream::new(context.clone()), fixture.as_bytes(), seed);
                     assert_eq!(out, whole, "fixture {number}, seed {seed}");
                 }
             }

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 try:
-    from mock_provider import Received
+    from mock_provider import CREDENTIAL_HEADERS, Received
 except ImportError:  # run as a script: tests/ is not on the path yet
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from mock_provider import Received
+    from mock_provider import CREDENTIAL_HEADERS, Received
 
 PATH = "/v1/messages"
 USAGE_INPUT_TOKENS = 11
@@ -35,9 +35,6 @@ EVENT_GAP_S = 0.02
 TOOL_TRIGGER = "use the tool"
 TOOL_INPUT = {"city": "Paris"}
 
-# Every header a provider reads a credential from (the filter's CREDENTIAL_HEADERS).
-CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "api-key", "x-api-key",
-                      "x-goog-api-key", "cookie")
 
 # Top-level fields of the Messages API; anything else is refused as the real API does
 # ("Extra inputs are not permitted").

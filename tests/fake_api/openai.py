@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 try:
-    from mock_provider import Received
+    from mock_provider import CREDENTIAL_HEADERS, Received
 except ImportError:  # run as a script: tests/ is not on the path yet
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from mock_provider import Received
+    from mock_provider import CREDENTIAL_HEADERS, Received
 
 PATH = "/v1/chat/completions"
 USAGE_PROMPT_TOKENS = 13
@@ -33,8 +33,6 @@ USAGE_COMPLETION_TOKENS = 5
 EVENT_GAP_S = 0.02
 TOOL_TRIGGER = "use the tool"
 TOOL_ARGUMENTS = {"city": "Paris"}
-CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "api-key", "x-api-key",
-                      "x-goog-api-key", "cookie")
 REQUEST_FIELDS = {
     "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n",
     "stream", "stream_options", "stop", "presence_penalty", "frequency_penalty", "logit_bias",
