@@ -214,9 +214,9 @@ pub struct AttemptFilter {
     body_size: usize,
     /// The answer's end has passed: an answer that began and did not end was cut off.
     completed: bool,
-    /// The answer's status was judged (at its headers, or at its end when held).
+    /// The answer's status was judged (at its headers, at its end when held, or when the
+    /// attempt refused the request itself): an attempt that ends unjudged got no answer in time.
     judged: bool,
-    answered: bool,
     /// Set when the request was translated: the client asked for a stream.
     translated_stream: Option<bool>,
     answer_context: Option<AnswerContext>,
@@ -262,7 +262,6 @@ impl AttemptFilter {
             body_size: 0,
             completed: false,
             judged: false,
-            answered: false,
             translated_stream: None,
             answer_context: None,
             client: ClientApi::ChatCompletions,
@@ -480,7 +479,6 @@ impl AttemptFilter {
         let message = format!("provider `{}` ({}) cannot take this request: {why}", provider.name, provider.format.name());
         let body = self.error_body(400, &message, "invalid_request_error", "unsupported_by_provider");
         // Answered here, the provider never asked: nothing to hold against it when the attempt ends.
-        self.answered = true;
         self.judged = true;
         abi::send_response(400, "llm_failover_unsupported_by_provider", &[("content-type", "application/json")], &body);
         Action::Pause
@@ -887,8 +885,7 @@ impl Context for AttemptFilter {
         }
         // Response headers held and never judged count as none: Envoy's per-try timeout can end
         // an attempt while it reads an answer (the soak found these uncounted).
-        let unanswered = !self.answered || !self.judged;
-        if unanswered && self.started_ms != 0 {
+        if !self.judged && self.started_ms != 0 {
             // No response headers: the connection failed, was reset, the per-try timeout fired,
             // or Envoy cancelled us: the client went away, or a hedged attempt answered first
             // (neither is the provider's fault).
@@ -989,7 +986,6 @@ impl HttpContext for AttemptFilter {
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
-        self.answered = true;
         self.completed = end_of_stream;
         self.headers_at_ms = now_ms();
         let status: u16 = abi::header_str(MapType::HttpResponseHeaders, ":status").and_then(|s| s.parse().ok()).unwrap_or(0);
