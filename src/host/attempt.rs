@@ -781,8 +781,7 @@ impl AttemptFilter {
         };
         read.unwrap_or_else(|why| {
             // Asked for `identity`: an encoded answer is the provider's fault, and says why.
-            let encoding = abi::header_str(MapType::HttpResponseHeaders, "content-encoding").filter(|e| !e.eq_ignore_ascii_case("identity"));
-            let why = match encoding {
+            let why = match answer_encoding() {
                 Some(encoding) => format!("it came encoded with `{encoding}` although asked for `identity`"),
                 None => why,
             };
@@ -794,11 +793,6 @@ impl AttemptFilter {
             let message = format!("provider `{}` sent an answer that could not be read: {why}", self.provider_name());
             Some(self.error_body(502, &message, "api_error", "bad_provider_answer"))
         })
-    }
-
-    /// An answer compressed for the client (who asked for it): passed on unread.
-    fn encoded_answer(&self) -> bool {
-        abi::header_str(MapType::HttpResponseHeaders, "content-encoding").is_some_and(|e| !e.eq_ignore_ascii_case("identity"))
     }
 
     /// Decides, from the response headers, how the answer comes back; returns the status
@@ -832,7 +826,7 @@ impl AttemptFilter {
         let (Some(stream), Some(context)) = (self.translated_stream, self.answer_context.take()) else {
             if status >= 400 && !end_of_stream {
                 self.answer = Answer::Hold { error: true };
-            } else if reads_errors && !end_of_stream && !self.peek_stream && (200..300).contains(&status) && !self.encoded_answer() {
+            } else if reads_errors && !end_of_stream && !self.peek_stream && (200..300).contains(&status) && answer_encoding().is_none() {
                 // Read whole before it goes on: a 200 that is not JSON (a proxy's HTML page, a
                 // body cut short) fails over, as a translated provider's would.
                 self.answer = Answer::Hold { error: false };
@@ -899,6 +893,12 @@ impl Context for AttemptFilter {
         }
         true
     }
+}
+
+/// The answer's content coding, unless it is `identity`: an answer compressed for the client (who
+/// asked for it) is passed on unread; one compressed despite `identity` cannot be translated.
+fn answer_encoding() -> Option<String> {
+    abi::header_str(MapType::HttpResponseHeaders, "content-encoding").filter(|e| !e.eq_ignore_ascii_case("identity"))
 }
 
 /// What an attempt that ended early says about its provider, from Envoy's stream info; `None`
