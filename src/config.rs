@@ -80,6 +80,9 @@ pub struct RouterConfig {
     /// claimed it.
     pub probe_timeout: Duration,
     pub admin: Option<Admin>,
+    /// Whether the attempts read error answers; with `pass` this role puts them in the
+    /// client's shape.
+    pub error_answers: ErrorAnswers,
 }
 
 /// The health endpoint: read every provider's health, reset one or all.
@@ -107,6 +110,7 @@ pub struct Chain {
 /// What the router knows of a provider beyond its name, for ordering and context limits.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProviderInfo {
+    pub format: Format,
     /// Tokens (input and output) the provider's model takes.
     pub context_window: Option<u64>,
     pub price: Option<Price>,
@@ -773,6 +777,7 @@ fn check_deployment(raw: RawRouter, env: &dyn Environment) -> Result<Deployment,
         provider_info,
         probe_timeout,
         admin,
+        error_answers: raw.error_answers,
     };
     Ok(Deployment { router, attempts })
 }
@@ -1001,7 +1006,7 @@ fn check_provider(
         return Err(invalid("contextWindow", "must be greater than 0"));
     }
     let price = p.price.as_ref().map(|price| check_price("price", price)).transpose()?;
-    let info = ProviderInfo { context_window: p.context_window, price, weight: p.weight };
+    let info = ProviderInfo { format: p.format, context_window: p.context_window, price, weight: p.weight };
     if p.host.is_empty() || p.host.contains('/') || p.host.contains(char::is_whitespace) {
         return Err(invalid("host", format!("`{}` must be a host name with an optional port", p.host)));
     }

@@ -11,12 +11,13 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 
 use super::abi::{self, HostStore};
-use super::attempt::ATTEMPTS_HEADER;
+use super::attempt::{ATTEMPTS_HEADER, PROVIDER_HEADER};
 use super::counters::{Counter, Gauge};
 use super::{health_view, log, now_ms};
 use crate::chat::{self, BadRequest};
 use crate::inbound::{self, models, ClientApi};
-use crate::config::{Chain, RouterConfig, ORDER_HEADER};
+use crate::config::{Chain, ErrorAnswers, RouterConfig, ORDER_HEADER};
+use crate::provider::Format;
 use crate::policy::{self, Profile, Tier};
 use crate::health_report::{self, AdminRequest};
 use crate::routing::Standing;
@@ -116,6 +117,9 @@ pub struct RouterFilter {
     body_size: usize,
     /// The API the client speaks: the shape of the answers this role writes.
     api: ClientApi,
+    /// The format of the provider whose error answer passes unread (`errorAnswers: pass`) and
+    /// is put in the client's shape here, once whole.
+    unread_error: Option<Format>,
 }
 
 pub const PROFILE_HEADER: &str = "x-llm-profile";
@@ -145,6 +149,7 @@ impl RouterFilter {
             answer_status: 0,
             body_size: 0,
             api: ClientApi::ChatCompletions,
+            unread_error: None,
         }
     }
 
@@ -576,6 +581,22 @@ impl RouterFilter {
     }
 }
 
+impl RouterFilter {
+    /// With `errorAnswers: pass` (Envoy 1.36) the attempt lets a provider's error answer go
+    /// unread, in the provider's own shape; here, after Envoy's router has decided not to retry
+    /// it, holding it is safe. The answer's provider is the one the attempt stamped on it.
+    fn unread_error_format(&self) -> Option<Format> {
+        if answered_by_an_attempt_role() || abi::header(MapType::HttpResponseHeaders, "content-encoding").is_some() {
+            return None;
+        }
+        let config = &self.role.config;
+        let provider = abi::header_str(MapType::HttpResponseHeaders, PROVIDER_HEADER)?;
+        let format = config.info(&provider)?.format;
+        let reshaped = config.error_answers == ErrorAnswers::Pass && self.api.service(format) == Some(inbound::Service::Translated);
+        reshaped.then_some(format)
+    }
+}
+
 /// An attempt role answered itself (Envoy's details name the local reply): a request the
 /// provider cannot take, or a misconfigured cluster. That answer says more than "no provider
 /// could serve", so it goes back as it is.
@@ -712,11 +733,25 @@ impl HttpContext for RouterFilter {
         self.answer_status = status;
         if end_of_stream {
             self.write_audit(status, &RequestOutcome::Answered);
+        } else if status >= 400 {
+            self.unread_error = self.unread_error_format();
+            if self.unread_error.is_some() {
+                abi::remove_header(MapType::HttpResponseHeaders, "content-length");
+            }
         }
         Action::Continue
     }
 
-    fn on_http_response_body(&mut self, _body_size: usize, end_of_stream: bool) -> Action {
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if let Some(format) = self.unread_error {
+            if !end_of_stream {
+                return Action::Pause;
+            }
+            let body = abi::body(BufferType::HttpResponseBody, body_size);
+            if let Some(translated) = inbound::client_error(self.api, format, self.answer_status, &body) {
+                let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &translated);
+            }
+        }
         // The attempt's filter saw the end first: its tokens are in the filter state by now.
         if end_of_stream && matches!(self.stage, Stage::Routed { .. }) {
             self.write_audit(self.answer_status, &RequestOutcome::Answered);

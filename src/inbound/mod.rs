@@ -85,6 +85,17 @@ impl ClientApi {
     }
 }
 
+/// A provider's error answer in the client's API, for an answer the attempt passed on unread
+/// (`errorAnswers: pass`); `None` when the provider already speaks the client's API.
+pub fn client_error(api: ClientApi, format: Format, status: u16, body: &[u8]) -> Option<Vec<u8>> {
+    match (api, api.service(format)?) {
+        (ClientApi::AnthropicMessages, Service::Native) => None,
+        (ClientApi::AnthropicMessages, Service::Translated) => Some(anthropic::error_from_openai(status, &format.error(status, body))),
+        _ if format.translates() => Some(format.error(status, body)),
+        _ => None,
+    }
+}
+
 /// A stream that reaches the client through chat completions: the provider's translation to
 /// OpenAI chunks (none for an OpenAI-compatible provider), then the client API's from them.
 pub fn through_chat(provider: Option<Box<dyn StreamTranslator>>, client: Box<dyn StreamTranslator>) -> Box<dyn StreamTranslator> {
@@ -144,6 +155,28 @@ mod tests {
         assert_eq!(ClientApi::AnthropicMessages.service(Format::Openai), Some(Service::Translated));
         assert_eq!(ClientApi::ChatCompletions.service(Format::Openai), Some(Service::Native));
         assert_eq!(ClientApi::ChatCompletions.service(Format::Anthropic), Some(Service::Translated));
+    }
+
+    #[test]
+    fn an_error_read_by_no_attempt_is_put_in_the_clients_shape() {
+        let openai = br#"{"error":{"message":"bad tool","type":"invalid_request_error"}}"#;
+        let claude = br#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long"}}"#;
+        let gemini = br#"{"error":{"code":400,"message":"text too long","status":"INVALID_ARGUMENT"}}"#;
+        assert_eq!(client_error(ClientApi::ChatCompletions, Format::Openai, 400, openai), None);
+        assert_eq!(client_error(ClientApi::AnthropicMessages, Format::Anthropic, 400, claude), None);
+        let for_messages: serde_json::Value = serde_json::from_slice(&client_error(ClientApi::AnthropicMessages, Format::Openai, 400, openai).unwrap()).unwrap();
+        assert_eq!(for_messages["type"], "error");
+        assert_eq!(for_messages["error"]["type"], "invalid_request_error");
+        assert_eq!(for_messages["error"]["message"], "bad tool");
+        let from_gemini: serde_json::Value = serde_json::from_slice(&client_error(ClientApi::AnthropicMessages, Format::Gemini, 400, gemini).unwrap()).unwrap();
+        assert_eq!(from_gemini["error"]["message"], "text too long");
+        for api in [ClientApi::ChatCompletions, ClientApi::Embeddings] {
+            let for_chat: serde_json::Value = serde_json::from_slice(&client_error(api, Format::Gemini, 400, gemini).unwrap()).unwrap();
+            assert!(for_chat["error"]["message"].as_str().unwrap().contains("text too long"));
+        }
+        let for_chat: serde_json::Value = serde_json::from_slice(&client_error(ClientApi::ChatCompletions, Format::Anthropic, 400, claude).unwrap()).unwrap();
+        assert_eq!(for_chat["error"]["type"], "invalid_request_error");
+        assert_eq!(client_error(ClientApi::Embeddings, Format::Anthropic, 400, claude), None, "never asked");
     }
 
     #[test]

@@ -210,7 +210,7 @@ def test_token_ids_are_refused_before_gemini_is_asked_and_it_stays_healthy(tmp_p
     assert s.counter("provider.gemini-fallback.failover.no_response") == 0
 
 
-@pytest.mark.reads_error_answers
+@pytest.mark.core
 def test_a_gemini_error_reaches_the_client_in_openai_shape(tmp_path, mock):
     """A Gemini 400 about the request is the client's error: translated, not failed over."""
     s = Setup(tmp_path, mock, "gemini", primary_fails_with=503)

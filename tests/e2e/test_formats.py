@@ -162,7 +162,7 @@ def test_images_reach_the_fallback_in_its_format(tmp_path, mock, fmt):
     assert PNG in request.body.decode()
 
 
-@pytest.mark.reads_error_answers
+@pytest.mark.core
 def test_provider_error_reaches_the_client_in_openai_form(tmp_path, mock, fmt):
     native_400 = {
         "anthropic": {"type": "error", "error": {"type": "invalid_request_error", "message": "prompt is too long"}},

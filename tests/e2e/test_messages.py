@@ -189,6 +189,31 @@ def test_an_account_out_of_credit_fails_over(tmp_path, mock):
     assert s.counter("provider.claude-primary.failover.quota_exhausted") == 1
 
 
+REFUSALS = {
+    # A provider's own 400 for a request it will not take, in its own shape.
+    "openai": fake_openai.error_spec(400, "invalid_request_error", "the tool schema is invalid", None),
+    "gemini": fake_gemini.error_spec(400, "the tool schema is invalid"),
+    "ollama": {"status": 400, "body": {"error": "the tool schema is invalid"}},
+}
+
+
+@pytest.mark.core
+@pytest.mark.parametrize("fmt", sorted(REFUSALS))
+def test_a_translated_providers_refusal_reaches_the_client_in_anthropics_shape(tmp_path, mock, fmt):
+    """The fallback refuses the request (not its provider's fault: no failover after it); its
+    error goes back as an Anthropic error. With `errorAnswers: pass` (Envoy 1.36) no attempt
+    reads it, and the router role reshapes it once Envoy has decided not to retry."""
+    s = Setup(tmp_path, mock, fmt, anthropic_error(503, "overloaded_error"))
+    s.fallback.script(REFUSALS[fmt])
+    with pytest.raises(anthropic.BadRequestError) as raised:
+        s.client.messages.create(model="claude-sonnet-4-5", max_tokens=20, messages=[{"role": "user", "content": "hi"}])
+    assert raised.value.body["type"] == "error", raised.value.body
+    assert raised.value.body["error"]["type"] == "invalid_request_error"
+    assert "the tool schema is invalid" in raised.value.body["error"]["message"]
+    assert raised.value.response.headers["x-llm-provider"] == s.name
+    assert len(s.primary.requests) == 1 and len(s.fallback.requests) == 1
+
+
 def test_a_request_anthropic_refuses_goes_back_as_it_is_and_is_not_failed_over(tmp_path, mock):
     error = fake_anthropic.error_spec(400, "invalid_request_error", "messages.0.content: bad block", 1)
     s = Setup(tmp_path, mock, "openai", error)
