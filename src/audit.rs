@@ -85,6 +85,8 @@ pub enum RequestOutcome {
     AllProvidersUnavailable,
     /// Refused before any provider (`rejected.<reason>`).
     Rejected(&'static str),
+    /// A token count the gateway estimated: no provider that counts could be asked.
+    Estimated,
 }
 
 /// What the router role knows of a request, with what the attempts left.
@@ -121,6 +123,7 @@ impl AuditLine<'_> {
             RequestOutcome::Answered => ("answered", None),
             RequestOutcome::AllProvidersUnavailable => ("all_providers_unavailable", None),
             RequestOutcome::Rejected(reason) => ("rejected", Some(*reason)),
+            RequestOutcome::Estimated => ("estimated", None),
         };
         json!({
             "llmFailover": 1,

@@ -24,6 +24,8 @@ pub const ORDER_HEADER: &str = "x-llm-failover-order";
 /// Every chat path ends so, which is how the attempt role (which has no router config) knows a
 /// chat request when it sees one.
 pub const CHAT_SUFFIX: &str = "/chat/completions";
+/// Beside each Messages path: Anthropic's token count.
+pub const COUNT_TOKENS_SUFFIX: &str = "/count_tokens";
 
 #[derive(Debug)]
 pub enum Config {
@@ -54,6 +56,8 @@ pub struct RouterConfig {
     pub chat_paths: Vec<String>,
     /// Where Anthropic Messages requests come (`POST`).
     pub messages_paths: Vec<String>,
+    /// Where Anthropic's token counts are asked (`POST`): each Messages path's `/count_tokens`.
+    pub count_tokens_paths: Vec<String>,
     /// Where the model list is served (`GET`): beside each chat and Messages path.
     pub models_paths: Vec<String>,
     /// Where embeddings requests come (`POST`).
@@ -253,6 +257,7 @@ impl RouterConfig {
         match method {
             "POST" if self.chat_paths.iter().any(|p| p == plain) => Some(ClientApi::ChatCompletions),
             "POST" if self.messages_paths.iter().any(|p| p == plain) => Some(ClientApi::AnthropicMessages),
+            "POST" if self.count_tokens_paths.iter().any(|p| p == plain) => Some(ClientApi::CountTokens),
             "POST" if self.embeddings_paths.iter().any(|p| p == plain) => Some(ClientApi::Embeddings),
             "GET" if crate::inbound::models::parse(&self.models_paths, path).is_some() => Some(ClientApi::ModelsList),
             _ => None,
@@ -758,7 +763,9 @@ fn check_deployment(raw: RawRouter, env: &dyn Environment) -> Result<Deployment,
     model_ids.extend(embedding_chains.keys().cloned());
     model_ids.sort();
     model_ids.dedup();
+    let count_tokens_paths = raw.messages_paths.iter().map(|p| format!("{p}{COUNT_TOKENS_SUFFIX}")).collect();
     let router = RouterConfig {
+        count_tokens_paths,
         chat_paths: raw.chat_paths,
         messages_paths: raw.messages_paths,
         models_paths,
@@ -1229,6 +1236,8 @@ mod tests {
             ("POST", "/llm/v1/chat/completions?x=1", Some(ClientApi::ChatCompletions)),
             ("POST", "/v1/messages", Some(ClientApi::AnthropicMessages)),
             ("POST", "/v1/messages?beta=true", Some(ClientApi::AnthropicMessages)),
+            ("POST", "/v1/messages/count_tokens?beta=true", Some(ClientApi::CountTokens)),
+            ("GET", "/v1/messages/count_tokens", None),
             ("GET", "/v1/models", Some(ClientApi::ModelsList)),
             ("GET", "/llm/v1/models/smart", Some(ClientApi::ModelsList)),
             ("GET", "/v1/messages", None),

@@ -466,9 +466,10 @@ impl AttemptFilter {
 
     /// An error this filter writes, in the client's API's shape.
     fn error_body(&self, status: u16, message: &str, openai_kind: &str, code: &str) -> Vec<u8> {
-        match self.client {
-            ClientApi::AnthropicMessages => inbound::anthropic::error_body(inbound::anthropic::error_type_for_status(status), message),
-            _ => openai::error_body(message, openai_kind, Some(code)),
+        if self.client.anthropic_shaped() {
+            inbound::anthropic::error_body(inbound::anthropic::error_type_for_status(status), message)
+        } else {
+            openai::error_body(message, openai_kind, Some(code))
         }
     }
 
@@ -491,23 +492,8 @@ impl AttemptFilter {
     fn messages_request(&mut self, body: &[u8]) -> Action {
         let provider = &self.role.config.provider;
         if self.client.service(provider.format) == Some(Service::Native) {
-            let requested = chat::requested_model(body).map(|m| m.into_owned()).unwrap_or_default();
-            let target = provider.target_model(&requested).to_string();
-            if let Some(rewritten) = chat::with_model(body, &target) {
-                Self::replace_request_body(body.len(), &rewritten);
-            }
-            // The provider's `anthropic-version`, not the client's; its `anthropic-beta` stays,
-            // since the body, which may use those features, is the client's.
-            for (name, value) in provider.format_headers() {
-                abi::set_header(MapType::HttpRequestHeaders, name, &value);
-            }
-            // An earlier attempt at another format removed it from the shared headers.
-            if let Some(beta) = abi::filter_state(inbound::ANTHROPIC_BETA_PROPERTY).and_then(|b| String::from_utf8(b).ok()) {
-                abi::set_header(MapType::HttpRequestHeaders, "anthropic-beta", &beta);
-            }
+            let target = self.as_anthropic_sent(body);
             self.set_chat_path(&target, false, None);
-            self.model = Some(target);
-            self.requested_model = Some(requested);
             return Action::Continue;
         }
         let (chat_body, stream) = match inbound::anthropic::chat_request(body) {
@@ -530,6 +516,42 @@ impl AttemptFilter {
         self.model = Some(target);
         self.requested_model = Some(requested);
         Action::Continue
+    }
+
+    /// A token count, asked of an Anthropic-format provider as it is: the router role plans
+    /// no other. The same Messages body, its model changed, at the Messages path's `/count_tokens`.
+    fn count_tokens_request(&mut self, body: &[u8]) -> Action {
+        let provider = &self.role.config.provider;
+        if self.client.service(provider.format).is_none() {
+            return self.refuse_request("it cannot count Anthropic tokens");
+        }
+        let target = self.as_anthropic_sent(body);
+        let path = format!("{}{}", self.role.config.provider.chat_path(&target, false), config::COUNT_TOKENS_SUFFIX);
+        abi::set_header(MapType::HttpRequestHeaders, ":path", &path);
+        Action::Continue
+    }
+
+    /// An Anthropic client's request to an Anthropic-format provider: only the model changes in
+    /// the body. Returns the provider's model.
+    fn as_anthropic_sent(&mut self, body: &[u8]) -> String {
+        let provider = &self.role.config.provider;
+        let requested = chat::requested_model(body).map(|m| m.into_owned()).unwrap_or_default();
+        let target = provider.target_model(&requested).to_string();
+        if let Some(rewritten) = chat::with_model(body, &target) {
+            Self::replace_request_body(body.len(), &rewritten);
+        }
+        // The provider's `anthropic-version`, not the client's; its `anthropic-beta` stays,
+        // since the body, which may use those features, is the client's.
+        for (name, value) in provider.format_headers() {
+            abi::set_header(MapType::HttpRequestHeaders, name, &value);
+        }
+        // An earlier attempt at another format removed it from the shared headers.
+        if let Some(beta) = abi::filter_state(inbound::ANTHROPIC_BETA_PROPERTY).and_then(|b| String::from_utf8(b).ok()) {
+            abi::set_header(MapType::HttpRequestHeaders, "anthropic-beta", &beta);
+        }
+        self.model = Some(target.clone());
+        self.requested_model = Some(requested);
+        target
     }
 
     /// Embeddings at this provider's model for the client's alias: OpenAI-compatible and Azure
@@ -940,9 +962,8 @@ impl HttpContext for AttemptFilter {
         }
         let path = headers.get_str(":path").unwrap_or_default();
         self.client = abi::filter_state(inbound::API_PROPERTY).and_then(|v| ClientApi::parse(&v)).unwrap_or(ClientApi::ChatCompletions);
-        let messages = self.client == ClientApi::AnthropicMessages;
         // An embeddings request always names its alias, which each provider maps to its model.
-        let whole_body = messages || self.client == ClientApi::Embeddings;
+        let whole_body = self.client != ClientApi::ChatCompletions;
         let chat = whole_body || path.split('?').next().unwrap_or_default().ends_with(CHAT_SUFFIX) || headers.contains(TRANSLATED_HEADER);
         if !chat {
             return Action::Continue;
@@ -1029,6 +1050,7 @@ impl AttemptFilter {
         match self.client {
             ClientApi::AnthropicMessages => return self.messages_request(&body),
             ClientApi::Embeddings => return self.embeddings_request(&body),
+            ClientApi::CountTokens => return self.count_tokens_request(&body),
             ClientApi::ChatCompletions | ClientApi::ModelsList => {}
         }
         if self.role.config.provider.format.translates() {
@@ -1125,7 +1147,7 @@ impl AttemptFilter {
                         abi::set_header(MapType::HttpResponseHeaders, ":status", &status.to_string());
                     }
                     // A native Messages answer's error is already in the client's shape.
-                    let native = self.client == ClientApi::AnthropicMessages && !self.answers_through_chat();
+                    let native = self.client.anthropic_shaped() && !self.answers_through_chat();
                     let translated = if native { None } else { Some(format.error(self.status, &body)) };
                     self.status = status;
                     self.read_error(&body);
@@ -1173,7 +1195,7 @@ impl ByEndpoint {
         log(LogLevel::Error, &format!("llm-failover #{}: attempt not sent: {why}", self.context_id));
         let message = format!("the gateway is misconfigured: {why}");
         let body = match abi::filter_state(inbound::API_PROPERTY).and_then(|v| ClientApi::parse(&v)) {
-            Some(ClientApi::AnthropicMessages) => inbound::anthropic::error_body("api_error", &message),
+            Some(api) if api.anthropic_shaped() => inbound::anthropic::error_body("api_error", &message),
             _ => openai::error_body(&message, "server_error", Some("gateway_misconfigured")),
         };
         abi::send_response(500, "llm_failover_misconfigured", &[("content-type", "application/json")], &body);

@@ -46,6 +46,9 @@ struct Counters {
     /// Requests by client API: Anthropic Messages, embeddings and the model list (chat's are
     /// `requests` less Messages' and embeddings').
     messages_requests: Counter,
+    count_tokens_requests: Counter,
+    /// Token counts answered with the gateway's estimate.
+    token_estimates: Counter,
     embeddings_requests: Counter,
     models_requests: Counter,
     last_resort: Counter,
@@ -70,6 +73,8 @@ impl RouterRole {
         let counters = Counters {
             requests: counter("requests"),
             messages_requests: counter("api.anthropic_messages.requests"),
+            count_tokens_requests: counter("api.anthropic_count_tokens.requests"),
+            token_estimates: counter("api.anthropic_count_tokens.estimated"),
             embeddings_requests: counter("api.embeddings.requests"),
             models_requests: counter("api.models_list.requests"),
             last_resort: counter("last_resort"),
@@ -120,9 +125,13 @@ pub struct RouterFilter {
     /// The format of the provider whose error answer passes unread (`errorAnswers: pass`) and
     /// is put in the client's shape here, once whole.
     unread_error: Option<Format>,
+    /// A token count's estimate, answered when no provider that counts can.
+    count_estimate: u64,
 }
 
 pub const PROFILE_HEADER: &str = "x-llm-profile";
+/// On a token count the gateway estimated, instead of a provider's count.
+pub const TOKEN_COUNT_HEADER: &str = "x-llm-token-count";
 /// Where the client sent the request (`scheme://authority/path`): an attempt whose provider
 /// says the context is too long redirects there, and Envoy replays the request internally.
 pub const ORIGIN_HEADER: &str = "x-llm-failover-origin";
@@ -150,6 +159,7 @@ impl RouterFilter {
             body_size: 0,
             api: ClientApi::ChatCompletions,
             unread_error: None,
+            count_estimate: 0,
         }
     }
 
@@ -180,9 +190,10 @@ impl RouterFilter {
         }
         self.write_audit(status as u16, &RequestOutcome::Rejected(reason));
         self.stage = Stage::Answered;
-        let body = match self.api {
-            ClientApi::AnthropicMessages => inbound::anthropic::error_body(inbound::anthropic::error_type_for_status(status as u16), message),
-            _ => openai_error::body(message, "invalid_request_error", reason, param),
+        let body = if self.api.anthropic_shaped() {
+            inbound::anthropic::error_body(inbound::anthropic::error_type_for_status(status as u16), message)
+        } else {
+            openai_error::body(message, "invalid_request_error", reason, param)
         };
         abi::send_response(status, &format!("llm_failover_{reason}"), &[("content-type", "application/json")], &body);
         Action::Pause
@@ -244,9 +255,11 @@ impl RouterFilter {
         let (Some(profile), Some((chain_index, chain))) = (config.profiles.get(profile_index), config.chain(profile_index, tier)) else {
             return Action::Continue;
         };
+        let counting = self.api == ClientApi::CountTokens;
         let windows = chain.providers.iter().filter(|p| config.info(p).and_then(|i| i.context_window).is_some()).count();
-        // Sizing the request reads the body again: only context windows and price need it.
-        let sized = windows > 0 || profile.ordering == policy::Ordering::LowestPrice;
+        // Sizing the request reads the body again: only context windows and price need it. A
+        // token count is asked of any window's provider: a long request is what it is for.
+        let sized = !counting && (windows > 0 || profile.ordering == policy::Ordering::LowestPrice);
         let expected = if sized { policy::expected_tokens(body, 0) } else { policy::ExpectedTokens::default() };
         let needed = expected.input.saturating_add(expected.output);
         // After a provider said the context is too long, only larger windows may follow.
@@ -269,7 +282,14 @@ impl RouterFilter {
         if let (Some(origin), true) = (&self.origin, windows >= 2) {
             abi::set_header(MapType::HttpRequestHeaders, ORIGIN_HEADER, origin);
         }
-        let fitting = Chain { providers: chain.providers.iter().filter(|p| !too_small.contains(&p.as_str())).cloned().collect(), ..chain.clone() };
+        let mut fitting = Chain { providers: chain.providers.iter().filter(|p| !too_small.contains(&p.as_str())).cloned().collect(), ..chain.clone() };
+        if counting {
+            self.count_estimate = inbound::anthropic::estimate_input_tokens(body);
+            fitting.providers.retain(|p| config.info(p).is_some_and(|info| self.api.service(info.format).is_some()));
+            if fitting.providers.is_empty() {
+                return self.answer_estimate();
+            }
+        }
         let now = now_ms();
         let health = health_view::current(now);
         let model = request.model.as_ref();
@@ -335,6 +355,7 @@ impl RouterFilter {
         match self.api {
             ClientApi::AnthropicMessages => counters.messages_requests.inc(),
             ClientApi::Embeddings => counters.embeddings_requests.inc(),
+            ClientApi::CountTokens => counters.count_tokens_requests.inc(),
             ClientApi::ChatCompletions | ClientApi::ModelsList => {}
         }
         for skipped in &plan.skipped {
@@ -479,8 +500,22 @@ impl RouterFilter {
         }
     }
 
+    /// A token count no provider could make: the estimate, marked as one.
+    fn answer_estimate(&mut self) -> Action {
+        self.role.counters.token_estimates.inc();
+        self.write_audit(200, &RequestOutcome::Estimated);
+        self.stage = Stage::Answered;
+        let headers = [("content-type", "application/json"), ("x-llm-provider", "llm-failover"), (TOKEN_COUNT_HEADER, "estimate")];
+        let body = inbound::anthropic::token_count_body(self.count_estimate);
+        abi::send_response(200, "llm_failover_token_estimate", &headers, &body);
+        Action::Pause
+    }
+
     /// Every attempt failed: answer once, in OpenAI's shape, with when to come back.
     fn exhausted(&mut self, chain: usize, model: &str, status: u16, planned_attempts: usize) -> Action {
+        if self.api == ClientApi::CountTokens {
+            return self.answer_estimate();
+        }
         let role = self.role.clone();
         let Some(chain) = role.config.chains.get(chain) else {
             return Action::Continue;
@@ -640,13 +675,13 @@ impl HttpContext for RouterFilter {
             }
             // The attempts read it: their provider may need the request translated, and the
             // answer goes back in this API's shape.
-            ClientApi::AnthropicMessages | ClientApi::Embeddings => {
+            ClientApi::AnthropicMessages | ClientApi::Embeddings | ClientApi::CountTokens => {
                 // An internal replay (context too long) finds it set: a value is written once.
                 let left = abi::filter_state(inbound::API_PROPERTY).is_some_and(|v| v == api.name().as_bytes());
                 if !left && !abi::set_filter_state(inbound::API_PROPERTY, api.name().as_bytes()) {
                     log(LogLevel::Warn, &format!("llm-failover #{}: the client API was not left for the attempts", self.context_id));
                 }
-                if let Some(beta) = headers.get("anthropic-beta").filter(|_| !left && api == ClientApi::AnthropicMessages) {
+                if let Some(beta) = headers.get("anthropic-beta").filter(|_| !left && api.anthropic_shaped()) {
                     abi::set_filter_state(inbound::ANTHROPIC_BETA_PROPERTY, beta);
                 }
             }

@@ -30,6 +30,10 @@ pub enum ClientApi {
     /// Embeddings (`POST /v1/embeddings`), routed by embedding alias (`embeddings` in the
     /// config), never by the chat chains.
     Embeddings,
+    /// Anthropic's token count (`POST /v1/messages/count_tokens`), which Claude Code asks
+    /// before a long request: Anthropic-format providers count; without one, the router role
+    /// answers an estimate.
+    CountTokens,
 }
 
 /// How a provider format serves a client API.
@@ -42,7 +46,8 @@ pub enum Service {
 }
 
 impl ClientApi {
-    pub const ALL: [ClientApi; 4] = [ClientApi::ChatCompletions, ClientApi::AnthropicMessages, ClientApi::ModelsList, ClientApi::Embeddings];
+    pub const ALL: [ClientApi; 5] =
+        [ClientApi::ChatCompletions, ClientApi::AnthropicMessages, ClientApi::ModelsList, ClientApi::Embeddings, ClientApi::CountTokens];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -50,7 +55,13 @@ impl ClientApi {
             ClientApi::AnthropicMessages => "anthropic-messages",
             ClientApi::ModelsList => "models-list",
             ClientApi::Embeddings => "embeddings",
+            ClientApi::CountTokens => "anthropic-count-tokens",
         }
+    }
+
+    /// Whether its clients are Anthropic's, and read errors in Anthropic's shape.
+    pub fn anthropic_shaped(self) -> bool {
+        matches!(self, ClientApi::AnthropicMessages | ClientApi::CountTokens)
     }
 
     pub fn parse(name: &[u8]) -> Option<ClientApi> {
@@ -76,6 +87,9 @@ impl ClientApi {
             (ClientApi::Embeddings, Format::Gemini | Format::Ollama) => Some(Service::Translated),
             // Anthropic has no embeddings API.
             (ClientApi::Embeddings, Format::Anthropic) => None,
+            // Only Anthropic counts in Anthropic's tokens; the others' counts would mislead.
+            (ClientApi::CountTokens, Format::Anthropic) => Some(Service::Native),
+            (ClientApi::CountTokens, _) => None,
         }
     }
 
@@ -88,11 +102,10 @@ impl ClientApi {
 /// A provider's error answer in the client's API, for an answer the attempt passed on unread
 /// (`errorAnswers: pass`); `None` when the provider already speaks the client's API.
 pub fn client_error(api: ClientApi, format: Format, status: u16, body: &[u8]) -> Option<Vec<u8>> {
-    match (api, api.service(format)?) {
-        (ClientApi::AnthropicMessages, Service::Native) => None,
-        (ClientApi::AnthropicMessages, Service::Translated) => Some(anthropic::error_from_openai(status, &format.error(status, body))),
-        _ if format.translates() => Some(format.error(status, body)),
-        _ => None,
+    match api.service(format)? {
+        Service::Native => None,
+        Service::Translated if api.anthropic_shaped() => Some(anthropic::error_from_openai(status, &format.error(status, body))),
+        Service::Translated => Some(format.error(status, body)),
     }
 }
 
@@ -155,6 +168,14 @@ mod tests {
         assert_eq!(ClientApi::AnthropicMessages.service(Format::Openai), Some(Service::Translated));
         assert_eq!(ClientApi::ChatCompletions.service(Format::Openai), Some(Service::Native));
         assert_eq!(ClientApi::ChatCompletions.service(Format::Anthropic), Some(Service::Translated));
+    }
+
+    #[test]
+    fn only_anthropic_counts_tokens() {
+        assert_eq!(ClientApi::CountTokens.service(Format::Anthropic), Some(Service::Native));
+        for format in [Format::Openai, Format::AzureOpenai, Format::Gemini, Format::Ollama] {
+            assert_eq!(ClientApi::CountTokens.service(format), None);
+        }
     }
 
     #[test]

@@ -325,3 +325,41 @@ def test_an_unknown_path_reaches_no_provider(tmp_path, mock, method, path):
     assert body["error"]["code"] == "unsupported_path"
     assert "POST /v1/messages" in body["error"]["message"]
     assert s.primary.requests == [] and s.fallback.requests == []
+
+
+COUNTED = [{"role": "user", "content": "How many tokens is this?"}]
+
+
+@pytest.mark.core
+def test_count_tokens_fails_over_to_the_next_anthropic_provider(tmp_path, mock):
+    """Claude Code asks `count_tokens` before long requests: it fails over like Messages, and the
+    count is the provider's own."""
+    s = Setup(tmp_path, mock, "anthropic", anthropic_error(503, "overloaded_error"))
+    raw = s.client.messages.with_raw_response.count_tokens(model="claude-sonnet-4-5", system="Be brief.", messages=COUNTED)
+    assert raw.parse().input_tokens == len("Be brief.") + len(COUNTED[0]["content"])
+    assert raw.headers["x-llm-provider"] == s.name and "x-llm-token-count" not in raw.headers
+    (asked,) = s.fallback.requests
+    assert fake_anthropic.problems(asked, s.key, fake_anthropic.COUNT_PATH) == [], asked.json
+    assert CLIENT_KEY not in json.dumps(asked.headers) and PRIMARY_KEY not in json.dumps(asked.headers)
+    assert asked.json["model"] == s.model
+    assert [r.path for r in s.primary.requests] == [fake_anthropic.COUNT_PATH]
+    assert s.counter("api.anthropic_count_tokens.requests") == 1
+    assert s.counter("api.anthropic_count_tokens.estimated") == 0
+
+
+@pytest.mark.core
+@pytest.mark.parametrize("primary_down", [False, True], ids=["no-anthropic-provider", "anthropic-provider-down"])
+def test_count_tokens_without_an_anthropic_provider_is_the_gateways_estimate(tmp_path, mock, primary_down):
+    """Only Anthropic counts Anthropic tokens: another format's provider is never asked. With no
+    Anthropic-format provider left to ask, the gateway answers its estimate, and says so."""
+    if primary_down:
+        s = Setup(tmp_path, mock, "openai", anthropic_error(503, "overloaded_error"))
+    else:
+        s = Setup(tmp_path, mock, "openai", None, chains={"default": ["openai-fallback"]})
+    text = "x" * 400
+    raw = s.client.messages.with_raw_response.count_tokens(model="claude-sonnet-4-5", messages=[{"role": "user", "content": text}])
+    assert raw.headers["x-llm-token-count"] == "estimate"
+    assert raw.parse().input_tokens == 100 + 3, "a token per 4 bytes of text, 3 per message"
+    assert s.fallback.requests == [], "an OpenAI-format provider cannot count Anthropic tokens"
+    assert len(s.primary.requests) == (1 if primary_down else 0)
+    assert s.counter("api.anthropic_count_tokens.estimated") == 1

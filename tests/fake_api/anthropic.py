@@ -1,4 +1,5 @@
-"""A fake Anthropic Messages API (`POST /v1/messages`) for end-to-end tests.
+"""A fake Anthropic Messages API (`POST /v1/messages`, and `POST /v1/messages/count_tokens`) for
+end-to-end tests.
 
 It checks each request the way the real API does (credential, `anthropic-version`, required
 fields, alternating turns, well-formed content blocks and tools, no OpenAI-only fields) and
@@ -29,6 +30,12 @@ except ImportError:  # run as a script: tests/ is not on the path yet
     from mock_provider import CREDENTIAL_HEADERS, Received
 
 PATH = "/v1/messages"
+COUNT_PATH = "/v1/messages/count_tokens"
+# The fields `count_tokens` takes: a Messages request without the sampling and output fields.
+COUNT_FIELDS = {
+    "model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers",
+    "context_management", "output_config", "cache_control",
+}
 USAGE_INPUT_TOKENS = 11
 USAGE_OUTPUT_TOKENS = 7
 EVENT_GAP_S = 0.02
@@ -52,13 +59,13 @@ VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 # ---------------------------------------------------------------- checking requests
 
-def problems(request: Received, api_key: str | None) -> list[str]:
+def problems(request: Received, api_key: str | None, path: str = PATH) -> list[str]:
     """What the real API would refuse in `request`; empty when it would answer it."""
     found = credential_problems(request, api_key)
     if request.method != "POST":
         found.append(f"method {request.method}: the Messages API takes POST")
-    if request.path != PATH:
-        found.append(f"path {request.path}: not {PATH}")
+    if request.path != path:
+        found.append(f"path {request.path}: not {path}")
     version = request.header("anthropic-version")
     if version is None:
         found.append("anthropic-version: header is required")
@@ -71,8 +78,26 @@ def problems(request: Received, api_key: str | None) -> list[str]:
     if not isinstance(body, dict):
         found.append("body: not a JSON object")
         return found
-    found += body_problems(body)
+    found += count_problems(body) if path == COUNT_PATH else body_problems(body)
     return found
+
+
+def count_problems(body: dict) -> list[str]:
+    """A `count_tokens` body: the Messages checks of what it may carry, no `max_tokens`."""
+    found = [f"{name}: Extra inputs are not permitted" for name in sorted(body) if name not in COUNT_FIELDS]
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        found.append("model: Field required (a non-empty string)")
+    found += system_problems(body.get("system"))
+    found += message_problems(body.get("messages"))
+    found += tool_problems(body)
+    return found
+
+
+def fake_token_count(body: dict) -> int:
+    """The fake's tokenizer: a token per character of text, so a test tells it from an estimate."""
+    system = body.get("system")
+    count = len(system if isinstance(system, str) else text_of(system))
+    return count + sum(len(text_of(m.get("content"))) for m in body["messages"])
 
 
 def credential_problems(request: Received, api_key: str | None) -> list[str]:
@@ -367,10 +392,13 @@ def responder(name: str, api_key: str | None, text: str | None = None) -> Callab
         auth = credential_problems(request, api_key)
         if auth:
             return error_spec(401, "authentication_error", "; ".join(auth), number)
-        found = problems(request, api_key)
+        counting = request.path == COUNT_PATH
+        found = problems(request, api_key, COUNT_PATH if counting else PATH)
         if found:
             return error_spec(400, "invalid_request_error", "; ".join(found), number)
         body = request.json
+        if counting:
+            return {"status": 200, "body": {"input_tokens": fake_token_count(body)}}
         message_id = f"msg_fake{name.replace('-', '_')}{number:04d}"
         tool = called_tool(body, number)
         if body.get("stream") is True:
@@ -481,13 +509,17 @@ def _self_check() -> None:
     assert problems(_received(good), None) == ["x-api-key: no credential expected"]
 
     def refused(body: Any, headers: dict | None = None, method: str = "POST", path: str = PATH) -> str:
-        found = problems(_received(body, headers, method, path), "sk-ant-test")
+        found = problems(_received(body, headers, method, path), "sk-ant-test", COUNT_PATH if path == COUNT_PATH else PATH)
         assert found, body
         spec = respond(_received(body, headers, method, path))
         assert spec["status"] == 400 and spec["body"]["error"]["type"] == "invalid_request_error", spec
         return "; ".join(found)
 
     assert "anthropic-version" in refused(good, {"anthropic-version": None})
+    count = {k: v for k, v in good.items() if k != "max_tokens"}
+    assert respond(_received(count, path=COUNT_PATH)) == {"status": 200, "body": {"input_tokens": len("Be brief.hi")}}
+    assert "max_tokens: Extra inputs" in refused(good, path=COUNT_PATH)
+    assert "model" in refused({"messages": good["messages"]}, path=COUNT_PATH)
     assert "path" in refused(good, path="/v1/chat/completions")
     assert "method" in refused(good, method="PUT")
     assert "max_tokens" in refused({k: v for k, v in good.items() if k != "max_tokens"})
