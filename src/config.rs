@@ -87,6 +87,29 @@ pub struct RouterConfig {
     /// Whether the attempts read error answers; with `pass` this role puts them in the
     /// client's shape.
     pub error_answers: ErrorAnswers,
+    /// Path prefixes of APIs the gateway does not understand, each sent to one named provider.
+    pub passthrough: Vec<Passthrough>,
+}
+
+/// Requests under `prefix` go to `provider` as they are, with its key and host: an API the
+/// gateway does not understand (audio, files, batches), so without translation or failover.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Passthrough {
+    pub prefix: String,
+    pub provider: String,
+    /// What replaces `prefix` in the path the provider gets; `None`: the path as it came.
+    pub rewrite_prefix: Option<String>,
+}
+
+impl Passthrough {
+    /// The path the provider gets, for a request path under this prefix.
+    pub fn path_for(&self, path: &str) -> Option<String> {
+        let rest = path.strip_prefix(&self.prefix)?;
+        Some(match &self.rewrite_prefix {
+            Some(rewrite) => format!("{rewrite}{rest}"),
+            None => path.to_string(),
+        })
+    }
 }
 
 /// The health endpoint: read every provider's health, reset one or all.
@@ -264,6 +287,11 @@ impl RouterConfig {
         }
     }
 
+    /// The pass-through whose prefix the path starts with (the first listed).
+    pub fn passthrough_for(&self, path: &str) -> Option<&Passthrough> {
+        self.passthrough.iter().find(|p| path.starts_with(&p.prefix))
+    }
+
     /// The chain of an embedding alias: only providers with a model for it, in the order given.
     pub fn embedding_chain(&self, alias: &str) -> Option<(usize, &Chain)> {
         let index = *self.embedding_chains.get(alias)?;
@@ -352,6 +380,15 @@ struct RawAttemptRole {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawPassthrough {
+    prefix: String,
+    provider: String,
+    #[serde(default)]
+    rewrite_prefix: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawRouter {
     #[serde(rename = "role")]
     _role: String,
@@ -366,6 +403,8 @@ struct RawRouter {
     /// Embedding aliases: for each, the model that serves it at each provider, in failover order.
     #[serde(default)]
     embeddings: Ordered<Ordered<String>>,
+    #[serde(default)]
+    passthrough: Vec<RawPassthrough>,
     #[serde(default = "default_max_request_bytes")]
     max_request_bytes: u64,
     #[serde(default = "default_max_answer_bytes")]
@@ -570,6 +609,41 @@ fn check_embeddings(
     Ok(by_alias)
 }
 
+/// Each pass-through's prefix may not take a path the gateway serves itself. Its provider gets
+/// a one-provider chain, so that an order cluster exists for it.
+fn check_passthrough(
+    raw: Vec<RawPassthrough>,
+    served: &[&String],
+    admin: Option<&Admin>,
+    attempts: &[AttemptConfig],
+    chains: &mut Vec<Chain>,
+) -> Result<Vec<Passthrough>, ConfigError> {
+    let mut checked: Vec<Passthrough> = Vec::with_capacity(raw.len());
+    for (i, entry) in raw.into_iter().enumerate() {
+        let field = |name: &str| format!("passthrough[{i}].{name}");
+        if !entry.prefix.starts_with('/') || entry.prefix.contains(['?', '#']) {
+            return Err(invalid(field("prefix"), format!("`{}` must be a path starting with `/`, without a query", entry.prefix)));
+        }
+        let taken = served.iter().find(|p| p.starts_with(&entry.prefix)).map(|p| p.to_string());
+        let taken = taken.or(admin.filter(|a| a.path.starts_with(&entry.prefix) || entry.prefix.starts_with(&a.path)).map(|a| a.path.clone()));
+        if let Some(path) = taken {
+            return Err(invalid(field("prefix"), format!("`{}` would take `{path}`, which the gateway serves itself", entry.prefix)));
+        }
+        if checked.iter().any(|p| entry.prefix.starts_with(&p.prefix)) {
+            return Err(invalid(field("prefix"), format!("`{}` is under an earlier entry's prefix, which takes its requests", entry.prefix)));
+        }
+        if let Some(rewrite) = entry.rewrite_prefix.as_deref().filter(|r| !r.starts_with('/') || r.contains(['?', '#'])) {
+            return Err(invalid(field("rewritePrefix"), format!("`{rewrite}` must be a path starting with `/`, without a query")));
+        }
+        if !attempts.iter().any(|a| a.provider.name == entry.provider) {
+            return Err(invalid(field("provider"), format!("provider `{}` is not in `providers`", entry.provider)));
+        }
+        chains.push(Chain { name: format!("passthrough{}", entry.prefix), providers: vec![entry.provider.clone()], profile: None });
+        checked.push(Passthrough { prefix: entry.prefix, provider: entry.provider, rewrite_prefix: entry.rewrite_prefix });
+    }
+    Ok(checked)
+}
+
 fn default_chat_paths() -> Vec<String> {
     vec!["/v1/chat/completions".to_string()]
 }
@@ -758,12 +832,15 @@ fn check_deployment(raw: RawRouter, env: &dyn Environment) -> Result<Deployment,
         }
     }
     let models_paths = crate::inbound::models::paths(raw.chat_paths.iter().chain(&raw.messages_paths));
+    let count_tokens_paths: Vec<String> = raw.messages_paths.iter().map(|p| format!("{p}{COUNT_TOKENS_SUFFIX}")).collect();
+    let served: Vec<&String> =
+        raw.chat_paths.iter().chain(&raw.messages_paths).chain(&count_tokens_paths).chain(&embeddings_paths).chain(&models_paths).collect();
+    let passthrough = check_passthrough(raw.passthrough, &served, admin.as_ref(), &attempts, &mut chains)?;
     let mut model_ids: Vec<String> = raw.models.keys().cloned().collect();
     model_ids.extend(attempts.iter().flat_map(|a| a.provider.models.keys()).filter(|m| *m != "*").cloned());
     model_ids.extend(embedding_chains.keys().cloned());
     model_ids.sort();
     model_ids.dedup();
-    let count_tokens_paths = raw.messages_paths.iter().map(|p| format!("{p}{COUNT_TOKENS_SUFFIX}")).collect();
     let router = RouterConfig {
         count_tokens_paths,
         chat_paths: raw.chat_paths,
@@ -785,6 +862,7 @@ fn check_deployment(raw: RawRouter, env: &dyn Environment) -> Result<Deployment,
         probe_timeout,
         admin,
         error_answers: raw.error_answers,
+        passthrough,
     };
     Ok(Deployment { router, attempts })
 }
@@ -1222,6 +1300,33 @@ mod tests {
             }
         }
         deployment(&value.to_string()).map(|d| d.router)
+    }
+
+    #[test]
+    fn a_passthrough_sends_its_prefix_to_one_provider_and_takes_no_served_path() {
+        let r = router(r#"{"role":"router","providers":["a","b"],"chains":{"c":["a","b"]},
+            "passthrough":[{"prefix":"/v1/audio/","provider":"b"},{"prefix":"/files","provider":"a","rewritePrefix":"/v1/files"}]}"#).unwrap();
+        let audio = r.passthrough_for("/v1/audio/speech").unwrap();
+        assert_eq!((audio.provider.as_str(), audio.path_for("/v1/audio/speech").unwrap()), ("b", "/v1/audio/speech".to_string()));
+        let files = r.passthrough_for("/files/abc?x=1").unwrap();
+        assert_eq!(files.path_for("/files/abc?x=1").unwrap(), "/v1/files/abc?x=1");
+        assert_eq!(r.passthrough_for("/v1/audios"), None);
+        assert!(r.chains.iter().any(|c| c.providers == ["b"] && c.profile.is_none()), "an order cluster of its provider alone");
+        let bad = |entry: &str| router(&format!(r#"{{"role":"router","providers":["a"],"chains":{{"c":["a"]}},"admin":{{"path":"/llm-admin","internalListener":true}},"passthrough":[{entry}]}}"#)).unwrap_err();
+        for (entry, field, reason) in [
+            (r#"{"prefix":"/v1/","provider":"a"}"#, "passthrough[0].prefix", "would take `/v1/chat/completions`"),
+            (r#"{"prefix":"/v1/messages/","provider":"a"}"#, "passthrough[0].prefix", "would take `/v1/messages/count_tokens`"),
+            (r#"{"prefix":"/llm-admin/x","provider":"a"}"#, "passthrough[0].prefix", "would take `/llm-admin`"),
+            (r#"{"prefix":"v1/audio","provider":"a"}"#, "passthrough[0].prefix", "starting with `/`"),
+            (r#"{"prefix":"/a","provider":"a"},{"prefix":"/a/b","provider":"a"}"#, "passthrough[1].prefix", "earlier entry"),
+            (r#"{"prefix":"/a","provider":"z"}"#, "passthrough[0].provider", "not in `providers`"),
+            (r#"{"prefix":"/a","provider":"a","rewritePrefix":"v1"}"#, "passthrough[0].rewritePrefix", "starting with `/`"),
+            (r#"{"prefix":"/a","provider":"a","to":"b"}"#, "passthrough[0].to", "unknown field"),
+        ] {
+            let err = bad(entry);
+            assert_eq!(err.field, field, "{entry}");
+            assert!(err.reason.contains(reason), "{entry}: {}", err.reason);
+        }
     }
 
     #[test]

@@ -183,6 +183,8 @@ pub const MESSAGES_ROUTE: &str = "llm-failover-messages";
 pub const EMBEDDINGS_ROUTE: &str = "llm-failover-embeddings";
 /// Beside each Messages route: Anthropic's token count.
 pub const COUNT_TOKENS_ROUTE: &str = "llm-failover-count-tokens";
+/// The route of each pass-through prefix.
+pub const PASSTHROUGH_ROUTE: &str = "llm-failover-passthrough";
 pub const UNSUPPORTED_ROUTE: &str = "llm-failover-unsupported-path";
 
 fn parts(input: &[u8]) -> Result<Parts, ConfigError> {
@@ -347,7 +349,7 @@ fn parts(input: &[u8]) -> Result<Parts, ConfigError> {
         .chain(router.messages_paths.iter().map(|p| (MESSAGES_ROUTE, p)))
         .chain(router.count_tokens_paths.iter().map(|p| (COUNT_TOKENS_ROUTE, p)))
         .chain(router.embeddings_paths.iter().map(|p| (EMBEDDINGS_ROUTE, p)));
-    let chat_routes = api_paths
+    let mut chat_routes: Vec<Value> = api_paths
         .map(|(name, path)| {
             json!({
                 "name": name,
@@ -359,6 +361,11 @@ fn parts(input: &[u8]) -> Result<Parts, ConfigError> {
             })
         })
         .collect();
+    // Any method, no decompressor and no body kept for retries: there is one provider, and the
+    // gateway does not read these bodies.
+    chat_routes.extend(router.passthrough.iter().map(|p| {
+        json!({"name": PASSTHROUGH_ROUTE, "match": {"prefix": p.prefix}, "request_headers_to_remove": [ORDER_HEADER], "route": route_action})
+    }));
     let not_served = crate::openai_error::body(
         &format!(
             "this gateway serves POST {}, GET {}",
@@ -698,6 +705,19 @@ mod tests {
         "chains": {"default": ["openai", "ollama"]}
       }
     }"#;
+
+    #[test]
+    fn a_passthrough_prefix_gets_a_route_before_the_catch_all() {
+        let input = INPUT.replace(r#""chains":"#, r#""passthrough": [{"prefix": "/v1/audio/", "provider": "openai"}], "chains":"#);
+        let yaml = render(input.as_bytes()).unwrap();
+        let routes = yaml.split("- name: llm-failover-passthrough").nth(1).unwrap();
+        assert!(routes.trim_start().starts_with("match:\n") && routes.contains("prefix: /v1/audio/"), "{yaml}");
+        assert!(routes.find("route: *route") < routes.find(UNSUPPORTED_ROUTE), "before the 404:\n{yaml}");
+        assert!(yaml.contains("name: llm_failover~openai\n"), "its provider's order cluster:\n{yaml}");
+        let istio = input.replacen('{', r#"{"istio": {"namespace": "llm", "gateway": "egress", "selector": {"istio": "egress"}},"#, 1);
+        let yaml = render_istio(istio.as_bytes()).unwrap();
+        assert!(yaml.contains("name: llm-failover-passthrough"), "{yaml}");
+    }
 
     #[test]
     fn renders_provider_and_order_clusters_and_the_route() {

@@ -822,9 +822,9 @@ impl AttemptFilter {
     fn prepare_answer(&mut self, status: u16, end_of_stream: bool) -> u16 {
         let format = self.role.config.provider.format;
         let reads_errors = self.reads_error_answers();
-        if !reads_errors && status >= 400 {
-            // Passed on unread (see `ErrorAnswers`); only its status may change, which needs no
-            // hold: Anthropic's 529 "overloaded" is a 503.
+        if (!reads_errors && status >= 400) || self.client == ClientApi::Passthrough {
+            // Passed on unread (see `ErrorAnswers`; a pass-through's API is not known); only its
+            // status may change, which needs no hold: Anthropic's 529 "overloaded" is a 503.
             let effective = format.effective_status(status);
             if effective != status {
                 abi::set_header(MapType::HttpResponseHeaders, ":status", &effective.to_string());
@@ -962,6 +962,14 @@ impl HttpContext for AttemptFilter {
         }
         let path = headers.get_str(":path").unwrap_or_default();
         self.client = abi::filter_state(inbound::API_PROPERTY).and_then(|v| ClientApi::parse(&v)).unwrap_or(ClientApi::ChatCompletions);
+        if self.client == ClientApi::Passthrough {
+            // Its key and host are set above; the rest goes as the client sent it, but for the
+            // path's prefix where the operator rewrote it.
+            if let Some(rewritten) = abi::filter_state(inbound::PASSTHROUGH_PATH_PROPERTY).and_then(|p| String::from_utf8(p).ok()) {
+                abi::set_header(MapType::HttpRequestHeaders, ":path", &rewritten);
+            }
+            return Action::Continue;
+        }
         // An embeddings request always names its alias, which each provider maps to its model.
         let whole_body = self.client != ClientApi::ChatCompletions;
         let chat = whole_body || path.split('?').next().unwrap_or_default().ends_with(CHAT_SUFFIX) || headers.contains(TRANSLATED_HEADER);
@@ -1051,7 +1059,7 @@ impl AttemptFilter {
             ClientApi::AnthropicMessages => return self.messages_request(&body),
             ClientApi::Embeddings => return self.embeddings_request(&body),
             ClientApi::CountTokens => return self.count_tokens_request(&body),
-            ClientApi::ChatCompletions | ClientApi::ModelsList => {}
+            ClientApi::ChatCompletions | ClientApi::ModelsList | ClientApi::Passthrough => {}
         }
         if self.role.config.provider.format.translates() {
             return self.translate(&body, body.len());

@@ -16,7 +16,7 @@ use super::counters::{Counter, Gauge};
 use super::{health_view, log, now_ms};
 use crate::chat::{self, BadRequest};
 use crate::inbound::{self, models, ClientApi};
-use crate::config::{Chain, ErrorAnswers, RouterConfig, ORDER_HEADER};
+use crate::config::{Chain, ErrorAnswers, Passthrough, RouterConfig, ORDER_HEADER};
 use crate::provider::Format;
 use crate::policy::{self, Profile, Tier};
 use crate::health_report::{self, AdminRequest};
@@ -47,6 +47,7 @@ struct Counters {
     /// `requests` less Messages' and embeddings').
     messages_requests: Counter,
     count_tokens_requests: Counter,
+    passthrough_requests: Counter,
     /// Token counts answered with the gateway's estimate.
     token_estimates: Counter,
     embeddings_requests: Counter,
@@ -74,6 +75,7 @@ impl RouterRole {
             requests: counter("requests"),
             messages_requests: counter("api.anthropic_messages.requests"),
             count_tokens_requests: counter("api.anthropic_count_tokens.requests"),
+            passthrough_requests: counter("api.passthrough.requests"),
             token_estimates: counter("api.anthropic_count_tokens.estimated"),
             embeddings_requests: counter("api.embeddings.requests"),
             models_requests: counter("api.models_list.requests"),
@@ -356,7 +358,7 @@ impl RouterFilter {
             ClientApi::AnthropicMessages => counters.messages_requests.inc(),
             ClientApi::Embeddings => counters.embeddings_requests.inc(),
             ClientApi::CountTokens => counters.count_tokens_requests.inc(),
-            ClientApi::ChatCompletions | ClientApi::ModelsList => {}
+            ClientApi::ChatCompletions | ClientApi::ModelsList | ClientApi::Passthrough => {}
         }
         for skipped in &plan.skipped {
             if let Some(counter) = counters.skipped.get(*skipped) {
@@ -498,6 +500,23 @@ impl RouterFilter {
                 plan.skipped.push(name);
             }
         }
+    }
+
+    /// A request under a pass-through prefix: to its one provider, as it came but for the
+    /// path's prefix, its key and host (the attempt's). No body is read, nothing is translated,
+    /// and there is no other provider to fail over to.
+    fn pass_through(&self, passthrough: &Passthrough, path: &str) -> Action {
+        self.role.counters.passthrough_requests.inc();
+        if !abi::set_filter_state(inbound::API_PROPERTY, ClientApi::Passthrough.name().as_bytes()) {
+            log(LogLevel::Warn, &format!("llm-failover #{}: the client API was not left for the attempt", self.context_id));
+        }
+        // The attempt writes it: a new path here would make Envoy pick the route again.
+        if let Some(rewritten) = passthrough.path_for(path).filter(|p| p != path) {
+            abi::set_filter_state(inbound::PASSTHROUGH_PATH_PROPERTY, rewritten.as_bytes());
+        }
+        abi::set_header(MapType::HttpRequestHeaders, ORDER_HEADER, &orders::cluster_name(&[passthrough.provider.as_str()]));
+        abi::set_header(MapType::HttpRequestHeaders, "x-envoy-max-retries", "0");
+        Action::Continue
     }
 
     /// A token count no provider could make: the estimate, marked as one.
@@ -663,8 +682,12 @@ impl HttpContext for RouterFilter {
             }
         }
         let method = headers.get_str(":method").unwrap_or_default();
-        let Some(api) = config.client_api(method, headers.get_str(":path").unwrap_or_default()) else {
-            return Action::Continue;
+        let path = headers.get_str(":path").unwrap_or_default();
+        let Some(api) = config.client_api(method, path) else {
+            return match config.passthrough_for(path) {
+                Some(passthrough) => self.pass_through(passthrough, path),
+                None => Action::Continue,
+            };
         };
         self.api = api;
         match api {
@@ -685,7 +708,7 @@ impl HttpContext for RouterFilter {
                     abi::set_filter_state(inbound::ANTHROPIC_BETA_PROPERTY, beta);
                 }
             }
-            ClientApi::ChatCompletions => {}
+            ClientApi::ChatCompletions | ClientApi::Passthrough => {}
         }
         let mut path = headers.get_str(":path").unwrap_or_default().to_string();
         if let Some((plain, exceeded_at)) = routing::take_query_param(&path, EXCEEDED_PARAM) {

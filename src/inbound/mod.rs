@@ -12,6 +12,9 @@ use crate::provider::{Format, StreamTranslator};
 /// reaches a provider). Envoy shows it as `wasm.llm_failover.api`.
 pub const API_PROPERTY: &str = "llm_failover.api";
 
+/// The path a pass-through request goes to its provider with, when its prefix is rewritten.
+pub const PASSTHROUGH_PATH_PROPERTY: &str = "llm_failover.passthrough_path";
+
 /// The client's `anthropic-beta`, kept by the router role for the attempts at Anthropic-format
 /// providers: an attempt at another format removes the header, and Envoy shares the request
 /// headers between attempts.
@@ -34,6 +37,9 @@ pub enum ClientApi {
     /// before a long request: Anthropic-format providers count; without one, the router role
     /// answers an estimate.
     CountTokens,
+    /// A path under a `passthrough` prefix: an API the gateway does not understand, sent to
+    /// the one provider the operator named, as it is.
+    Passthrough,
 }
 
 /// How a provider format serves a client API.
@@ -46,8 +52,14 @@ pub enum Service {
 }
 
 impl ClientApi {
-    pub const ALL: [ClientApi; 5] =
-        [ClientApi::ChatCompletions, ClientApi::AnthropicMessages, ClientApi::ModelsList, ClientApi::Embeddings, ClientApi::CountTokens];
+    pub const ALL: [ClientApi; 6] = [
+        ClientApi::ChatCompletions,
+        ClientApi::AnthropicMessages,
+        ClientApi::ModelsList,
+        ClientApi::Embeddings,
+        ClientApi::CountTokens,
+        ClientApi::Passthrough,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -56,6 +68,7 @@ impl ClientApi {
             ClientApi::ModelsList => "models-list",
             ClientApi::Embeddings => "embeddings",
             ClientApi::CountTokens => "anthropic-count-tokens",
+            ClientApi::Passthrough => "passthrough",
         }
     }
 
@@ -90,12 +103,14 @@ impl ClientApi {
             // Only Anthropic counts in Anthropic's tokens; the others' counts would mislead.
             (ClientApi::CountTokens, Format::Anthropic) => Some(Service::Native),
             (ClientApi::CountTokens, _) => None,
+            // The operator named the provider: it is taken to speak the API.
+            (ClientApi::Passthrough, _) => Some(Service::Native),
         }
     }
 
     /// Whether the request carries a body the router role routes by its model.
     pub fn routed_by_model(self) -> bool {
-        !matches!(self, ClientApi::ModelsList)
+        !matches!(self, ClientApi::ModelsList | ClientApi::Passthrough)
     }
 }
 
