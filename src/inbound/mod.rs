@@ -4,6 +4,7 @@
 pub mod anthropic;
 pub mod embeddings;
 pub mod models;
+pub mod responses;
 
 use crate::provider::{Format, StreamTranslator};
 
@@ -30,6 +31,8 @@ pub enum ClientApi {
     /// Embeddings (`POST /v1/embeddings`), routed by embedding alias (`embeddings` in the
     /// config), never by the chat chains.
     Embeddings,
+    /// OpenAI's Responses API (`POST /v1/responses`): the Agents SDK, Codex-style tools.
+    Responses,
 }
 
 /// How a provider format serves a client API.
@@ -42,7 +45,8 @@ pub enum Service {
 }
 
 impl ClientApi {
-    pub const ALL: [ClientApi; 4] = [ClientApi::ChatCompletions, ClientApi::AnthropicMessages, ClientApi::ModelsList, ClientApi::Embeddings];
+    pub const ALL: [ClientApi; 5] =
+        [ClientApi::ChatCompletions, ClientApi::AnthropicMessages, ClientApi::ModelsList, ClientApi::Embeddings, ClientApi::Responses];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -50,6 +54,7 @@ impl ClientApi {
             ClientApi::AnthropicMessages => "anthropic-messages",
             ClientApi::ModelsList => "models-list",
             ClientApi::Embeddings => "embeddings",
+            ClientApi::Responses => "responses",
         }
     }
 
@@ -60,7 +65,9 @@ impl ClientApi {
     }
 
     /// Whether providers of `format` can serve this API, and how; `None`: no provider of that
-    /// format is ever asked (for the model list, none at all: the router role answers).
+    /// format is ever asked (for the model list, none at all: the router role answers). Responses
+    /// are native only at an `openai` provider whose config says so (`responses: true`, see
+    /// `Provider::serves_responses`): many OpenAI-compatible servers lack the API.
     pub fn service(self, format: Format) -> Option<Service> {
         match (self, format) {
             (ClientApi::ModelsList, _) => None,
@@ -76,6 +83,8 @@ impl ClientApi {
             (ClientApi::Embeddings, Format::Gemini | Format::Ollama) => Some(Service::Translated),
             // Anthropic has no embeddings API.
             (ClientApi::Embeddings, Format::Anthropic) => None,
+            // Through chat completions, as Messages are.
+            (ClientApi::Responses, _) => Some(Service::Translated),
         }
     }
 
@@ -129,7 +138,7 @@ mod tests {
         for api in ClientApi::ALL {
             assert_eq!(ClientApi::parse(api.name().as_bytes()), Some(api));
         }
-        assert_eq!(ClientApi::parse(b"responses"), None);
+        assert_eq!(ClientApi::parse(b"realtime"), None);
     }
 
     #[test]
