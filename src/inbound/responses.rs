@@ -17,6 +17,13 @@ fn text_field<'v>(value: &'v Value, field: &str) -> Option<&'v str> {
     value.get(field).and_then(Value::as_str)
 }
 
+/// Sets a field of a JSON object (every value this module writes to is one).
+fn set(object: &mut Value, field: &str, value: Value) {
+    if let Some(object) = object.as_object_mut() {
+        object.insert(field.into(), value);
+    }
+}
+
 fn kind(value: &Value) -> &str {
     text_field(value, "type").unwrap_or_default()
 }
@@ -105,7 +112,7 @@ fn input_part(part: &Value) -> Result<Value, String> {
             let url = text_field(part, "image_url").ok_or("an `input_image` by `file_id` is stored at OpenAI; send `image_url`")?;
             let mut image = json!({"url": url});
             if let Some(detail) = part.get("detail").filter(|d| d.is_string()) {
-                image["detail"] = detail.clone();
+                set(&mut image, "detail", detail.clone());
             }
             Ok(json!({"type": "image_url", "image_url": image}))
         }
@@ -113,7 +120,7 @@ fn input_part(part: &Value) -> Result<Value, String> {
             let data = text_field(part, "file_data").ok_or("an `input_file` by `file_id` or `file_url` cannot be translated; send `file_data`")?;
             let mut file = json!({"file_data": data});
             if let Some(name) = part.get("filename").filter(|n| n.is_string()) {
-                file["filename"] = name.clone();
+                set(&mut file, "filename", name.clone());
             }
             Ok(json!({"type": "file", "file": file}))
         }
@@ -396,8 +403,8 @@ pub fn answer(body: &[u8], context: &AnswerContext, echo: &Value) -> Result<Vec<
     }
     let (status, incomplete) = status(text_field(choice, "finish_reason"));
     let mut response = response(echo, stem, context, text_field(&completion, "model").unwrap_or(&context.model), status, output);
-    response["incomplete_details"] = incomplete;
-    response["usage"] = usage(completion.get("usage").unwrap_or(&Value::Null));
+    set(&mut response, "incomplete_details", incomplete);
+    set(&mut response, "usage", usage(completion.get("usage").unwrap_or(&Value::Null)));
     Ok(response.to_string().into_bytes())
 }
 
@@ -463,8 +470,8 @@ impl Stream {
     }
 
     fn emit(&mut self, out: &mut Vec<u8>, name: &str, mut data: Value) {
-        data["type"] = name.into();
-        data["sequence_number"] = self.sequence.into();
+        set(&mut data, "type", name.into());
+        set(&mut data, "sequence_number", self.sequence.into());
         self.sequence += 1;
         out.extend(format!("event: {name}\ndata: {data}\n\n").into_bytes());
     }
@@ -546,11 +553,11 @@ impl Stream {
                 let id = self.item_id(index);
                 let at = json!({"item_id": id, "output_index": index, "content_index": 0});
                 let mut done = at.clone();
-                done["text"] = text.as_str().into();
-                done["logprobs"] = json!([]);
+                set(&mut done, "text", text.as_str().into());
+                set(&mut done, "logprobs", json!([]));
                 self.emit(out, "response.output_text.done", done);
                 let mut part = at;
-                part["part"] = text_part(&text);
+                set(&mut part, "part", text_part(&text));
                 self.emit(out, "response.content_part.done", part);
                 let item = message_item(&id, vec![text_part(&text)], "completed");
                 self.item_done(index, item, out);
@@ -560,10 +567,10 @@ impl Stream {
                     return;
                 };
                 let arguments = text_field(&item, "arguments").unwrap_or_default();
-                let done = json!({"item_id": self.item_id(index), "output_index": index, "arguments": arguments, "name": item["name"]});
+                let done = json!({"item_id": self.item_id(index), "output_index": index, "arguments": arguments, "name": item.get("name")});
                 self.emit(out, "response.function_call_arguments.done", done);
                 let mut item = item;
-                item["status"] = "completed".into();
+                set(&mut item, "status", "completed".into());
                 self.item_done(index, item, out);
             }
             None => {}
@@ -636,8 +643,8 @@ impl Stream {
         self.close_item(out);
         let (status, incomplete) = status(self.finish_reason.as_deref());
         let mut response = self.snapshot(status);
-        response["incomplete_details"] = incomplete;
-        response["usage"] = usage(&self.usage);
+        set(&mut response, "incomplete_details", incomplete);
+        set(&mut response, "usage", usage(&self.usage));
         let name = if status == "completed" { "response.completed" } else { "response.incomplete" };
         self.emit(out, name, json!({"response": response}));
         self.phase = Phase::Closed;
@@ -829,7 +836,7 @@ mod tests {
     #[test]
     fn the_router_refuses_what_openai_would() {
         assert!(inspect(br#"{"model":"m","input":"hi"}"#).is_ok());
-        assert_eq!(inspect(br#"{"model":"m","input":"hi","stream":true}"#).unwrap().2, true);
+        assert!(inspect(br#"{"model":"m","input":"hi","stream":true}"#).unwrap().2);
         assert!(inspect(br#"{"model":"m","previous_response_id":"resp_1"}"#).is_ok(), "stored state may supply the input");
         assert_eq!(inspect(br#"{"model":"m"}"#).unwrap_err().param, Some("input"));
         assert_eq!(inspect(br#"{"model":"m","input":{}}"#).unwrap_err().param, Some("input"));
