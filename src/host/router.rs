@@ -42,8 +42,8 @@ pub const SKIPPED_HEADER: &str = "x-llm-skipped";
 
 struct Counters {
     requests: Counter,
-    /// Requests by client API: Anthropic Messages, embeddings and the model list (chat's are
-    /// `requests` less Messages' and embeddings').
+    /// Requests by client API: Anthropic Messages, Responses, embeddings and the model list
+    /// (chat's are `requests` less Messages', Responses' and embeddings').
     messages_requests: Counter,
     embeddings_requests: Counter,
     responses_requests: Counter,
