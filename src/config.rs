@@ -62,6 +62,8 @@ pub struct RouterConfig {
     pub models_paths: Vec<String>,
     /// Where embeddings requests come (`POST`).
     pub embeddings_paths: Vec<String>,
+    /// Where Responses API requests come (`POST`).
+    pub responses_paths: Vec<String>,
     /// Each embedding alias's chain (an index in `chains`): the providers that have a model for it.
     embedding_chains: HashMap<String, usize>,
     /// The model list: the aliases of `models` and every name a provider's model map knows.
@@ -142,6 +144,8 @@ pub struct ProviderInfo {
     pub context_window: Option<u64>,
     pub price: Option<Price>,
     pub weight: u32,
+    /// It serves the Responses API itself (`responses: true`): stateful fields can go to it.
+    pub serves_responses: bool,
 }
 
 /// Headers a trusted caller may choose its profile and tier with; stripped from the others.
@@ -282,6 +286,7 @@ impl RouterConfig {
             "POST" if self.messages_paths.iter().any(|p| p == plain) => Some(ClientApi::AnthropicMessages),
             "POST" if self.count_tokens_paths.iter().any(|p| p == plain) => Some(ClientApi::CountTokens),
             "POST" if self.embeddings_paths.iter().any(|p| p == plain) => Some(ClientApi::Embeddings),
+            "POST" if self.responses_paths.iter().any(|p| p == plain) => Some(ClientApi::Responses),
             "GET" if crate::inbound::models::parse(&self.models_paths, path).is_some() => Some(ClientApi::ModelsList),
             _ => None,
         }
@@ -400,6 +405,9 @@ struct RawRouter {
     /// `embeddings` names an alias; none without.
     #[serde(default)]
     embeddings_paths: Option<Vec<String>>,
+    /// By default beside each chat path (`/v1/chat/completions`: `/v1/responses`).
+    #[serde(default)]
+    responses_paths: Option<Vec<String>>,
     /// Embedding aliases: for each, the model that serves it at each provider, in failover order.
     #[serde(default)]
     embeddings: Ordered<Ordered<String>>,
@@ -561,10 +569,13 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for Ordered<V> {
     }
 }
 
-/// Each chat path's prefix with `/embeddings`, as the model list sits beside it.
+/// Each chat path's prefix with `/embeddings` (or `/responses`), as the model list sits beside it.
 fn default_embeddings_paths(chat_paths: &[String]) -> Vec<String> {
-    let mut paths: Vec<String> =
-        chat_paths.iter().filter_map(|p| p.strip_suffix(CHAT_SUFFIX)).map(|prefix| format!("{prefix}/embeddings")).collect();
+    paths_beside(chat_paths, "/embeddings")
+}
+
+fn paths_beside(chat_paths: &[String], end: &str) -> Vec<String> {
+    let mut paths: Vec<String> = chat_paths.iter().filter_map(|p| p.strip_suffix(CHAT_SUFFIX)).map(|prefix| format!("{prefix}{end}")).collect();
     paths.dedup();
     paths
 }
@@ -724,6 +735,17 @@ fn check_deployment(raw: RawRouter, env: &dyn Environment) -> Result<Deployment,
             return Err(invalid(field, format!("`{path}` is listed twice (in `chatPaths`, `messagesPaths` or `embeddingsPaths`)")));
         }
     }
+    let responses_paths = raw.responses_paths.clone().unwrap_or_else(|| paths_beside(&raw.chat_paths, "/responses"));
+    for (i, path) in responses_paths.iter().enumerate() {
+        let field = format!("responsesPaths[{i}]");
+        if !path.starts_with('/') || path.contains('?') {
+            return Err(invalid(field, format!("`{path}` must be a path starting with `/`, without a query")));
+        }
+        let earlier = responses_paths.get(..i).is_some_and(|before| before.contains(path));
+        if raw.chat_paths.contains(path) || raw.messages_paths.contains(path) || embeddings_paths.contains(path) || earlier {
+            return Err(invalid(field, format!("`{path}` is listed twice (in `chatPaths`, `messagesPaths`, `embeddingsPaths` or `responsesPaths`)")));
+        }
+    }
     if raw.max_request_bytes == 0 {
         return Err(invalid("maxRequestBytes", "must be greater than 0"));
     }
@@ -830,11 +852,21 @@ fn check_deployment(raw: RawRouter, env: &dyn Environment) -> Result<Deployment,
         if embeddings_paths.iter().any(|p| p.starts_with(&admin.path)) {
             return Err(invalid("admin.path", "must not overlap `embeddingsPaths`"));
         }
+        if responses_paths.iter().any(|p| p.starts_with(&admin.path)) {
+            return Err(invalid("admin.path", "must not overlap `responsesPaths`"));
+        }
     }
     let models_paths = crate::inbound::models::paths(raw.chat_paths.iter().chain(&raw.messages_paths));
     let count_tokens_paths: Vec<String> = raw.messages_paths.iter().map(|p| format!("{p}{COUNT_TOKENS_SUFFIX}")).collect();
-    let served: Vec<&String> =
-        raw.chat_paths.iter().chain(&raw.messages_paths).chain(&count_tokens_paths).chain(&embeddings_paths).chain(&models_paths).collect();
+    let served: Vec<&String> = raw
+        .chat_paths
+        .iter()
+        .chain(&raw.messages_paths)
+        .chain(&count_tokens_paths)
+        .chain(&responses_paths)
+        .chain(&embeddings_paths)
+        .chain(&models_paths)
+        .collect();
     let passthrough = check_passthrough(raw.passthrough, &served, admin.as_ref(), &attempts, &mut chains)?;
     let mut model_ids: Vec<String> = raw.models.keys().cloned().collect();
     model_ids.extend(attempts.iter().flat_map(|a| a.provider.models.keys()).filter(|m| *m != "*").cloned());
@@ -847,6 +879,7 @@ fn check_deployment(raw: RawRouter, env: &dyn Environment) -> Result<Deployment,
         messages_paths: raw.messages_paths,
         models_paths,
         embeddings_paths,
+        responses_paths,
         embedding_chains,
         model_ids,
         max_request_bytes,
@@ -997,6 +1030,10 @@ struct RawProvider {
     price: Option<RawPrice>,
     #[serde(default = "default_weight")]
     weight: u32,
+    /// It serves OpenAI's Responses API (`POST {basePath}/responses`); off by default, since
+    /// many OpenAI-compatible servers have only chat completions.
+    #[serde(default)]
+    responses: bool,
 }
 
 /// The deployment-wide health policy; a provider's own fields win, one by one.
@@ -1091,7 +1128,10 @@ fn check_provider(
         return Err(invalid("contextWindow", "must be greater than 0"));
     }
     let price = p.price.as_ref().map(|price| check_price("price", price)).transpose()?;
-    let info = ProviderInfo { format: p.format, context_window: p.context_window, price, weight: p.weight };
+    if p.responses && p.format != Format::Openai {
+        return Err(invalid("responses", format!("only `openai` providers serve the Responses API natively; `{}` ones are served it through chat completions", p.format.name())));
+    }
+    let info = ProviderInfo { format: p.format, context_window: p.context_window, price, weight: p.weight, serves_responses: p.responses };
     if p.host.is_empty() || p.host.contains('/') || p.host.contains(char::is_whitespace) {
         return Err(invalid("host", format!("`{}` must be a host name with an optional port", p.host)));
     }
@@ -1166,6 +1206,7 @@ fn check_provider(
             models: p.models.into_iter().collect(),
             api_version: p.api_version,
             options,
+            serves_responses: p.responses,
         },
         health,
         rate_limit,
@@ -1316,6 +1357,7 @@ mod tests {
         for (entry, field, reason) in [
             (r#"{"prefix":"/v1/","provider":"a"}"#, "passthrough[0].prefix", "would take `/v1/chat/completions`"),
             (r#"{"prefix":"/v1/messages/","provider":"a"}"#, "passthrough[0].prefix", "would take `/v1/messages/count_tokens`"),
+            (r#"{"prefix":"/v1/resp","provider":"a"}"#, "passthrough[0].prefix", "would take `/v1/responses`"),
             (r#"{"prefix":"/llm-admin/x","provider":"a"}"#, "passthrough[0].prefix", "would take `/llm-admin`"),
             (r#"{"prefix":"v1/audio","provider":"a"}"#, "passthrough[0].prefix", "starting with `/`"),
             (r#"{"prefix":"/a","provider":"a"},{"prefix":"/a/b","provider":"a"}"#, "passthrough[1].prefix", "earlier entry"),
@@ -1347,7 +1389,9 @@ mod tests {
             ("GET", "/llm/v1/models/smart", Some(ClientApi::ModelsList)),
             ("GET", "/v1/messages", None),
             ("POST", "/v1/models", None),
-            ("POST", "/v1/responses", None),
+            ("POST", "/v1/responses", Some(ClientApi::Responses)),
+            ("POST", "/llm/v1/responses", Some(ClientApi::Responses)),
+            ("GET", "/v1/responses", None),
             ("POST", "/v1/embeddings", None),
         ];
         for (method, path, api) in cases {
@@ -1355,6 +1399,30 @@ mod tests {
         }
         let none = router(r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"messagesPaths":[]}"#).unwrap();
         assert_eq!(none.client_api("POST", "/v1/messages"), None, "an empty list turns the Messages API off");
+        let chosen = router(r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"responsesPaths":["/ai/responses"]}"#).unwrap();
+        assert_eq!((chosen.client_api("POST", "/ai/responses"), chosen.client_api("POST", "/v1/responses")), (Some(ClientApi::Responses), None));
+        let off = router(r#"{"role":"router","providers":["a"],"chains":{"c":["a"]},"responsesPaths":[]}"#).unwrap();
+        assert_eq!(off.client_api("POST", "/v1/responses"), None, "an empty list turns the Responses API off");
+    }
+
+    #[test]
+    fn only_openai_providers_may_serve_responses_natively_and_the_router_knows_which_do() {
+        let r = router(r#"{"role":"router","providers":[{"name":"a","format":"openai","host":"a","responses":true},"b"],"chains":{"c":["a","b"]}}"#).unwrap();
+        assert_eq!(r.info("a").map(|i| i.serves_responses), Some(true));
+        assert_eq!(r.info("b").map(|i| i.serves_responses), Some(false), "off by default");
+        let refused = router(r#"{"role":"router","providers":[{"name":"g","format":"gemini","host":"g","responses":true}],"chains":{"c":["g"]}}"#).unwrap_err();
+        assert_eq!(refused.field, "providers[0].responses");
+        assert!(refused.reason.contains("only `openai` providers"), "{}", refused.reason);
+        for (paths, field, reason) in [
+            (r#"["v1/responses"]"#, "responsesPaths[0]", "starting with `/`"),
+            (r#"["/v1/chat/completions"]"#, "responsesPaths[0]", "listed twice"),
+            (r#"["/r","/r"]"#, "responsesPaths[1]", "listed twice"),
+        ] {
+            let config = format!(r#"{{"role":"router","providers":["a"],"chains":{{"c":["a"]}},"responsesPaths":{paths}}}"#);
+            let error = router(&config).unwrap_err();
+            assert_eq!(error.field, field, "{paths}");
+            assert!(error.reason.contains(reason), "{paths}: {}", error.reason);
+        }
     }
 
     const EMBEDDINGS: &str = r#"{"role":"router","providers":["a",

@@ -450,6 +450,7 @@ fn event_start(name: Option<&str>, data: &[u8]) -> Option<StreamStart> {
     let is_error = event.get("error").is_some_and(|e| !e.is_null())
         || event.get("type").and_then(Value::as_str) == Some("error")
         || event.get("object").and_then(Value::as_str) == Some("error")
+        || event.get("type").and_then(Value::as_str) == Some("response.failed")
         || gemini_blocked(event);
     if is_error {
         return Some(StreamStart::Error(classify(200, trimmed)));
@@ -479,6 +480,11 @@ fn has_content(event: &Map<String, Value>) -> bool {
             || field("reasoning_content")
             || non_empty(choice.get("finish_reason"))
     });
+    // OpenAI's Responses: any event past the response's creation (an output item, its deltas,
+    // the end). Its `response` field is not Ollama's.
+    if let Some(kind) = event.get("type").and_then(Value::as_str).filter(|k| k.starts_with("response.")) {
+        return !matches!(kind, "response.created" | "response.in_progress" | "response.queued");
+    }
     // Anthropic: any content block delta, a block that is not empty text, or the end.
     let anthropic = match event.get("type").and_then(Value::as_str) {
         Some("content_block_delta" | "message_stop") => true,
@@ -910,6 +916,26 @@ mod tests {
                 StreamStart::Content,
             ),
             ("Ollama line not complete", "{\"model\":\"llama3.2\",\"message\":{\"role\":\"assistant\",\"content\":\"Hi\"}", StreamStart::Undecided),
+            (
+                "OpenAI Responses created, in progress, then an output item",
+                "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"output\":[]}}\n\n\
+                 event: response.in_progress\ndata: {\"type\":\"response.in_progress\",\"sequence_number\":1,\"response\":{\"output\":[]}}\n\n\
+                 event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"output_index\":0,\"item\":{\"type\":\"message\"}}\n\n",
+                StreamStart::Content,
+            ),
+            (
+                "OpenAI Responses created only, so far",
+                "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"output\":[]}}\n\n",
+                StreamStart::Undecided,
+            ),
+            (
+                "OpenAI Responses failed before any output",
+                "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{}}\n\n\
+                 event: response.failed\ndata: {\"type\":\"response.failed\",\"response\":{\"status\":\"failed\",\"error\":{\"code\":\"server_error\",\"message\":\"The server had an error\"}}}\n\n",
+                // Its error sits inside `response`: read as an error of no known kind, which the
+                // attempt answers 503 and Envoy retries at the next provider.
+                StreamStart::Error(Other),
+            ),
             ("nothing yet", "", StreamStart::Undecided),
         ];
         for (name, stream, expected) in cases {

@@ -185,6 +185,8 @@ pub const EMBEDDINGS_ROUTE: &str = "llm-failover-embeddings";
 pub const COUNT_TOKENS_ROUTE: &str = "llm-failover-count-tokens";
 /// The route of each pass-through prefix.
 pub const PASSTHROUGH_ROUTE: &str = "llm-failover-passthrough";
+/// The route of OpenAI's Responses API (`responsesPaths`).
+pub const RESPONSES_ROUTE: &str = "llm-failover-responses";
 pub const UNSUPPORTED_ROUTE: &str = "llm-failover-unsupported-path";
 
 fn parts(input: &[u8]) -> Result<Parts, ConfigError> {
@@ -340,14 +342,15 @@ fn parts(input: &[u8]) -> Result<Parts, ConfigError> {
     } else {
         "request_body_buffer_limit"
     };
-    // Anthropic Messages and embeddings requests are routed as chat requests are: same order
-    // clusters (an embedding alias's among them), same retries.
+    // Anthropic Messages, Responses and embeddings requests are routed as chat requests are:
+    // same order clusters (an embedding alias's among them), same retries.
     let api_paths = router
         .chat_paths
         .iter()
         .map(|p| (CHAT_ROUTE, p))
         .chain(router.messages_paths.iter().map(|p| (MESSAGES_ROUTE, p)))
         .chain(router.count_tokens_paths.iter().map(|p| (COUNT_TOKENS_ROUTE, p)))
+        .chain(router.responses_paths.iter().map(|p| (RESPONSES_ROUTE, p)))
         .chain(router.embeddings_paths.iter().map(|p| (EMBEDDINGS_ROUTE, p)));
     let mut chat_routes: Vec<Value> = api_paths
         .map(|(name, path)| {
@@ -374,6 +377,7 @@ fn parts(input: &[u8]) -> Result<Parts, ConfigError> {
                 .iter()
                 .chain(&router.messages_paths)
                 .chain(&router.count_tokens_paths)
+                .chain(&router.responses_paths)
                 .chain(&router.embeddings_paths)
                 .map(String::as_str)
                 .collect::<Vec<_>>()
@@ -738,7 +742,10 @@ mod tests {
             "- name: llm-failover-messages",
             "path: /v1/messages",
             "route: *route",
-            "this gateway serves POST /v1/chat/completions, POST /v1/messages, POST /v1/messages/count_tokens, GET /v1/models",
+            // The Responses route, beside the chat path by default.
+            "- name: llm-failover-responses",
+            "path: /v1/responses",
+            "this gateway serves POST /v1/chat/completions, POST /v1/messages, POST /v1/messages/count_tokens, POST /v1/responses, GET /v1/models",
         ] {
             assert!(yaml.contains(expected), "missing {expected:?} in:\n{yaml}");
         }
@@ -759,14 +766,14 @@ mod tests {
             "path: /v1/embeddings",
             "name: llm_failover~ollama~openai",
             "num_retries: 1",
-            "this gateway serves POST /v1/chat/completions, POST /v1/messages, POST /v1/messages/count_tokens, POST /v1/embeddings, GET /v1/models",
+            "this gateway serves POST /v1/chat/completions, POST /v1/messages, POST /v1/messages/count_tokens, POST /v1/responses, POST /v1/embeddings, GET /v1/models",
         ] {
             assert!(yaml.contains(expected), "missing {expected:?} in:\n{yaml}");
         }
         let istio = input.replacen('{', r#"{"istio": {"namespace": "llm", "gateway": "egress", "selector": {"istio": "egress"}},"#, 1);
         let yaml = render_istio(istio.as_bytes()).unwrap();
         assert!(yaml.contains("name: llm-failover-embeddings") && yaml.contains("name: llm_failover~ollama~openai"), "{yaml}");
-        assert_eq!(yaml.matches("applyTo: HTTP_ROUTE").count(), 4, "chat, Messages, token counts and embeddings:\n{yaml}");
+        assert_eq!(yaml.matches("applyTo: HTTP_ROUTE").count(), 5, "chat, Messages, token counts, Responses and embeddings:\n{yaml}");
         let anthropic = input.replace(r#""embed": {"ollama""#, r#""embed": {"claude": "x", "ollama""#);
         assert_eq!(render(anthropic.as_bytes()).unwrap_err().field, "filter.embeddings.embed.claude");
     }
@@ -848,7 +855,7 @@ mod tests {
         assert_eq!(filters, ["decompressor", "wasm", "router"], "the decompressor runs before the router role");
         let decompressor = yaml.split("- name: envoy.filters.http.decompressor").nth(1).unwrap();
         assert!(decompressor.trim_start().starts_with("disabled: true"), "on the chat routes only: {decompressor}");
-        assert_eq!(yaml.matches(&format!("{DECOMPRESSOR}:\n")).count(), 3, "the chat, Messages and token-count routes enable it");
+        assert_eq!(yaml.matches(&format!("{DECOMPRESSOR}:\n")).count(), 4, "the chat, Messages, token-count and Responses routes enable it");
         for expected in ["local_reply_config:", "response.code_details.startsWith('http1.')", "code: bad_http_request", "type: invalid_request_error"] {
             assert!(yaml.contains(expected), "missing {expected:?} in:\n{yaml}");
         }
@@ -877,6 +884,7 @@ mod tests {
             "name: llm-failover-unsupported-path",
             "name: llm-failover-chat",
             "name: llm-failover-messages",
+            "name: llm-failover-responses",
             "include_request_attempt_count: true",
             "istio: egress",
             "name: llm-failover-bootstrap",
@@ -885,7 +893,7 @@ mod tests {
             assert!(yaml.contains(expected), "missing {expected:?} in:\n{yaml}");
         }
         assert!(!yaml.contains('&') && !yaml.contains('*'), "no YAML anchors for kubectl:\n{yaml}");
-        assert_eq!(yaml.matches("applyTo: HTTP_ROUTE").count(), 3, "the chat, Messages and token-count routes:\n{yaml}");
+        assert_eq!(yaml.matches("applyTo: HTTP_ROUTE").count(), 4, "the chat, Messages, token-count and Responses routes:\n{yaml}");
         assert!(!yaml.contains("NETWORK_FILTER"));
         let audited = istio.replace(r#""wasm":"#, r#""auditLog": "/dev/stdout", "wasm":"#);
         let yaml = render_istio(audited.as_bytes()).unwrap();

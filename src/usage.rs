@@ -28,6 +28,11 @@ impl UsageScanner {
         UsageScanner { prompt_field, completion_field, tail: Vec::new(), prompt_tokens: None, completion_tokens: None }
     }
 
+    /// For the Responses API's answers and `response.completed` (`usage.input_tokens`...).
+    pub fn responses() -> UsageScanner {
+        UsageScanner { prompt_field: b"\"input_tokens\"", completion_field: b"\"output_tokens\"", tail: Vec::new(), prompt_tokens: None, completion_tokens: None }
+    }
+
     pub fn feed(&mut self, chunk: &[u8]) {
         let mut data = std::mem::take(&mut self.tail);
         data.extend_from_slice(chunk);

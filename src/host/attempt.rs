@@ -247,6 +247,8 @@ pub struct AttemptFilter {
     audited: bool,
     /// An embeddings request translated for this provider: how to write its answer.
     embeddings: Option<embeddings::AnswerShape>,
+    /// A Responses request served through chat: what its `response` repeats of the request.
+    responses_echo: Option<serde_json::Value>,
 }
 
 impl AttemptFilter {
@@ -280,6 +282,7 @@ impl AttemptFilter {
             headers_passed: false,
             audited: false,
             embeddings: None,
+            responses_echo: None,
         }
     }
 
@@ -598,6 +601,47 @@ impl AttemptFilter {
         Action::Continue
     }
 
+    /// A provider with `responses: true` serves it as it is (model name and key changed); the
+    /// others through chat completions, as Messages are: the request becomes a chat request,
+    /// which an OpenAI-compatible provider takes as it is and the other formats translate further.
+    fn responses_request(&mut self, body: &[u8]) -> Action {
+        let provider = &self.role.config.provider;
+        if let Some(path) = provider.responses_path() {
+            let requested = chat::requested_model(body).map(|m| m.into_owned()).unwrap_or_default();
+            let target = provider.target_model(&requested).to_string();
+            if let Some(rewritten) = chat::with_model(body, &target) {
+                Self::replace_request_body(body.len(), &rewritten);
+            }
+            abi::set_header(MapType::HttpRequestHeaders, ":path", &path);
+            // Its answers count tokens as Responses do.
+            self.usage = UsageScanner::responses();
+            self.model = Some(target);
+            self.requested_model = Some(requested);
+            return Action::Continue;
+        }
+        let (chat_body, stream, echo) = match inbound::responses::chat_request(body) {
+            Ok(done) => done,
+            Err(unsupported) => return self.refuse_request(&unsupported.0),
+        };
+        self.responses_echo = Some(echo);
+        if provider.format.translates() {
+            return self.translate(&chat_body, body.len());
+        }
+        let requested = chat::requested_model(&chat_body).map(|m| m.into_owned()).unwrap_or_default();
+        let target = provider.target_model(&requested).to_string();
+        let chat_body = chat::with_model(&chat_body, &target).unwrap_or(chat_body);
+        Self::replace_request_body(body.len(), &chat_body);
+        abi::set_header(MapType::HttpRequestHeaders, "content-type", "application/json");
+        // The answer is translated: it must come uncompressed.
+        abi::set_header(MapType::HttpRequestHeaders, "accept-encoding", "identity");
+        self.set_chat_path(&target, stream, None);
+        self.translated_stream = Some(stream);
+        self.answer_context = Some(self.new_answer_context(&target, true));
+        self.model = Some(target);
+        self.requested_model = Some(requested);
+        Action::Continue
+    }
+
     fn new_answer_context(&self, target: &str, include_usage: bool) -> AnswerContext {
         let now = now_ms();
         AnswerContext { id: format!("chatcmpl-llmf{:x}{:x}", now, self.context_id), created: now / 1000, model: target.to_string(), include_usage }
@@ -606,7 +650,11 @@ impl AttemptFilter {
     /// Whether answers are OpenAI's by the time the provider's translation is done, and must
     /// still become the client's API's.
     fn answers_through_chat(&self) -> bool {
-        self.client == ClientApi::AnthropicMessages && self.client.service(self.role.config.provider.format) == Some(Service::Translated)
+        match self.client {
+            ClientApi::AnthropicMessages => self.client.service(self.role.config.provider.format) == Some(Service::Translated),
+            ClientApi::Responses => self.responses_echo.is_some(),
+            _ => false,
+        }
     }
 
     /// A held answer (`translated`, or `body` when it passes unchanged) in the client's API.
@@ -615,18 +663,24 @@ impl AttemptFilter {
             return translated;
         }
         let openai_answer = translated.as_deref().unwrap_or(body);
+        let responses = self.responses_echo.as_ref();
         if !(200..300).contains(&self.status) {
-            return Some(inbound::anthropic::error_from_openai(self.status, openai_answer));
+            // Responses clients take OpenAI's errors, which the answer already is.
+            return if responses.is_some() { translated } else { Some(inbound::anthropic::error_from_openai(self.status, openai_answer)) };
         }
         let context = self.answer_context.clone().unwrap_or_else(|| self.new_answer_context(self.model.as_deref().unwrap_or_default(), true));
-        match inbound::anthropic::answer(openai_answer, &context) {
+        let answered = match responses {
+            Some(echo) => inbound::responses::answer(openai_answer, &context, echo),
+            None => inbound::anthropic::answer(openai_answer, &context),
+        };
+        match answered {
             Ok(message) => Some(message),
             Err(why) => {
                 log(LogLevel::Warn, &format!("llm-failover #{}: answer of `{}` not understood: {why}", self.context_id, self.provider_name()));
                 self.status = 502;
                 abi::set_header(MapType::HttpResponseHeaders, ":status", "502");
                 let message = format!("provider `{}` sent an answer that could not be read: {why}", self.provider_name());
-                Some(inbound::anthropic::error_body("api_error", &message))
+                Some(self.error_body(502, &message, "api_error", "bad_provider_answer"))
             }
         }
     }
@@ -866,7 +920,11 @@ impl AttemptFilter {
         let success = (200..300).contains(&effective);
         let provider_stream = format.stream(context.clone());
         let stream_translator = if self.answers_through_chat() {
-            Some(inbound::through_chat(provider_stream, Box::new(inbound::anthropic::Stream::new(context.clone()))))
+            let client: Box<dyn StreamTranslator> = match &self.responses_echo {
+                Some(echo) => Box::new(inbound::responses::Stream::new(context.clone(), echo.clone())),
+                None => Box::new(inbound::anthropic::Stream::new(context.clone())),
+            };
+            Some(inbound::through_chat(provider_stream, client))
         } else {
             provider_stream
         };
@@ -1059,6 +1117,7 @@ impl AttemptFilter {
             ClientApi::AnthropicMessages => return self.messages_request(&body),
             ClientApi::Embeddings => return self.embeddings_request(&body),
             ClientApi::CountTokens => return self.count_tokens_request(&body),
+            ClientApi::Responses => return self.responses_request(&body),
             ClientApi::ChatCompletions | ClientApi::ModelsList | ClientApi::Passthrough => {}
         }
         if self.role.config.provider.format.translates() {

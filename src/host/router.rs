@@ -43,14 +43,15 @@ pub const SKIPPED_HEADER: &str = "x-llm-skipped";
 
 struct Counters {
     requests: Counter,
-    /// Requests by client API: Anthropic Messages, embeddings and the model list (chat's are
-    /// `requests` less Messages' and embeddings').
+    /// Requests by client API: Anthropic Messages, Responses, embeddings and the model list
+    /// (chat's are `requests` less Messages', Responses' and embeddings').
     messages_requests: Counter,
     count_tokens_requests: Counter,
     passthrough_requests: Counter,
     /// Token counts answered with the gateway's estimate.
     token_estimates: Counter,
     embeddings_requests: Counter,
+    responses_requests: Counter,
     models_requests: Counter,
     last_resort: Counter,
     exhausted: Counter,
@@ -61,7 +62,7 @@ struct Counters {
     breaker: HashMap<String, (Gauge, Cell<Option<u64>>)>,
 }
 
-const REJECTIONS: [&str; 5] = ["bad_request", "too_large", "unknown_model", "body_timeout", "unsupported_content_encoding"];
+const REJECTIONS: [&str; 6] = ["bad_request", "too_large", "unknown_model", "body_timeout", "unsupported_content_encoding", "unsupported_parameter"];
 
 pub struct RouterRole {
     config: RouterConfig,
@@ -78,6 +79,7 @@ impl RouterRole {
             passthrough_requests: counter("api.passthrough.requests"),
             token_estimates: counter("api.anthropic_count_tokens.estimated"),
             embeddings_requests: counter("api.embeddings.requests"),
+            responses_requests: counter("api.responses.requests"),
             models_requests: counter("api.models_list.requests"),
             last_resort: counter("last_resort"),
             exhausted: counter("exhausted"),
@@ -230,8 +232,17 @@ impl RouterFilter {
         if self.api == ClientApi::Embeddings {
             return self.route_embeddings(body);
         }
+        // A Responses request is read whole here: its stateful fields decide, with the chain.
+        let mut responses = None;
         let inspected = match self.api {
             ClientApi::AnthropicMessages => inbound::anthropic::inspect(body),
+            ClientApi::Responses => match inbound::responses::inspect(body) {
+                Ok((request, model, stream)) => {
+                    responses = Some(request);
+                    Ok(chat::ChatRequest { model: model.into(), stream })
+                }
+                Err(invalid) => return self.reject(400, "bad_request", &invalid.message, invalid.param),
+            },
             _ => chat::inspect(body),
         };
         let request = match inspected {
@@ -257,6 +268,16 @@ impl RouterFilter {
         let (Some(profile), Some((chain_index, chain))) = (config.profiles.get(profile_index), config.chain(profile_index, tier)) else {
             return Action::Continue;
         };
+        if let Some((param, field)) = responses.as_ref().and_then(inbound::responses::stateful_field) {
+            // Only providers that serve Responses themselves keep OpenAI's state and run its tools:
+            // a failover to any other would answer without them.
+            let translated: Vec<&str> =
+                chain.providers.iter().map(String::as_str).filter(|p| !config.info(p).is_some_and(|i| i.serves_responses)).collect();
+            if !translated.is_empty() {
+                let message = inbound::responses::stateful_message(&field, &chain.name, &translated);
+                return self.reject(400, "unsupported_parameter", &message, Some(param));
+            }
+        }
         let counting = self.api == ClientApi::CountTokens;
         let windows = chain.providers.iter().filter(|p| config.info(p).and_then(|i| i.context_window).is_some()).count();
         // Sizing the request reads the body again: only context windows and price need it. A
@@ -358,6 +379,7 @@ impl RouterFilter {
             ClientApi::AnthropicMessages => counters.messages_requests.inc(),
             ClientApi::Embeddings => counters.embeddings_requests.inc(),
             ClientApi::CountTokens => counters.count_tokens_requests.inc(),
+            ClientApi::Responses => counters.responses_requests.inc(),
             ClientApi::ChatCompletions | ClientApi::ModelsList | ClientApi::Passthrough => {}
         }
         for skipped in &plan.skipped {
@@ -698,7 +720,7 @@ impl HttpContext for RouterFilter {
             }
             // The attempts read it: their provider may need the request translated, and the
             // answer goes back in this API's shape.
-            ClientApi::AnthropicMessages | ClientApi::Embeddings | ClientApi::CountTokens => {
+            ClientApi::AnthropicMessages | ClientApi::Embeddings | ClientApi::CountTokens | ClientApi::Responses => {
                 // An internal replay (context too long) finds it set: a value is written once.
                 let left = abi::filter_state(inbound::API_PROPERTY).is_some_and(|v| v == api.name().as_bytes());
                 if !left && !abi::set_filter_state(inbound::API_PROPERTY, api.name().as_bytes()) {

@@ -4,6 +4,7 @@
 pub mod anthropic;
 pub mod embeddings;
 pub mod models;
+pub mod responses;
 
 use crate::provider::{Format, StreamTranslator};
 
@@ -40,6 +41,8 @@ pub enum ClientApi {
     /// A path under a `passthrough` prefix: an API the gateway does not understand, sent to
     /// the one provider the operator named, as it is.
     Passthrough,
+    /// OpenAI's Responses API (`POST /v1/responses`): the Agents SDK, Codex-style tools.
+    Responses,
 }
 
 /// How a provider format serves a client API.
@@ -52,13 +55,14 @@ pub enum Service {
 }
 
 impl ClientApi {
-    pub const ALL: [ClientApi; 6] = [
+    pub const ALL: [ClientApi; 7] = [
         ClientApi::ChatCompletions,
         ClientApi::AnthropicMessages,
         ClientApi::ModelsList,
         ClientApi::Embeddings,
         ClientApi::CountTokens,
         ClientApi::Passthrough,
+        ClientApi::Responses,
     ];
 
     pub fn name(self) -> &'static str {
@@ -69,6 +73,7 @@ impl ClientApi {
             ClientApi::Embeddings => "embeddings",
             ClientApi::CountTokens => "anthropic-count-tokens",
             ClientApi::Passthrough => "passthrough",
+            ClientApi::Responses => "responses",
         }
     }
 
@@ -84,7 +89,9 @@ impl ClientApi {
     }
 
     /// Whether providers of `format` can serve this API, and how; `None`: no provider of that
-    /// format is ever asked (for the model list, none at all: the router role answers).
+    /// format is ever asked (for the model list, none at all: the router role answers). Responses
+    /// are native only at an `openai` provider whose config says so (`responses: true`, see
+    /// `Provider::serves_responses`): many OpenAI-compatible servers lack the API.
     pub fn service(self, format: Format) -> Option<Service> {
         match (self, format) {
             (ClientApi::ModelsList, _) => None,
@@ -105,6 +112,8 @@ impl ClientApi {
             (ClientApi::CountTokens, _) => None,
             // The operator named the provider: it is taken to speak the API.
             (ClientApi::Passthrough, _) => Some(Service::Native),
+            // Through chat completions, as Messages are.
+            (ClientApi::Responses, _) => Some(Service::Translated),
         }
     }
 
@@ -168,7 +177,7 @@ mod tests {
         for api in ClientApi::ALL {
             assert_eq!(ClientApi::parse(api.name().as_bytes()), Some(api));
         }
-        assert_eq!(ClientApi::parse(b"responses"), None);
+        assert_eq!(ClientApi::parse(b"realtime"), None);
     }
 
     #[test]

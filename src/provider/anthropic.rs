@@ -948,6 +948,7 @@ mod tests {
             models: HashMap::new(),
             api_version: None,
             options: FormatOptions::default(),
+            serves_responses: false,
         };
         assert_eq!(provider.chat_path("ignored", true), "/v1/messages");
         assert_eq!(provider.auth.header_name(), Some("x-api-key"));

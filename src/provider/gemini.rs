@@ -1072,6 +1072,7 @@ mod tests {
             models: Default::default(),
             api_version: None,
             options: Default::default(),
+            serves_responses: false,
         }
     }
 

@@ -30,6 +30,8 @@ pub struct Provider {
     pub models: HashMap<String, String>,
     pub api_version: Option<String>,
     pub options: FormatOptions,
+    /// It serves OpenAI's Responses API itself (`responses: true`, `openai` format only).
+    pub serves_responses: bool,
 }
 
 /// What some formats need beyond where and who: settings with defaults.
@@ -253,6 +255,11 @@ impl Provider {
         }
     }
 
+    /// Where this provider serves the Responses API, when it does (`responses: true`).
+    pub fn responses_path(&self) -> Option<String> {
+        self.serves_responses.then(|| format!("{}/responses", self.base_path))
+    }
+
     /// Where this provider serves embeddings for `model`; `None`: it has no embeddings API.
     pub fn embeddings_path(&self, model: &str) -> Option<String> {
         let base = &self.base_path;
@@ -376,6 +383,7 @@ mod tests {
             models: models.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
             api_version: Some("2024-10-21".into()),
             options: FormatOptions::default(),
+            serves_responses: false,
         }
     }
 

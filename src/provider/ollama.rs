@@ -754,6 +754,7 @@ mod tests {
             models: Default::default(),
             api_version: None,
             options: FormatOptions::default(),
+            serves_responses: false,
         };
         assert_eq!(provider.chat_path("llama3.3", true), "/api/chat");
         provider.base_path = "/ollama/api".into();

@@ -476,6 +476,7 @@ mod tests {
             models: Default::default(),
             api_version: None,
             options: Default::default(),
+            serves_responses: false,
         };
         assert_eq!(p.chat_path("ignored", false), "/api/v1/chat/completions");
     }

@@ -311,7 +311,7 @@ def test_models_list_from_both_sdks_without_asking_a_provider(tmp_path, mock):
 
 @pytest.mark.core
 @pytest.mark.parametrize("method,path", [
-    ("POST", "/v1/responses"), ("POST", "/v1/embeddings"), ("GET", "/v1/messages"), ("POST", "/v1/models"),
+    ("POST", "/v2/responses"), ("GET", "/v1/responses"), ("POST", "/v1/embeddings"), ("GET", "/v1/messages"), ("POST", "/v1/models"),
     ("POST", "/v2/messages"), ("GET", "/v1/chat/completions"),
 ])
 def test_an_unknown_path_reaches_no_provider(tmp_path, mock, method, path):
@@ -323,7 +323,7 @@ def test_an_unknown_path_reaches_no_provider(tmp_path, mock, method, path):
     assert raised.value.code == 404
     body = json.loads(raised.value.read())
     assert body["error"]["code"] == "unsupported_path"
-    assert "POST /v1/messages" in body["error"]["message"]
+    assert "POST /v1/messages" in body["error"]["message"] and "POST /v1/responses" in body["error"]["message"]
     assert s.primary.requests == [] and s.fallback.requests == []
 
 

@@ -1,4 +1,5 @@
-"""A fake OpenAI chat completions API (`POST /v1/chat/completions`) for end-to-end tests.
+"""A fake OpenAI chat completions API (`POST /v1/chat/completions`), and with `responses=True`
+its Responses API (`POST /v1/responses`), for end-to-end tests.
 
 It checks each request the way the real API does (its bearer key and no other credential,
 known top-level fields, roles, content parts, tool calls each answered by a tool message,
@@ -48,6 +49,8 @@ ROLES = {"system", "developer", "user", "assistant", "tool"}
 
 def problems(request: Received, api_key: str | None) -> list[str]:
     """What the real API would refuse in `request`; empty when it would answer it."""
+    if request.path == RESPONSES_PATH:
+        return responses_problems(request, api_key)
     found = credential_problems(request, api_key)
     if request.method != "POST":
         found.append(f"method {request.method}: chat completions take POST")
@@ -185,10 +188,157 @@ def message_problems(messages: Any) -> list[str]:
     return found
 
 
+# ---------------------------------------------------------------- the Responses API
+
+RESPONSES_PATH = "/v1/responses"
+RESPONSES_FIELDS = {
+    "model", "input", "instructions", "max_output_tokens", "temperature", "top_p", "stream", "stream_options",
+    "tools", "tool_choice", "parallel_tool_calls", "store", "metadata", "previous_response_id", "conversation",
+    "background", "include", "reasoning", "text", "truncation", "user", "safety_identifier", "prompt",
+    "prompt_cache_key", "service_tier", "top_logprobs", "max_tool_calls",
+}
+INPUT_ROLES = {"user", "assistant", "system", "developer"}
+
+
+def responses_problems(request: Received, api_key: str | None) -> list[str]:
+    """What OpenAI's Responses API would refuse in `request`."""
+    found = credential_problems(request, api_key)
+    if request.method != "POST":
+        found.append(f"method {request.method}: responses take POST")
+    for header in ("anthropic-version", "anthropic-beta"):
+        if request.header(header) is not None:
+            found.append(f"{header}: another API's header reached OpenAI")
+    body = request.json
+    if not isinstance(body, dict):
+        return found + ["body: not a JSON object"]
+    found += [f"Unknown parameter: '{name}'." for name in sorted(body) if name not in RESPONSES_FIELDS]
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        found.append("model: Missing required parameter: 'model'.")
+    max_tokens = body.get("max_output_tokens")
+    if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 16):
+        found.append("max_output_tokens: Integer below minimum value. Expected a value >= 16")
+    temperature = body.get("temperature")
+    if temperature is not None and not (isinstance(temperature, (int, float)) and 0 <= temperature <= 2):
+        found.append("temperature: not between 0 and 2")
+    if "stream_options" in body and body.get("stream") is not True:
+        found.append("stream_options: only allowed when stream is true")
+    for i, tool in enumerate(body.get("tools") or []):
+        if not isinstance(tool, dict) or tool.get("type") not in ("function", "web_search", "file_search", "code_interpreter"):
+            found.append(f"tools[{i}]: not a tool")
+        elif tool["type"] == "function" and not (isinstance(tool.get("name"), str) and tool["name"]):
+            found.append(f"tools[{i}].name: Missing required parameter")
+    stored = body.get("previous_response_id") or body.get("conversation") or body.get("prompt")
+    return found + input_problems(body.get("input"), stored)
+
+
+def input_problems(items: Any, stored: Any) -> list[str]:
+    if isinstance(items, str):
+        return []
+    if items is None and stored:
+        return []
+    if not isinstance(items, list):
+        return ["input: a string or an array of input items"]
+    found: list[str] = []
+    calls: set[str] = set()
+    for i, item in enumerate(items):
+        where = f"input[{i}]"
+        if not isinstance(item, dict):
+            found.append(f"{where}: not an object")
+            continue
+        kind = item.get("type", "message" if "role" in item else None)
+        if kind == "message":
+            if item.get("role") not in INPUT_ROLES:
+                found.append(f"{where}.role: not one of {sorted(INPUT_ROLES)}")
+            content = item.get("content")
+            parts = [content] if isinstance(content, str) else content if isinstance(content, list) else None
+            if parts is None:
+                found.append(f"{where}.content: a string or an array of parts")
+                continue
+            allowed = {"output_text", "refusal"} if item["role"] == "assistant" else {"input_text", "input_image", "input_file"}
+            for j, part in enumerate(p for p in parts if not isinstance(p, str)):
+                if not isinstance(part, dict) or part.get("type") not in allowed:
+                    found.append(f"{where}.content[{j}].type: not one of {sorted(allowed)}")
+        elif kind == "function_call":
+            if not all(isinstance(item.get(f), str) for f in ("call_id", "name", "arguments")):
+                found.append(f"{where}: a function_call needs call_id, name and arguments")
+            else:
+                calls.add(item["call_id"])
+        elif kind == "function_call_output":
+            if item.get("call_id") not in calls:
+                found.append(f"{where}: No tool call found for function call output with call_id {item.get('call_id')}.")
+            if not isinstance(item.get("output"), (str, list)):
+                found.append(f"{where}.output: a string or an array")
+        elif kind != "reasoning":
+            found.append(f"{where}.type: {kind!r} is not an input item this fake knows")
+    return found
+
+
+def responses_called_tool(body: dict, number: int) -> dict | None:
+    tools = [t for t in body.get("tools") or [] if t.get("type") == "function"]
+    items = body["input"] if isinstance(body.get("input"), list) else [{"role": "user", "content": body.get("input") or ""}]
+    last = items[-1] if items else {}
+    if not tools or last.get("type", "message") != "message" or last.get("role") != "user":
+        return None
+    content = last.get("content")
+    text = content if isinstance(content, str) else " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    if TOOL_TRIGGER not in text.lower():
+        return None
+    return {"type": "function_call", "id": f"fc_fake{number:04d}", "call_id": f"call_fake{number:04d}",
+            "name": tools[0]["name"], "arguments": json.dumps(TOOL_ARGUMENTS), "status": "completed"}
+
+
+def response_object(response_id: str, body: dict, text: str, tool: dict | None, status: str) -> dict:
+    output = [tool] if tool else [{"type": "message", "id": f"msg_{response_id}", "status": "completed", "role": "assistant",
+                                   "content": [{"type": "output_text", "text": text, "annotations": []}]}]
+    done = status == "completed"
+    return {"id": f"resp_{response_id}", "object": "response", "created_at": 1_700_000_000, "status": status,
+            "error": None, "incomplete_details": None, "instructions": body.get("instructions"),
+            "max_output_tokens": body.get("max_output_tokens"), "model": body["model"], "output": output if done else [],
+            "parallel_tool_calls": True, "previous_response_id": body.get("previous_response_id"),
+            "store": body.get("store", True), "temperature": body.get("temperature", 1.0),
+            "text": {"format": {"type": "text"}}, "tool_choice": body.get("tool_choice", "auto"),
+            "tools": body.get("tools", []), "top_p": body.get("top_p", 1.0), "metadata": {},
+            "usage": {"input_tokens": USAGE_PROMPT_TOKENS, "input_tokens_details": {"cached_tokens": 0},
+                      "output_tokens": USAGE_COMPLETION_TOKENS, "output_tokens_details": {"reasoning_tokens": 0},
+                      "total_tokens": USAGE_PROMPT_TOKENS + USAGE_COMPLETION_TOKENS} if done else None}
+
+
+def responses_events(response_id: str, body: dict, text: str, tool: dict | None) -> list[dict]:
+    """OpenAI's event sequence for one message or one function call."""
+    events: list[dict] = []
+
+    def emit(kind: str, **fields: Any) -> None:
+        events.append({"event": kind, "data": {"type": kind, "sequence_number": len(events), **fields},
+                       "delay": EVENT_GAP_S if events else 0})
+
+    emit("response.created", response=response_object(response_id, body, text, tool, "in_progress"))
+    emit("response.in_progress", response=response_object(response_id, body, text, tool, "in_progress"))
+    if tool:
+        emit("response.output_item.added", output_index=0, item={**tool, "arguments": "", "status": "in_progress"})
+        for piece in pieces(tool["arguments"], 3):
+            emit("response.function_call_arguments.delta", item_id=tool["id"], output_index=0, delta=piece)
+        emit("response.function_call_arguments.done", item_id=tool["id"], output_index=0, arguments=tool["arguments"])
+        emit("response.output_item.done", output_index=0, item=tool)
+    else:
+        item_id = f"msg_{response_id}"
+        emit("response.output_item.added", output_index=0,
+             item={"type": "message", "id": item_id, "status": "in_progress", "role": "assistant", "content": []})
+        part = {"type": "output_text", "text": "", "annotations": []}
+        emit("response.content_part.added", item_id=item_id, output_index=0, content_index=0, part=part)
+        for piece in pieces(text, 3):
+            emit("response.output_text.delta", item_id=item_id, output_index=0, content_index=0, delta=piece, logprobs=[])
+        emit("response.output_text.done", item_id=item_id, output_index=0, content_index=0, text=text, logprobs=[])
+        emit("response.content_part.done", item_id=item_id, output_index=0, content_index=0, part={**part, "text": text})
+        emit("response.output_item.done", output_index=0, item=response_object(response_id, body, text, None, "completed")["output"][0])
+    emit("response.completed", response=response_object(response_id, body, text, tool, "completed"))
+    return events
+
+
 # ---------------------------------------------------------------- answering
 
-def responder(name: str, api_key: str | None, text: str | None = None) -> Callable[[Received], dict]:
-    """A MockProvider spec function answering as OpenAI would."""
+def responder(name: str, api_key: str | None, text: str | None = None, responses: bool = False) -> Callable[[Received], dict]:
+    """A MockProvider spec function answering as OpenAI would; `/v1/responses` only with `responses`,
+    as many OpenAI-compatible servers have only chat completions."""
     answer_text = text if text is not None else f"hello from {name}"
     numbers = itertools.count(1)
     lock = threading.Lock()
@@ -199,6 +349,17 @@ def responder(name: str, api_key: str | None, text: str | None = None) -> Callab
         auth = credential_problems(request, api_key)
         if auth:
             return error_spec(401, "invalid_request_error", "; ".join(auth), "invalid_api_key")
+        if request.path == RESPONSES_PATH:
+            if not responses:
+                return error_spec(404, "invalid_request_error", f"Invalid URL (POST {RESPONSES_PATH})", None)
+            found = responses_problems(request, api_key)
+            if found:
+                return error_spec(400, "invalid_request_error", "; ".join(found), None)
+            body = request.json
+            tool = responses_called_tool(body, number)
+            if body.get("stream") is True:
+                return {"status": 200, "sse": responses_events(f"fake{number:04d}", body, answer_text, tool)}
+            return {"status": 200, "body": response_object(f"fake{number:04d}", body, answer_text, tool, "completed")}
         found = problems(request, api_key)
         if found:
             return error_spec(400, "invalid_request_error", "; ".join(found), None)
@@ -293,6 +454,18 @@ def _self_check() -> None:
     assert any("must be followed by tool messages" in p for p in problems(_received(unanswered), "sk-test"))
     stray = {**good, "messages": [{"role": "tool", "tool_call_id": "c9", "content": "x"}]}
     assert any("preceding message with 'tool_calls'" in p for p in problems(_received(stray), "sk-test"))
+    def responses_request(body: Any) -> Received:
+        r = _received(body)
+        return Received(**{**r.__dict__, "path": RESPONSES_PATH})
+
+    good_turn = {"model": "gpt-4.1", "input": [{"role": "user", "content": "hi"},
+                                               {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+                                               {"type": "function_call_output", "call_id": "c1", "output": "ok"}]}
+    assert problems(responses_request(good_turn), "sk-test") == []
+    assert problems(responses_request({"model": "m", "input": "hi", "max_output_tokens": 5}), "sk-test")
+    assert problems(responses_request({"model": "m", "input": "hi", "messages": []}), "sk-test") == ["Unknown parameter: 'messages'."]
+    orphan = {"model": "m", "input": [{"type": "function_call_output", "call_id": "c9", "output": "x"}]}
+    assert any("No tool call found" in p for p in problems(responses_request(orphan), "sk-test"))
     print("fake OpenAI API: self-check passed")
 
 
