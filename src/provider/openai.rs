@@ -457,8 +457,60 @@ impl ChatChunk {
 
     /// The chunk as one SSE event.
     pub fn to_sse(&self) -> Vec<u8> {
-        crate::sse::data_event(&serde_json::to_vec(self).unwrap_or_default())
+        let mut out = Vec::new();
+        self.write_sse(&mut out);
+        out
     }
+
+    /// The chunk as one SSE event at the end of `out`: serialized in place, not copied there.
+    pub fn write_sse(&self, out: &mut Vec<u8>) {
+        // A text chunk is about 200 bytes: room for it at once, not doubling up to it.
+        out.reserve(256);
+        out.extend_from_slice(b"data: ");
+        let start = out.len();
+        if serde_json::to_writer(&mut *out, self).is_err() {
+            // Cannot happen writing to a Vec; what `to_vec` gave then (nothing) is kept.
+            out.truncate(start);
+        }
+        out.extend_from_slice(b"\n\n");
+    }
+}
+
+/// Writes a stream's chunks as `ChatChunk::write_sse` does, byte for byte, with what every chunk
+/// of the stream shares (its id, creation time and model) serialized once rather than per chunk.
+#[derive(Debug, Default)]
+pub struct ChunkWriter {
+    /// The id `head` was made for: it may change before the first chunk (a provider's own id).
+    id: String,
+    /// `data: {"id":..,"object":..,"created":..,"model":..,"choices":[{"index":0,"delta":`
+    head: Vec<u8>,
+}
+
+impl ChunkWriter {
+    pub fn write(&mut self, context: &AnswerContext, id: &str, delta: &Delta, finish_reason: Option<FinishReason>, out: &mut Vec<u8>) {
+        if self.head.is_empty() || self.id != id {
+            self.id = id.to_string();
+            self.head.clear();
+            self.head.extend_from_slice(b"data: {\"id\":");
+            write_json(&mut self.head, id);
+            self.head.extend_from_slice(b",\"object\":\"chat.completion.chunk\",\"created\":");
+            write_json(&mut self.head, &context.created);
+            self.head.extend_from_slice(b",\"model\":");
+            write_json(&mut self.head, &context.model);
+            self.head.extend_from_slice(b",\"choices\":[{\"index\":0,\"delta\":");
+        }
+        out.reserve(self.head.len() + 128);
+        out.extend_from_slice(&self.head);
+        write_json(out, delta);
+        out.extend_from_slice(b",\"finish_reason\":");
+        write_json(out, &finish_reason);
+        out.extend_from_slice(b",\"logprobs\":null}]}\n\n");
+    }
+}
+
+/// Serializing into a `Vec` cannot fail.
+fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    let _ = serde_json::to_writer(out, value);
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -585,6 +637,29 @@ mod tests {
         for (body, reason) in refused {
             let err = ChatRequest::parse(body).unwrap_err();
             assert!(err.contains(reason), "{}: {err}", String::from_utf8_lossy(body));
+        }
+    }
+
+    #[test]
+    fn the_chunk_writer_writes_what_a_chat_chunk_serializes_to() {
+        let context = AnswerContext { id: "x".into(), created: 1_700_000_000, model: "m\"odel/ü".into(), include_usage: false };
+        let deltas = [
+            (Delta::role(), None),
+            (Delta::text("a \"quoted\"\n\u{1}line ü 😀"), None),
+            (Delta::tool_call(ToolCallDelta::start(0, "call_1", "get")), None),
+            (Delta::tool_call(ToolCallDelta::arguments(0, "{\"a\":1}")), None),
+            (Delta::default(), Some(FinishReason::Stop)),
+            (Delta::default(), Some(FinishReason::ToolCalls)),
+        ];
+        let mut writer = ChunkWriter::default();
+        for id in ["chatcmpl-1", "chatcmpl-\\2"] {
+            for (delta, finish_reason) in &deltas {
+                let mut out = b"before".to_vec();
+                writer.write(&context, id, delta, *finish_reason, &mut out);
+                let mut expected = b"before".to_vec();
+                expected.extend(ChatChunk::new(&context, id, delta.clone(), *finish_reason).to_sse());
+                assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&expected));
+            }
         }
     }
 
