@@ -8,6 +8,9 @@ use regex_lite::{Regex, RegexBuilder};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::config::json::Field;
+use crate::config::ConfigError;
+
 const DEFAULT_MAX_BYTES: u64 = 4096;
 /// Classification runs on every request; past this it would cost more than it tells.
 const MAX_MAX_BYTES: u64 = 1024 * 1024;
@@ -20,28 +23,44 @@ const REGEX_NEST_LIMIT: u32 = 64;
 /// are `regex-lite`'s dialect (the `regex` crate's syntax at about a sixth of its wasm size): they
 /// match any text, Korean included, but `(?i)`, `\w` and `\b` know only ASCII letters, and
 /// `\p{..}` classes are refused. A rule whose words have case outside ASCII uses keywords.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug)]
 pub struct RawClassifier {
-    #[serde(default = "default_max_bytes")]
     max_bytes: u64,
     default: String,
-    #[serde(default)]
     rules: Vec<RawRule>,
+}
+
+impl RawClassifier {
+    pub fn read(f: Field) -> Result<RawClassifier, ConfigError> {
+        let o = f.object(&["maxBytes", "default", "rules"])?;
+        Ok(RawClassifier {
+            max_bytes: o.or_else("maxBytes", |f| f.u64(), default_max_bytes)?,
+            default: o.string("default")?,
+            rules: o.or_else("rules", |f| f.items()?.iter().map(|r| RawRule::read(r.field())).collect(), Vec::new)?,
+        })
+    }
 }
 
 fn default_max_bytes() -> u64 {
     DEFAULT_MAX_BYTES
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug)]
 struct RawRule {
     profile: String,
-    #[serde(default)]
     keywords: Vec<String>,
-    #[serde(default)]
     regex: Option<String>,
+}
+
+impl RawRule {
+    fn read(f: Field) -> Result<RawRule, ConfigError> {
+        let o = f.object(&["profile", "keywords", "regex"])?;
+        Ok(RawRule {
+            profile: o.string("profile")?,
+            keywords: o.or_else("keywords", |f| f.strings(), Vec::new)?,
+            regex: o.opt_string("regex")?,
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -278,8 +297,11 @@ mod tests {
     }
 
     fn classifier(json: &str) -> Result<Classifier, (String, String)> {
-        let raw: RawClassifier = serde_json::from_str(json).expect(json);
-        Classifier::check(raw, &known)
+        Classifier::check(raw(json).expect(json), &known)
+    }
+
+    fn raw(json: &str) -> Result<RawClassifier, ConfigError> {
+        RawClassifier::read(Field::root(&crate::config::json::parse(json.as_bytes())?))
     }
 
     const EXAMPLE: &str = r#"{
@@ -500,11 +522,13 @@ mod tests {
 
     #[test]
     fn raw_classifier_refuses_unknown_fields_and_defaults_max_bytes() {
-        let err = serde_json::from_str::<RawClassifier>(r#"{"default":"general","rule":[]}"#).unwrap_err();
+        let err = raw(r#"{"default":"general","rule":[]}"#).unwrap_err();
+        assert_eq!(err.field, "rule");
         assert!(err.to_string().contains("unknown field `rule`"), "{err}");
-        let err = serde_json::from_str::<RawClassifier>(r#"{"default":"general","rules":[{"profile":"coder","keyword":"x"}]}"#).unwrap_err();
+        let err = raw(r#"{"default":"general","rules":[{"profile":"coder","keyword":"x"}]}"#).unwrap_err();
+        assert_eq!(err.field, "rules[0].keyword");
         assert!(err.to_string().contains("unknown field `keyword`"), "{err}");
-        assert!(serde_json::from_str::<RawClassifier>(r#"{"rules":[]}"#).unwrap_err().to_string().contains("missing field `default`"));
+        assert!(raw(r#"{"rules":[]}"#).unwrap_err().to_string().contains("missing field `default`"));
         assert_eq!(classifier(r#"{"default":"general"}"#).unwrap().max_bytes(), 4096);
     }
 }

@@ -1,11 +1,11 @@
-//! The plugin configuration an operator writes in Envoy YAML, in two steps: serde reads the
+//! The plugin configuration an operator writes in Envoy YAML, in two steps: `json` reads the
 //! JSON into raw types, then `check` resolves names and parses durations. Any error names the field.
+
+pub mod json;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::time::Duration;
-
-use serde::Deserialize;
 
 use crate::budget::{self, Budget, Price, Prices};
 use crate::duration;
@@ -14,6 +14,7 @@ use crate::classifier::{Classifier, RawClassifier};
 use crate::policy::{self, Profile, RawProfile, Tier};
 use crate::probe::{Probe, ProberConfig};
 use crate::trust::Network;
+use json::{Field, Json};
 use crate::health::{BreakerPolicy, CooldownPolicy, ErrorRate, HealthPolicy, LatencyPolicy};
 use crate::provider::{Auth, AuthStyle, Format, FormatOptions, Provider};
 
@@ -173,8 +174,7 @@ pub struct AttemptConfig {
 /// has read it. Reading is what error-aware failover, translated error bodies, context-length
 /// replay and stream-start checks need; Envoy 1.36 crashes when a request is retried after an
 /// upstream filter held an error answer (fixed in 1.37 by envoyproxy/envoy#41879).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ErrorAnswers {
     #[default]
     Read,
@@ -340,11 +340,19 @@ pub trait Environment {
 }
 
 pub fn parse(json: &[u8], env: &dyn Environment) -> Result<Config, ConfigError> {
-    let header: RoleOnly = read(json)?;
-    match header.role.as_deref() {
-        Some("router") => check_deployment(read(json)?, env).map(|d| Config::Router(Box::new(d))),
-        Some("attempt") => read::<RawAttemptRole>(json).map(|_| Config::Attempt),
-        Some("prober") => check_prober(read(json)?).map(Config::Prober),
+    let document = json::parse(json)?;
+    let root = Field::root(&document);
+    let role = match &document {
+        Json::Object(entries) => match entries.iter().rev().find(|(k, _)| k == "role") {
+            Some((_, value)) => Some(Field { value, path: "role" }.string()?),
+            None => None,
+        },
+        _ => return Err(invalid("", "the plugin configuration must be a JSON object")),
+    };
+    match role.as_deref() {
+        Some("router") => check_deployment(RawRouter::read(root)?, env).map(|d| Config::Router(Box::new(d))),
+        Some("attempt") => root.object(&["role"]).map(|_| Config::Attempt),
+        Some("prober") => check_prober(RawProber::read(root)?).map(Config::Prober),
         Some(old @ ("attempt-by-endpoint" | "route-refresh")) => Err(invalid(
             "role",
             format!("role `{old}` is gone: order clusters take `{{\"role\": \"attempt\"}}` and no route refresh is needed (docs/configuration.md)"),
@@ -354,107 +362,117 @@ pub fn parse(json: &[u8], env: &dyn Environment) -> Result<Config, ConfigError> 
     }
 }
 
-fn read<'de, T: Deserialize<'de>>(json: &'de [u8]) -> Result<T, ConfigError> {
-    let mut de = serde_json::Deserializer::from_slice(json);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let mut field = e.path().to_string();
-        let mut reason = e.inner().to_string();
-        if field == "." || field.contains('?') {
-            // Not a field but a syntax error: its position is the useful part.
-            field.clear();
-        } else if let Some(at) = reason.find(" at line ") {
-            reason.truncate(at);
-        }
-        invalid(field, reason)
-    })
-}
-
-#[derive(Deserialize)]
-struct RoleOnly {
-    role: Option<String>,
-}
-
-/// The attempt role names nothing: the endpoint names the provider, and the router role's
-/// config has it.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RawAttemptRole {
-    #[serde(rename = "role")]
-    _role: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawPassthrough {
     prefix: String,
     provider: String,
-    #[serde(default)]
     rewrite_prefix: Option<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+impl RawPassthrough {
+    fn read(f: Field) -> Result<RawPassthrough, ConfigError> {
+        let o = f.object(&["prefix", "provider", "rewritePrefix"])?;
+        Ok(RawPassthrough {
+            prefix: o.required("prefix")?.field().string()?,
+            provider: o.required("provider")?.field().string()?,
+            rewrite_prefix: o.opt_string("rewritePrefix")?,
+        })
+    }
+}
+
 struct RawRouter {
-    #[serde(rename = "role")]
-    _role: String,
-    #[serde(default = "default_chat_paths")]
     chat_paths: Vec<String>,
-    #[serde(default = "default_messages_paths")]
     messages_paths: Vec<String>,
     /// By default beside each chat path (`/v1/chat/completions`: `/v1/embeddings`) when
     /// `embeddings` names an alias; none without.
-    #[serde(default)]
     embeddings_paths: Option<Vec<String>>,
     /// By default beside each chat path (`/v1/chat/completions`: `/v1/responses`).
-    #[serde(default)]
     responses_paths: Option<Vec<String>>,
     /// Embedding aliases: for each, the model that serves it at each provider, in failover order.
-    #[serde(default)]
     embeddings: Ordered<Ordered<String>>,
-    #[serde(default)]
     passthrough: Vec<RawPassthrough>,
-    #[serde(default = "default_max_request_bytes")]
     max_request_bytes: u64,
-    #[serde(default = "default_max_answer_bytes")]
     max_answer_bytes: u64,
     providers: Vec<RawProvider>,
-    #[serde(default)]
     chains: BTreeMap<String, Vec<String>>,
-    #[serde(default)]
     profiles: BTreeMap<String, RawProfile>,
-    #[serde(default)]
     models: BTreeMap<String, String>,
-    #[serde(default)]
     classifier: Option<RawClassifier>,
-    #[serde(default)]
     trusted_headers: Option<RawTrustedHeaders>,
-    #[serde(default)]
     default_chain: Option<String>,
-    #[serde(default)]
     probe_timeout: Option<String>,
-    #[serde(default)]
     admin: Option<RawAdmin>,
     /// Every provider's health policy, unless its own entry says otherwise (field by field).
-    #[serde(default)]
     cooldowns: RawCooldowns,
-    #[serde(default)]
     breaker: RawBreaker,
-    #[serde(default)]
     latency: RawLatency,
-    #[serde(default)]
     rate_limit: RawRateLimit,
-    #[serde(default)]
     error_answers: ErrorAnswers,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+impl RawRouter {
+    fn read(f: Field) -> Result<RawRouter, ConfigError> {
+        let o = f.object(&[
+            "role", "chatPaths", "messagesPaths", "embeddingsPaths", "responsesPaths", "embeddings", "passthrough", "maxRequestBytes", "maxAnswerBytes",
+            "providers", "chains", "profiles", "models", "classifier", "trustedHeaders", "defaultChain", "probeTimeout",
+            "admin", "cooldowns", "breaker", "latency", "rateLimit", "errorAnswers",
+        ])?;
+        o.string("role")?;
+        Ok(RawRouter {
+            chat_paths: o.or_else("chatPaths", |f| f.strings(), default_chat_paths)?,
+            messages_paths: o.or_else("messagesPaths", |f| f.strings(), default_messages_paths)?,
+            embeddings_paths: o.opt_with("embeddingsPaths", |f| f.strings())?,
+            responses_paths: o.opt_with("responsesPaths", |f| f.strings())?,
+            embeddings: o.or_else(
+                "embeddings",
+                |f| Ordered::read(f, |f| Ordered::read(f, |f| f.string())),
+                Ordered::default,
+            )?,
+            passthrough: o.or_else(
+                "passthrough",
+                |f| f.items()?.iter().map(|p| RawPassthrough::read(p.field())).collect(),
+                Vec::new,
+            )?,
+            max_request_bytes: o.or_else("maxRequestBytes", |f| f.u64(), default_max_request_bytes)?,
+            max_answer_bytes: o.or_else("maxAnswerBytes", |f| f.u64(), default_max_answer_bytes)?,
+            providers: o.required("providers")?.field().items()?.iter().map(|p| RawProvider::read(p.field())).collect::<Result<_, _>>()?,
+            chains: o.or_else("chains", |f| f.entries()?.into_iter().map(|(k, v)| Ok((k.to_string(), v.field().strings()?))).collect(), BTreeMap::new)?,
+            profiles: o.or_else("profiles", |f| f.entries()?.into_iter().map(|(k, v)| Ok((k.to_string(), RawProfile::read(v.field())?))).collect(), BTreeMap::new)?,
+            models: o.string_map("models")?,
+            classifier: o.opt_with("classifier", RawClassifier::read)?,
+            trusted_headers: o.opt_with("trustedHeaders", RawTrustedHeaders::read)?,
+            default_chain: o.opt_string("defaultChain")?,
+            probe_timeout: o.opt_string("probeTimeout")?,
+            admin: o.opt_with("admin", RawAdmin::read)?,
+            cooldowns: o.or_else("cooldowns", RawCooldowns::read, RawCooldowns::default)?,
+            breaker: o.or_else("breaker", RawBreaker::read, RawBreaker::default)?,
+            latency: o.or_else("latency", RawLatency::read, RawLatency::default)?,
+            rate_limit: o.or_else("rateLimit", RawRateLimit::read, RawRateLimit::default)?,
+            error_answers: o.or_else("errorAnswers", ErrorAnswers::read, ErrorAnswers::default)?,
+        })
+    }
+}
+
+impl ErrorAnswers {
+    fn read(f: Field) -> Result<ErrorAnswers, ConfigError> {
+        f.variant(&[("read", ErrorAnswers::Read), ("pass", ErrorAnswers::Pass)])
+    }
+}
+
 struct RawTrustedHeaders {
-    #[serde(default = "default_profile_header")]
     profile: String,
-    #[serde(default = "default_tier_header")]
     tier: String,
     sources: Vec<String>,
+}
+
+impl RawTrustedHeaders {
+    fn read(f: Field) -> Result<RawTrustedHeaders, ConfigError> {
+        let o = f.object(&["profile", "tier", "sources"])?;
+        Ok(RawTrustedHeaders {
+            profile: o.or_else("profile", |f| f.string(), default_profile_header)?,
+            tier: o.or_else("tier", |f| f.string(), default_tier_header)?,
+            sources: o.required("sources")?.field().strings()?,
+        })
+    }
 }
 
 fn default_profile_header() -> String {
@@ -468,16 +486,22 @@ fn default_weight() -> u32 {
     1
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawProber {
-    #[serde(rename = "role")]
-    _role: String,
-    #[serde(default = "default_probe_interval")]
     interval: String,
-    #[serde(default = "default_probe_lease")]
     lease: String,
     probes: Vec<RawProbe>,
+}
+
+impl RawProber {
+    fn read(f: Field) -> Result<RawProber, ConfigError> {
+        let o = f.object(&["role", "interval", "lease", "probes"])?;
+        o.string("role")?;
+        Ok(RawProber {
+            interval: o.or_else("interval", |f| f.string(), default_probe_interval)?,
+            lease: o.or_else("lease", |f| f.string(), default_probe_lease)?,
+            probes: o.required("probes")?.field().items()?.iter().map(|p| RawProbe::read(p.field())).collect::<Result<_, _>>()?,
+        })
+    }
 }
 
 fn default_probe_interval() -> String {
@@ -487,14 +511,23 @@ fn default_probe_lease() -> String {
     "30s".into()
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawProbe {
     provider: String,
     cluster: String,
     path: String,
-    #[serde(default)]
     timeout: Option<String>,
+}
+
+impl RawProbe {
+    fn read(f: Field) -> Result<RawProbe, ConfigError> {
+        let o = f.object(&["provider", "cluster", "path", "timeout"])?;
+        Ok(RawProbe {
+            provider: o.string("provider")?,
+            cluster: o.string("cluster")?,
+            path: o.string("path")?,
+            timeout: o.opt_string("timeout")?,
+        })
+    }
 }
 
 fn check_prober(raw: RawProber) -> Result<ProberConfig, ConfigError> {
@@ -524,19 +557,26 @@ fn check_prober(raw: RawProber) -> Result<ProberConfig, ConfigError> {
     Ok(ProberConfig { interval, lease, probes })
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawAdmin {
     path: String,
-    #[serde(default)]
     secret_env: Option<String>,
     /// Only for a listener no client can reach (an internal or admin-only listener).
-    #[serde(default)]
     internal_listener: bool,
 }
 
-/// A JSON object whose key order means something (a failover order): serde's maps sort or
-/// hash their keys. A key given twice is refused.
+impl RawAdmin {
+    fn read(f: Field) -> Result<RawAdmin, ConfigError> {
+        let o = f.object(&["path", "secretEnv", "internalListener"])?;
+        Ok(RawAdmin {
+            path: o.string("path")?,
+            secret_env: o.opt_string("secretEnv")?,
+            internal_listener: o.or_else("internalListener", |f| f.bool(), || false)?,
+        })
+    }
+}
+
+/// A JSON object whose key order means something (a failover order), unlike the sorted maps.
+/// A key given twice is refused.
 pub(crate) struct Ordered<V>(pub Vec<(String, V)>);
 
 impl<V> Default for Ordered<V> {
@@ -545,27 +585,16 @@ impl<V> Default for Ordered<V> {
     }
 }
 
-impl<'de, V: Deserialize<'de>> Deserialize<'de> for Ordered<V> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visit<V>(std::marker::PhantomData<V>);
-        impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Visit<V> {
-            type Value = Ordered<V>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON object")
+impl<V> Ordered<V> {
+    fn read(f: Field, value: impl Fn(Field) -> Result<V, ConfigError>) -> Result<Ordered<V>, ConfigError> {
+        let mut entries: Vec<(String, V)> = Vec::new();
+        for (key, v) in f.entries()? {
+            if entries.iter().any(|(k, _)| k == key) {
+                return Err(invalid(f.path, format!("`{key}` is given twice")));
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Ordered<V>, A::Error> {
-                let mut entries: Vec<(String, V)> = Vec::new();
-                while let Some(key) = map.next_key::<String>()? {
-                    if entries.iter().any(|(k, _)| *k == key) {
-                        return Err(serde::de::Error::custom(format_args!("`{key}` is given twice")));
-                    }
-                    let value = map.next_value()?;
-                    entries.push((key, value));
-                }
-                Ok(Ordered(entries))
-            }
+            entries.push((key.to_string(), value(v.field())?));
         }
-        deserializer.deserialize_map(Visit(std::marker::PhantomData))
+        Ok(Ordered(entries))
     }
 }
 
@@ -927,23 +956,38 @@ pub(crate) fn check_members(field: &str, members: &[String], known_provider: &dy
     Ok(())
 }
 
-#[derive(Deserialize, Default, Clone)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Default, Clone)]
 struct RawBreaker {
-    #[serde(default)]
     consecutive_failures: Option<u32>,
-    #[serde(default)]
     error_rate: Option<RawErrorRate>,
 }
 
-#[derive(Deserialize, Clone)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+impl RawBreaker {
+    fn read(f: Field) -> Result<RawBreaker, ConfigError> {
+        let o = f.object(&["consecutiveFailures", "errorRate"])?;
+        Ok(RawBreaker {
+            consecutive_failures: o.opt_with("consecutiveFailures", |f| f.u32())?,
+            error_rate: o.opt_with("errorRate", RawErrorRate::read)?,
+        })
+    }
+}
+
+#[derive(Clone)]
 struct RawErrorRate {
     percent: u32,
-    #[serde(default = "default_min_requests")]
     min_requests: u32,
-    #[serde(default = "default_window")]
     window: String,
+}
+
+impl RawErrorRate {
+    fn read(f: Field) -> Result<RawErrorRate, ConfigError> {
+        let o = f.object(&["percent", "minRequests", "window"])?;
+        Ok(RawErrorRate {
+            percent: o.required("percent")?.field().u32()?,
+            min_requests: o.or_else("minRequests", |f| f.u32(), default_min_requests)?,
+            window: o.or_else("window", |f| f.string(), default_window)?,
+        })
+    }
 }
 
 fn default_min_requests() -> u32 {
@@ -953,87 +997,148 @@ fn default_window() -> String {
     "60s".into()
 }
 
-#[derive(Deserialize, Default, Clone)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Default, Clone)]
 struct RawLatency {
-    #[serde(default)]
     slow_ttfb: Option<String>,
-    #[serde(default)]
     memory: Option<String>,
 }
 
-#[derive(Deserialize, Default, Clone)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+impl RawLatency {
+    fn read(f: Field) -> Result<RawLatency, ConfigError> {
+        let o = f.object(&["slowTtfb", "memory"])?;
+        Ok(RawLatency { slow_ttfb: o.opt_string("slowTtfb")?, memory: o.opt_string("memory")? })
+    }
+}
+
+#[derive(Default, Clone)]
 struct RawRateLimit {
-    #[serde(default)]
     min_remaining_requests: Option<u64>,
-    #[serde(default)]
     min_remaining_tokens: Option<u64>,
-    #[serde(default)]
     default_reset: Option<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+impl RawRateLimit {
+    fn read(f: Field) -> Result<RawRateLimit, ConfigError> {
+        let o = f.object(&["minRemainingRequests", "minRemainingTokens", "defaultReset"])?;
+        Ok(RawRateLimit {
+            min_remaining_requests: o.opt_u64("minRemainingRequests")?,
+            min_remaining_tokens: o.opt_u64("minRemainingTokens")?,
+            default_reset: o.opt_string("defaultReset")?,
+        })
+    }
+}
+
 struct RawBudget {
-    #[serde(default)]
     requests_per_day: Option<u64>,
-    #[serde(default)]
     tokens_per_day: Option<u64>,
-    #[serde(default)]
     reset_utc_offset: Option<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+impl RawBudget {
+    fn read(f: Field) -> Result<RawBudget, ConfigError> {
+        let o = f.object(&["requestsPerDay", "tokensPerDay", "resetUtcOffset"])?;
+        Ok(RawBudget {
+            requests_per_day: o.opt_u64("requestsPerDay")?,
+            tokens_per_day: o.opt_u64("tokensPerDay")?,
+            reset_utc_offset: o.opt_string("resetUtcOffset")?,
+        })
+    }
+}
+
 struct RawPrice {
     input_per_m_tok: f64,
     output_per_m_tok: f64,
 }
 
+impl RawPrice {
+    fn read(f: Field) -> Result<RawPrice, ConfigError> {
+        let o = f.object(&["inputPerMTok", "outputPerMTok"])?;
+        Ok(RawPrice {
+            input_per_m_tok: o.required("inputPerMTok")?.field().f64()?,
+            output_per_m_tok: o.required("outputPerMTok")?.field().f64()?,
+        })
+    }
+}
+
 /// One provider: where and how to reach it, its health policy (over the deployment's), and
 /// what the router knows of it for ordering and context limits.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawProvider {
     name: String,
     format: Format,
     host: String,
-    #[serde(default)]
     base_path: Option<String>,
-    #[serde(default)]
     auth: Option<RawAuth>,
-    #[serde(default)]
     models: BTreeMap<String, String>,
-    #[serde(default)]
     api_version: Option<String>,
-    #[serde(default)]
     default_max_tokens: Option<u64>,
-    #[serde(default)]
     anthropic_version: Option<String>,
-    #[serde(default)]
     cooldowns: RawCooldowns,
-    #[serde(default)]
     breaker: RawBreaker,
-    #[serde(default)]
     latency: RawLatency,
-    #[serde(default)]
     rate_limit: RawRateLimit,
-    #[serde(default)]
     budget: Option<RawBudget>,
-    #[serde(default)]
     prices: BTreeMap<String, RawPrice>,
     /// Tokens (input and output) the provider's model takes.
-    #[serde(default)]
     context_window: Option<u64>,
-    #[serde(default)]
     price: Option<RawPrice>,
-    #[serde(default = "default_weight")]
     weight: u32,
     /// It serves OpenAI's Responses API (`POST {basePath}/responses`); off by default, since
     /// many OpenAI-compatible servers have only chat completions.
-    #[serde(default)]
     responses: bool,
+}
+
+impl RawProvider {
+    fn read(f: Field) -> Result<RawProvider, ConfigError> {
+        let o = f.object(&[
+            "name", "format", "host", "basePath", "auth", "models", "apiVersion", "defaultMaxTokens", "anthropicVersion",
+            "cooldowns", "breaker", "latency", "rateLimit", "budget", "prices", "contextWindow", "price", "weight", "responses",
+        ])?;
+        Ok(RawProvider {
+            name: o.string("name")?,
+            format: read_format(o.required("format")?.field())?,
+            host: o.string("host")?,
+            base_path: o.opt_string("basePath")?,
+            auth: o.opt_with("auth", RawAuth::read)?,
+            models: o.string_map("models")?,
+            api_version: o.opt_string("apiVersion")?,
+            default_max_tokens: o.opt_u64("defaultMaxTokens")?,
+            anthropic_version: o.opt_string("anthropicVersion")?,
+            cooldowns: o.or_else("cooldowns", RawCooldowns::read, RawCooldowns::default)?,
+            breaker: o.or_else("breaker", RawBreaker::read, RawBreaker::default)?,
+            latency: o.or_else("latency", RawLatency::read, RawLatency::default)?,
+            rate_limit: o.or_else("rateLimit", RawRateLimit::read, RawRateLimit::default)?,
+            budget: o.opt_with("budget", RawBudget::read)?,
+            prices: o.or_else(
+                "prices",
+                |f| f.entries()?.into_iter().map(|(k, v)| Ok((k.to_string(), RawPrice::read(v.field())?))).collect(),
+                BTreeMap::new,
+            )?,
+            context_window: o.opt_u64("contextWindow")?,
+            price: o.opt_with("price", RawPrice::read)?,
+            weight: o.or_else("weight", |f| f.u32(), default_weight)?,
+            responses: o.or_else("responses", |f| f.bool(), || false)?,
+        })
+    }
+}
+
+fn read_format(f: Field) -> Result<Format, ConfigError> {
+    f.variant(&[
+        ("openai", Format::Openai),
+        ("azure-openai", Format::AzureOpenai),
+        ("anthropic", Format::Anthropic),
+        ("gemini", Format::Gemini),
+        ("ollama", Format::Ollama),
+    ])
+}
+
+fn read_auth_style(f: Field) -> Result<AuthStyle, ConfigError> {
+    f.variant(&[
+        ("bearer", AuthStyle::Bearer),
+        ("api-key", AuthStyle::ApiKey),
+        ("x-api-key", AuthStyle::XApiKey),
+        ("x-goog-api-key", AuthStyle::XGoogApiKey),
+        ("none", AuthStyle::None),
+    ])
 }
 
 /// The deployment-wide health policy; a provider's own fields win, one by one.
@@ -1057,17 +1162,19 @@ fn or<T: Clone>(own: &Option<T>, default: &Option<T>) -> Option<T> {
     own.clone().or_else(|| default.clone())
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawAuth {
-    #[serde(default)]
     style: Option<AuthStyle>,
-    #[serde(default)]
     api_key_env: Option<String>,
 }
 
-#[derive(Deserialize, Default, Clone)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+impl RawAuth {
+    fn read(f: Field) -> Result<RawAuth, ConfigError> {
+        let o = f.object(&["style", "apiKeyEnv"])?;
+        Ok(RawAuth { style: o.opt_with("style", read_auth_style)?, api_key_env: o.opt_string("apiKeyEnv")? })
+    }
+}
+
+#[derive(Default, Clone)]
 struct RawCooldowns {
     auth_failure: Option<String>,
     rate_limited: Option<String>,
@@ -1075,6 +1182,20 @@ struct RawCooldowns {
     quota_exhausted: Option<String>,
     failure_base: Option<String>,
     failure_max: Option<String>,
+}
+
+impl RawCooldowns {
+    fn read(f: Field) -> Result<RawCooldowns, ConfigError> {
+        let o = f.object(&["authFailure", "rateLimited", "maxRetryAfter", "quotaExhausted", "failureBase", "failureMax"])?;
+        Ok(RawCooldowns {
+            auth_failure: o.opt_string("authFailure")?,
+            rate_limited: o.opt_string("rateLimited")?,
+            max_retry_after: o.opt_string("maxRetryAfter")?,
+            quota_exhausted: o.opt_string("quotaExhausted")?,
+            failure_base: o.opt_string("failureBase")?,
+            failure_max: o.opt_string("failureMax")?,
+        })
+    }
 }
 
 impl RawCooldowns {

@@ -14,8 +14,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+use crate::config::json::Field;
+use crate::config::ConfigError;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Ordering {
     #[default]
     Configured,
@@ -144,23 +146,38 @@ impl Tier {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug)]
 pub struct RawProfile {
-    #[serde(default)]
     fast: Option<Vec<String>>,
-    #[serde(default)]
     normal: Option<Vec<String>>,
-    #[serde(default)]
     high: Option<Vec<String>>,
-    #[serde(default)]
     ordering: Ordering,
-    #[serde(default)]
     hedge_after: Option<String>,
-    #[serde(default)]
     deadline: Option<String>,
-    #[serde(default)]
     first_byte_timeout: Option<String>,
+}
+
+impl RawProfile {
+    pub fn read(f: Field) -> Result<RawProfile, ConfigError> {
+        let o = f.object(&["fast", "normal", "high", "ordering", "hedgeAfter", "deadline", "firstByteTimeout"])?;
+        let ordering = |f: Field| {
+            f.variant(&[
+                ("configured", Ordering::Configured),
+                ("lowest-latency", Ordering::LowestLatency),
+                ("lowest-price", Ordering::LowestPrice),
+                ("weighted", Ordering::Weighted),
+            ])
+        };
+        Ok(RawProfile {
+            fast: o.opt_with("fast", |f| f.strings())?,
+            normal: o.opt_with("normal", |f| f.strings())?,
+            high: o.opt_with("high", |f| f.strings())?,
+            ordering: o.or_else("ordering", ordering, Ordering::default)?,
+            hedge_after: o.opt_string("hedgeAfter")?,
+            deadline: o.opt_string("deadline")?,
+            first_byte_timeout: o.opt_string("firstByteTimeout")?,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -412,8 +429,14 @@ mod tests {
     }
 
     fn profiles(json: &str) -> Result<Vec<Profile>, (String, String)> {
-        let raw: BTreeMap<String, RawProfile> = serde_json::from_str(json).expect(json);
+        let document = crate::config::json::parse(json.as_bytes()).expect(json);
+        let entries = Field::root(&document).entries().expect(json);
+        let raw = entries.iter().map(|(name, p)| (name.to_string(), RawProfile::read(p.field()).expect(json))).collect();
         check_profiles(raw, &known)
+    }
+
+    fn raw(json: &str) -> Result<RawProfile, ConfigError> {
+        RawProfile::read(Field::root(&crate::config::json::parse(json.as_bytes())?))
     }
 
     #[test]
@@ -470,7 +493,7 @@ mod tests {
             (r#"{"normal":["gpt"],"turbo":["gpt"]}"#, "unknown field `turbo`"),
         ];
         for (json, reason) in cases {
-            let err = serde_json::from_str::<RawProfile>(json).unwrap_err();
+            let err = raw(json).unwrap_err();
             assert!(err.to_string().contains(reason), "{json}: {err}");
         }
         let orderings: &[(&str, Ordering)] = &[
@@ -480,7 +503,8 @@ mod tests {
             ("weighted", Ordering::Weighted),
         ];
         for (name, ordering) in orderings {
-            assert_eq!(serde_json::from_str::<Ordering>(&format!("\"{name}\"")).unwrap(), *ordering);
+            let profile = raw(&format!(r#"{{"normal":["gpt"],"ordering":"{name}"}}"#)).unwrap();
+            assert_eq!(profile.ordering, *ordering);
         }
     }
 }

@@ -1,13 +1,15 @@
 //! Anthropic Messages (`POST {base}/messages`): a client's OpenAI chat request in Anthropic's
 //! form, and Anthropic's messages, event streams and errors back in OpenAI's.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use super::openai::{
-    self, AnswerContext, AssistantMessage, ChatChunk, ChatCompletion, ChatRequest, Content, Delta, FinishReason,
+    self, AnswerContext, AssistantMessage, ChatChunk, ChatCompletion, ChatRequest, ChunkWriter, Content, Delta, FinishReason,
     FunctionCall, Image, Message, Part, Role, Tool, ToolCall, ToolCallDelta, ToolChoice, Usage,
 };
 use super::{FormatOptions, Provider, StreamTranslator, Unsupported};
@@ -644,6 +646,7 @@ pub struct Stream {
     tool_calls: HashMap<u64, StreamedToolCall>,
     usage: TokenUsage,
     stop_reason: Option<String>,
+    chunks: ChunkWriter,
 }
 
 #[derive(Debug, Deserialize)]
@@ -663,14 +666,25 @@ struct BlockDeltaEvent {
     delta: BlockDelta,
 }
 
+/// A block's delta by its `type`: `text_delta` carries `text`, `input_json_delta` carries
+/// `partial_json`; thinking, signature and citation deltas translate to nothing. Read as plain
+/// fields rather than a tagged enum, which serde buffers in a generic tree first.
 #[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum BlockDelta {
-    TextDelta { text: String },
-    InputJsonDelta { partial_json: String },
-    /// Thinking, signature and citation deltas.
-    #[serde(other)]
-    Other,
+struct BlockDelta {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    partial_json: Option<String>,
+}
+
+/// Only an event's `type`: the rest is read by the type's own model, from the text, with no
+/// JSON tree in between. Reading it checks that the whole event is JSON.
+#[derive(Deserialize)]
+struct EventType<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<&'a RawValue>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -702,6 +716,7 @@ impl Stream {
             tool_calls: HashMap::new(),
             usage: TokenUsage::default(),
             stop_reason: None,
+            chunks: ChunkWriter::default(),
         }
     }
 
@@ -717,14 +732,17 @@ impl Stream {
     }
 
     fn on_event(&mut self, event: &Event, out: &mut Vec<u8>) {
+        let data = event.data.as_str();
         // Not JSON: nothing Anthropic sends, nothing to translate.
-        let Ok(data) = serde_json::from_str::<Value>(&event.data) else {
+        let Ok(head) = serde_json::from_str::<EventType>(data) else {
             return;
         };
-        let kind = data.get("type").and_then(Value::as_str).or(event.name.as_deref()).unwrap_or_default();
+        // A `type` that is not a string counts as none, as the event's name then says.
+        let named = head.kind.and_then(|raw| serde_json::from_str::<Cow<str>>(raw.get()).ok());
+        let kind = named.as_deref().or(event.name.as_deref()).unwrap_or_default();
         match kind {
             "message_start" => {
-                if let Ok(start) = MessageStart::deserialize(&data) {
+                if let Ok(start) = serde_json::from_str::<MessageStart>(data) {
                     if self.phase == Phase::Waiting {
                         if let Some(id) = &start.message.id {
                             self.id = completion_id(id);
@@ -737,22 +755,22 @@ impl Stream {
                 self.start(out);
             }
             "content_block_start" => {
-                if let Ok(start) = BlockStart::deserialize(&data) {
+                if let Ok(start) = serde_json::from_str::<BlockStart>(data) {
                     self.on_block_start(start, out);
                 }
             }
             "content_block_delta" => {
-                if let Ok(delta) = BlockDeltaEvent::deserialize(&data) {
+                if let Ok(delta) = serde_json::from_str::<BlockDeltaEvent>(data) {
                     self.on_block_delta(delta, out);
                 }
             }
             "content_block_stop" => {
-                if let Ok(stop) = BlockStop::deserialize(&data) {
+                if let Ok(stop) = serde_json::from_str::<BlockStop>(data) {
                     self.on_block_stop(stop.index, out);
                 }
             }
             "message_delta" => {
-                if let Ok(delta) = MessageDelta::deserialize(&data) {
+                if let Ok(delta) = serde_json::from_str::<MessageDelta>(data) {
                     if delta.delta.stop_reason.is_some() {
                         self.stop_reason = delta.delta.stop_reason;
                     }
@@ -762,7 +780,11 @@ impl Stream {
                 }
             }
             "message_stop" => self.end(out),
-            "error" => self.fail(&data, out),
+            "error" => {
+                if let Ok(data) = serde_json::from_str::<Value>(data) {
+                    self.fail(&data, out);
+                }
+            }
             // `ping`, and event types newer than this translation.
             _ => {}
         }
@@ -788,9 +810,9 @@ impl Stream {
     }
 
     fn on_block_delta(&mut self, delta: BlockDeltaEvent, out: &mut Vec<u8>) {
-        match delta.delta {
-            BlockDelta::TextDelta { text } => self.text(&text, out),
-            BlockDelta::InputJsonDelta { partial_json } => {
+        match (delta.delta.kind.as_str(), delta.delta.text, delta.delta.partial_json) {
+            ("text_delta", Some(text), _) => self.text(&text, out),
+            ("input_json_delta", _, Some(partial_json)) => {
                 let Some(call) = self.tool_calls.get_mut(&delta.index) else {
                     return;
                 };
@@ -801,7 +823,7 @@ impl Stream {
                 let index = call.index;
                 self.emit(Delta::tool_call(ToolCallDelta::arguments(index, &partial_json)), None, out);
             }
-            BlockDelta::Other => {}
+            _ => {}
         }
     }
 
@@ -837,7 +859,7 @@ impl Stream {
         let finish_reason = finish_reason(self.stop_reason.as_deref(), !self.tool_calls.is_empty());
         self.emit(Delta::default(), Some(finish_reason), out);
         if self.context.include_usage {
-            out.extend(ChatChunk::usage(&self.context, &self.id, self.usage.openai()).to_sse());
+            ChatChunk::usage(&self.context, &self.id, self.usage.openai()).write_sse(out);
         }
         self.phase = Phase::Ended;
     }
@@ -852,8 +874,8 @@ impl Stream {
         self.phase = Phase::Failed;
     }
 
-    fn emit(&self, delta: Delta, finish_reason: Option<FinishReason>, out: &mut Vec<u8>) {
-        out.extend(ChatChunk::new(&self.context, &self.id, delta, finish_reason).to_sse());
+    fn emit(&mut self, delta: Delta, finish_reason: Option<FinishReason>, out: &mut Vec<u8>) {
+        self.chunks.write(&self.context, &self.id, &delta, finish_reason, out);
     }
 }
 

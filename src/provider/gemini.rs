@@ -894,7 +894,7 @@ impl Stream {
             Some(id) => id.clone(),
             None => {
                 let id = response.answer_id(&self.context);
-                out.extend(ChatChunk::new(&self.context, &id, Delta::role(), None).to_sse());
+                ChatChunk::new(&self.context, &id, Delta::role(), None).write_sse(out);
                 self.id = Some(id.clone());
                 id
             }
@@ -1006,7 +1006,7 @@ impl StreamTranslator for Stream {
             self.finish_sent = true;
         }
         if self.context.include_usage {
-            out.extend(ChatChunk::usage(&self.context, &id, self.usage.usage()).to_sse());
+            ChatChunk::usage(&self.context, &id, self.usage.usage()).write_sse(&mut out);
         }
         out.extend_from_slice(sse::DONE);
         self.closed = true;

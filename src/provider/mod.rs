@@ -10,7 +10,6 @@ pub mod openai;
 use std::collections::HashMap;
 use std::fmt;
 
-use serde::Deserialize;
 
 /// Every header any provider reads a credential from, plus the client's own. Envoy shares the
 /// request headers between attempts, so each attempt removes all of them before adding its own.
@@ -83,8 +82,7 @@ pub fn translate_in_pieces(translator: &mut dyn StreamTranslator, stream: &[u8],
     out
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// OpenAI chat completions, also spoken by OpenRouter, DeepSeek, Groq, vLLM and Ollama's `/v1`.
     Openai,
@@ -315,8 +313,7 @@ impl Provider {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthStyle {
     /// `Authorization: Bearer <key>`
     Bearer,

@@ -582,7 +582,7 @@ impl Stream {
             self.send(out, Delta::default(), Some(finish_reason(response.done_reason.as_deref(), self.tool_calls > 0)));
             self.finished = true;
             if self.context.include_usage {
-                out.extend(ChatChunk::usage(&self.context, &self.context.id, response.usage()).to_sse());
+                ChatChunk::usage(&self.context, &self.context.id, response.usage()).write_sse(out);
             }
         }
     }
@@ -595,7 +595,7 @@ impl Stream {
     }
 
     fn send(&self, out: &mut Vec<u8>, delta: Delta, finish_reason: Option<FinishReason>) {
-        out.extend(ChatChunk::new(&self.context, &self.context.id, delta, finish_reason).to_sse());
+        ChatChunk::new(&self.context, &self.context.id, delta, finish_reason).write_sse(out);
     }
 
     /// One OpenAI error event, which the SDKs raise; the stream ends there, without `[DONE]`.

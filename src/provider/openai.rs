@@ -2,6 +2,9 @@
 //! Groq, vLLM and Ollama's `/v1` copy. Its request, response and stream chunk models live here;
 //! for OpenAI-compatible providers only the host, the base path and the key differ.
 
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -15,42 +18,107 @@ pub fn chat_path(provider: &Provider) -> String {
 
 /// A chat completion request as a client sends it. Fields no translation reads stay in `other`,
 /// so each format can say which ones it drops.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ChatRequest {
     pub model: String,
     pub messages: Vec<Message>,
-    #[serde(default)]
     pub stream: bool,
-    #[serde(default)]
     pub stream_options: Option<StreamOptions>,
-    #[serde(default)]
     pub max_tokens: Option<u64>,
-    #[serde(default)]
     pub max_completion_tokens: Option<u64>,
-    #[serde(default)]
     pub temperature: Option<f64>,
-    #[serde(default)]
     pub top_p: Option<f64>,
-    #[serde(default)]
     pub stop: Option<Stop>,
-    #[serde(default)]
     pub seed: Option<i64>,
-    #[serde(default)]
     pub presence_penalty: Option<f64>,
-    #[serde(default)]
     pub frequency_penalty: Option<f64>,
-    #[serde(default)]
     pub tools: Option<Vec<Tool>>,
-    #[serde(default)]
     pub tool_choice: Option<ToolChoice>,
-    #[serde(default)]
     pub parallel_tool_calls: Option<bool>,
-    #[serde(default)]
     pub response_format: Option<Value>,
-    #[serde(default)]
     pub user: Option<String>,
-    #[serde(flatten)]
     pub other: Map<String, Value>,
+}
+
+/// By hand rather than derived: `other` would need `#[serde(flatten)]`, which buffers the whole
+/// request in serde's generic content tree before reading it, in time and in module size.
+impl<'de> Deserialize<'de> for ChatRequest {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<ChatRequest, D::Error> {
+        deserializer.deserialize_map(ChatRequestVisitor)
+    }
+}
+
+struct ChatRequestVisitor;
+
+/// A field read once: a second one is refused, as derived code does.
+fn once<'de, A: MapAccess<'de>, T: Deserialize<'de>>(map: &mut A, slot: &mut Option<T>, name: &'static str) -> Result<(), A::Error> {
+    if slot.is_some() {
+        return Err(de::Error::duplicate_field(name));
+    }
+    *slot = Some(map.next_value()?);
+    Ok(())
+}
+
+impl<'de> Visitor<'de> for ChatRequestVisitor {
+    type Value = ChatRequest;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a chat completion request object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ChatRequest, A::Error> {
+        let (mut model, mut messages, mut stream) = (None, None, None);
+        let (mut stream_options, mut max_tokens, mut max_completion_tokens) = (None, None, None);
+        let (mut temperature, mut top_p, mut stop, mut seed) = (None, None, None, None);
+        let (mut presence_penalty, mut frequency_penalty, mut tools, mut tool_choice) = (None, None, None, None);
+        let (mut parallel_tool_calls, mut response_format, mut user) = (None, None, None);
+        let mut other = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "model" => once(&mut map, &mut model, "model")?,
+                "messages" => once(&mut map, &mut messages, "messages")?,
+                "stream" => once(&mut map, &mut stream, "stream")?,
+                "stream_options" => once(&mut map, &mut stream_options, "stream_options")?,
+                "max_tokens" => once(&mut map, &mut max_tokens, "max_tokens")?,
+                "max_completion_tokens" => once(&mut map, &mut max_completion_tokens, "max_completion_tokens")?,
+                "temperature" => once(&mut map, &mut temperature, "temperature")?,
+                "top_p" => once(&mut map, &mut top_p, "top_p")?,
+                "stop" => once(&mut map, &mut stop, "stop")?,
+                "seed" => once(&mut map, &mut seed, "seed")?,
+                "presence_penalty" => once(&mut map, &mut presence_penalty, "presence_penalty")?,
+                "frequency_penalty" => once(&mut map, &mut frequency_penalty, "frequency_penalty")?,
+                "tools" => once(&mut map, &mut tools, "tools")?,
+                "tool_choice" => once(&mut map, &mut tool_choice, "tool_choice")?,
+                "parallel_tool_calls" => once(&mut map, &mut parallel_tool_calls, "parallel_tool_calls")?,
+                "response_format" => once(&mut map, &mut response_format, "response_format")?,
+                "user" => once(&mut map, &mut user, "user")?,
+                _ => {
+                    let value: Value = map.next_value()?;
+                    other.insert(key, value);
+                }
+            }
+        }
+        Ok(ChatRequest {
+            model: model.ok_or_else(|| de::Error::missing_field("model"))?,
+            messages: messages.ok_or_else(|| de::Error::missing_field("messages"))?,
+            stream: stream.unwrap_or_default(),
+            stream_options: stream_options.flatten(),
+            max_tokens: max_tokens.flatten(),
+            max_completion_tokens: max_completion_tokens.flatten(),
+            temperature: temperature.flatten(),
+            top_p: top_p.flatten(),
+            stop: stop.flatten(),
+            seed: seed.flatten(),
+            presence_penalty: presence_penalty.flatten(),
+            frequency_penalty: frequency_penalty.flatten(),
+            tools: tools.flatten(),
+            tool_choice: tool_choice.flatten(),
+            parallel_tool_calls: parallel_tool_calls.flatten(),
+            response_format: response_format.flatten(),
+            user: user.flatten(),
+            other,
+        })
+    }
 }
 
 impl ChatRequest {
@@ -137,11 +205,41 @@ impl Message {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Content {
     Text(String),
     Parts(Vec<Part>),
+}
+
+/// By hand rather than `untagged`, which buffers the content in serde's generic tree and tries
+/// each variant in turn.
+impl<'de> Deserialize<'de> for Content {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Content, D::Error> {
+        deserializer.deserialize_any(ContentVisitor)
+    }
+}
+
+struct ContentVisitor;
+
+impl<'de> Visitor<'de> for ContentVisitor {
+    type Value = Content;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string or an array of content parts")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Content, E> {
+        Ok(Content::Text(v.to_string()))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Content, E> {
+        Ok(Content::Text(v))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Content, A::Error> {
+        let mut parts = Vec::new();
+        while let Some(part) = seq.next_element()? {
+            parts.push(part);
+        }
+        Ok(Content::Parts(parts))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -359,8 +457,60 @@ impl ChatChunk {
 
     /// The chunk as one SSE event.
     pub fn to_sse(&self) -> Vec<u8> {
-        crate::sse::data_event(&serde_json::to_vec(self).unwrap_or_default())
+        let mut out = Vec::new();
+        self.write_sse(&mut out);
+        out
     }
+
+    /// The chunk as one SSE event at the end of `out`: serialized in place, not copied there.
+    pub fn write_sse(&self, out: &mut Vec<u8>) {
+        // A text chunk is about 200 bytes: room for it at once, not doubling up to it.
+        out.reserve(256);
+        out.extend_from_slice(b"data: ");
+        let start = out.len();
+        if serde_json::to_writer(&mut *out, self).is_err() {
+            // Cannot happen writing to a Vec; what `to_vec` gave then (nothing) is kept.
+            out.truncate(start);
+        }
+        out.extend_from_slice(b"\n\n");
+    }
+}
+
+/// Writes a stream's chunks as `ChatChunk::write_sse` does, byte for byte, with what every chunk
+/// of the stream shares (its id, creation time and model) serialized once rather than per chunk.
+#[derive(Debug, Default)]
+pub struct ChunkWriter {
+    /// The id `head` was made for: it may change before the first chunk (a provider's own id).
+    id: String,
+    /// `data: {"id":..,"object":..,"created":..,"model":..,"choices":[{"index":0,"delta":`
+    head: Vec<u8>,
+}
+
+impl ChunkWriter {
+    pub fn write(&mut self, context: &AnswerContext, id: &str, delta: &Delta, finish_reason: Option<FinishReason>, out: &mut Vec<u8>) {
+        if self.head.is_empty() || self.id != id {
+            self.id = id.to_string();
+            self.head.clear();
+            self.head.extend_from_slice(b"data: {\"id\":");
+            write_json(&mut self.head, id);
+            self.head.extend_from_slice(b",\"object\":\"chat.completion.chunk\",\"created\":");
+            write_json(&mut self.head, &context.created);
+            self.head.extend_from_slice(b",\"model\":");
+            write_json(&mut self.head, &context.model);
+            self.head.extend_from_slice(b",\"choices\":[{\"index\":0,\"delta\":");
+        }
+        out.reserve(self.head.len() + 128);
+        out.extend_from_slice(&self.head);
+        write_json(out, delta);
+        out.extend_from_slice(b",\"finish_reason\":");
+        write_json(out, &finish_reason);
+        out.extend_from_slice(b",\"logprobs\":null}]}\n\n");
+    }
+}
+
+/// Serializing into a `Vec` cannot fail.
+fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    let _ = serde_json::to_writer(out, value);
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -462,6 +612,54 @@ mod tests {
         for bad in [&b"<html>502 Bad Gateway</html>"[..], b"", b"{\"id\":\"x\",\"cho", b"{} trailing"] {
             let why = check_answer(bad).unwrap_err();
             assert!(why.starts_with("not JSON: "), "{why}");
+        }
+    }
+
+    #[test]
+    fn a_request_keeps_unknown_fields_and_refuses_what_derived_code_refused() {
+        let r = ChatRequest::parse(
+            br#"{"model":"m","messages":[{"role":"user","content":"hi"},{"role":"user","content":[{"type":"text","text":"a"}]}],
+                "stop":null,"stream":true,"logprobs":true,"metadata":{"k":"v"}}"#,
+        )
+        .unwrap();
+        assert_eq!((r.model.as_str(), r.stream, r.stop.as_ref()), ("m", true, None));
+        assert_eq!(r.messages[0].content, Some(Content::Text("hi".into())));
+        assert_eq!(r.messages[1].content, Some(Content::Parts(vec![Part::Text { text: "a".into() }])));
+        assert_eq!(r.other.keys().collect::<Vec<_>>(), ["logprobs", "metadata"]);
+        let refused: &[(&[u8], &str)] = &[
+            (br#"{"messages":[]}"#, "missing field `model`"),
+            (br#"{"model":"m"}"#, "missing field `messages`"),
+            (br#"{"model":"m","model":"n","messages":[]}"#, "duplicate field `model`"),
+            (br#"{"model":"m","messages":[],"stream":null}"#, "invalid type: null"),
+            (br#"{"model":"m","messages":[{"role":"user","content":5}]}"#, "expected a string or an array of content parts"),
+            (br#"["m"]"#, "invalid type: sequence"),
+        ];
+        for (body, reason) in refused {
+            let err = ChatRequest::parse(body).unwrap_err();
+            assert!(err.contains(reason), "{}: {err}", String::from_utf8_lossy(body));
+        }
+    }
+
+    #[test]
+    fn the_chunk_writer_writes_what_a_chat_chunk_serializes_to() {
+        let context = AnswerContext { id: "x".into(), created: 1_700_000_000, model: "m\"odel/ü".into(), include_usage: false };
+        let deltas = [
+            (Delta::role(), None),
+            (Delta::text("a \"quoted\"\n\u{1}line ü 😀"), None),
+            (Delta::tool_call(ToolCallDelta::start(0, "call_1", "get")), None),
+            (Delta::tool_call(ToolCallDelta::arguments(0, "{\"a\":1}")), None),
+            (Delta::default(), Some(FinishReason::Stop)),
+            (Delta::default(), Some(FinishReason::ToolCalls)),
+        ];
+        let mut writer = ChunkWriter::default();
+        for id in ["chatcmpl-1", "chatcmpl-\\2"] {
+            for (delta, finish_reason) in &deltas {
+                let mut out = b"before".to_vec();
+                writer.write(&context, id, delta, *finish_reason, &mut out);
+                let mut expected = b"before".to_vec();
+                expected.extend(ChatChunk::new(&context, id, delta.clone(), *finish_reason).to_sse());
+                assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&expected));
+            }
         }
     }
 
