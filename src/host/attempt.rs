@@ -503,22 +503,7 @@ impl AttemptFilter {
             Ok(done) => done,
             Err(unsupported) => return self.refuse_request(&unsupported.0),
         };
-        if provider.format.translates() {
-            return self.translate(&chat_body, body.len());
-        }
-        let requested = chat::requested_model(&chat_body).map(|m| m.into_owned()).unwrap_or_default();
-        let target = provider.target_model(&requested).to_string();
-        let chat_body = chat::with_model(&chat_body, &target).unwrap_or(chat_body);
-        Self::replace_request_body(body.len(), &chat_body);
-        abi::set_header(MapType::HttpRequestHeaders, "content-type", "application/json");
-        // The answer is translated: it must come uncompressed.
-        abi::set_header(MapType::HttpRequestHeaders, "accept-encoding", "identity");
-        self.set_chat_path(&target, stream, None);
-        self.translated_stream = Some(stream);
-        self.answer_context = Some(self.new_answer_context(&target, true));
-        self.model = Some(target);
-        self.requested_model = Some(requested);
-        Action::Continue
+        self.as_chat_request(chat_body, stream, body.len())
     }
 
     /// A token count, asked of an Anthropic-format provider as it is: the router role plans
@@ -624,13 +609,21 @@ impl AttemptFilter {
             Err(unsupported) => return self.refuse_request(&unsupported.0),
         };
         self.responses_echo = Some(echo);
+        self.as_chat_request(chat_body, stream, body.len())
+    }
+
+    /// A client API's request, made a chat request, on to this provider: translated further
+    /// for a format of its own, else only its model changed. The answer comes back through chat.
+    /// `original_size`: the size of the body buffer it replaces.
+    fn as_chat_request(&mut self, chat_body: Vec<u8>, stream: bool, original_size: usize) -> Action {
+        let provider = &self.role.config.provider;
         if provider.format.translates() {
-            return self.translate(&chat_body, body.len());
+            return self.translate(&chat_body, original_size);
         }
         let requested = chat::requested_model(&chat_body).map(|m| m.into_owned()).unwrap_or_default();
         let target = provider.target_model(&requested).to_string();
         let chat_body = chat::with_model(&chat_body, &target).unwrap_or(chat_body);
-        Self::replace_request_body(body.len(), &chat_body);
+        Self::replace_request_body(original_size, &chat_body);
         abi::set_header(MapType::HttpRequestHeaders, "content-type", "application/json");
         // The answer is translated: it must come uncompressed.
         abi::set_header(MapType::HttpRequestHeaders, "accept-encoding", "identity");
