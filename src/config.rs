@@ -16,7 +16,7 @@ use crate::probe::{Probe, ProberConfig};
 use crate::trust::Network;
 use json::{Field, Json};
 use crate::health::{BreakerPolicy, CooldownPolicy, ErrorRate, HealthPolicy, LatencyPolicy};
-use crate::provider::{Auth, AuthStyle, Format, FormatOptions, Provider};
+use crate::provider::{Auth, AuthStyle, AwsScope, Format, FormatOptions, Provider};
 
 /// The header the router role names the request's order cluster in; the route's
 /// `cluster_header` reads it (see `orders`).
@@ -1128,6 +1128,7 @@ fn read_format(f: Field) -> Result<Format, ConfigError> {
         ("anthropic", Format::Anthropic),
         ("gemini", Format::Gemini),
         ("ollama", Format::Ollama),
+        ("bedrock", Format::Bedrock),
     ])
 }
 
@@ -1138,6 +1139,7 @@ fn read_auth_style(f: Field) -> Result<AuthStyle, ConfigError> {
         ("x-api-key", AuthStyle::XApiKey),
         ("x-goog-api-key", AuthStyle::XGoogApiKey),
         ("none", AuthStyle::None),
+        ("aws-sigv4", AuthStyle::AwsSigv4),
     ])
 }
 
@@ -1165,13 +1167,40 @@ fn or<T: Clone>(own: &Option<T>, default: &Option<T>) -> Option<T> {
 struct RawAuth {
     style: Option<AuthStyle>,
     api_key_env: Option<String>,
+    /// `aws-sigv4` only.
+    region: Option<String>,
+    service: Option<String>,
 }
 
 impl RawAuth {
     fn read(f: Field) -> Result<RawAuth, ConfigError> {
-        let o = f.object(&["style", "apiKeyEnv"])?;
-        Ok(RawAuth { style: o.opt_with("style", read_auth_style)?, api_key_env: o.opt_string("apiKeyEnv")? })
+        let o = f.object(&["style", "apiKeyEnv", "region", "service"])?;
+        Ok(RawAuth {
+            style: o.opt_with("style", read_auth_style)?,
+            api_key_env: o.opt_string("apiKeyEnv")?,
+            region: o.opt_string("region")?,
+            service: o.opt_string("service")?,
+        })
     }
+}
+
+/// SigV4 is Envoy's to add, with credentials from Envoy's own environment: the plugin config
+/// names only where the signature is for.
+fn check_aws_auth(raw: RawAuth) -> Result<Auth, ConfigError> {
+    if raw.api_key_env.is_some() {
+        return Err(invalid(
+            "auth.apiKeyEnv",
+            "makes no sense with style `aws-sigv4`: Envoy signs with the AWS credentials of its own environment",
+        ));
+    }
+    let scope_name = |field: &str, value: Option<String>| match value {
+        Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') => Ok(v),
+        Some(v) => Err(invalid(field, format!("`{v}` is not an AWS name (a-z, 0-9, `-`)"))),
+        None => Err(invalid(field, "is required with style `aws-sigv4`")),
+    };
+    let region = scope_name("auth.region", raw.region)?;
+    let service = scope_name("auth.service", raw.service.or_else(|| Some("bedrock".into())))?;
+    Ok(Auth::aws_sigv4(AwsScope { region, service }))
 }
 
 #[derive(Default, Clone)]
@@ -1266,6 +1295,11 @@ fn check_provider(
     }
     let auth = match p.auth {
         None => Auth::none(),
+        Some(raw) if raw.style.unwrap_or(p.format.default_auth_style()) == AuthStyle::AwsSigv4 => check_aws_auth(raw)?,
+        Some(raw) if raw.region.is_some() || raw.service.is_some() => {
+            let field = if raw.region.is_some() { "auth.region" } else { "auth.service" };
+            return Err(invalid(field, "is for style `aws-sigv4` only"));
+        }
         Some(raw) => {
             let style = raw.style.unwrap_or(p.format.default_auth_style());
             let key = match (style, raw.api_key_env) {
@@ -1803,12 +1837,26 @@ mod tests {
             (r#"{"name":"x","format":"openai","host":"h","prices":{"m":{"inputPerMTok":-1,"outputPerMTok":1}}}"#, "providers[0].prices.m.inputPerMTok", "0 or more"),
             (r#"{"name":"x","format":"openai","host":"h","breaker":{"halfOpen":1}}"#, "providers[0].breaker.halfOpen", "unknown field"),
             (r#"{"name":"x","format":"openai","host":"h","apiKey":"sk-inline"}"#, "providers[0].apiKey", "unknown field"),
+            (r#"{"name":"x","format":"bedrock","host":"h","auth":{}}"#, "providers[0].auth.region", "required"),
+            (r#"{"name":"x","format":"bedrock","host":"h","auth":{"region":"us-east-1","apiKeyEnv":"OPENAI_KEY"}}"#, "providers[0].auth.apiKeyEnv", "own environment"),
+            (r#"{"name":"x","format":"bedrock","host":"h","auth":{"region":"US East"}}"#, "providers[0].auth.region", "not an AWS name"),
+            (r#"{"name":"x","format":"openai","host":"h","auth":{"apiKeyEnv":"OPENAI_KEY","region":"us-east-1"}}"#, "providers[0].auth.region", "`aws-sigv4` only"),
         ];
         for (json, field, reason) in cases {
             let err = attempt(json).expect_err(json);
             assert_eq!(err.field, *field, "{json}: {err}");
             assert!(err.reason.contains(reason), "{json}: {err}");
         }
+    }
+
+    #[test]
+    fn bedrock_is_signed_by_envoy_and_the_filter_holds_no_aws_key() {
+        let a = attempt(r#"{"name":"x","format":"bedrock","host":"bedrock-runtime.us-east-1.amazonaws.com","auth":{"region":"us-east-1"}}"#).unwrap();
+        assert_eq!(a.provider.auth.style, AuthStyle::AwsSigv4);
+        assert_eq!(a.provider.auth.aws, Some(AwsScope { region: "us-east-1".into(), service: "bedrock".into() }));
+        assert_eq!(a.provider.auth.header_name(), None);
+        assert_eq!(a.provider.base_path, "");
+        assert_eq!(a.provider.chat_path("anthropic.claude-3-5-sonnet-20240620-v1:0", false), "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse");
     }
 
     #[test]

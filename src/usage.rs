@@ -24,6 +24,7 @@ impl UsageScanner {
             Format::Anthropic => (b"\"input_tokens\"", b"\"output_tokens\""),
             Format::Gemini => (b"\"promptTokenCount\"", b"\"candidatesTokenCount\""),
             Format::Ollama => (b"\"prompt_eval_count\"", b"\"eval_count\""),
+            Format::Bedrock => (b"\"inputTokens\"", b"\"outputTokens\""),
         };
         UsageScanner { prompt_field, completion_field, tail: Vec::new(), prompt_tokens: None, completion_tokens: None }
     }

@@ -96,17 +96,19 @@ impl ClientApi {
         match (self, format) {
             (ClientApi::ModelsList, _) => None,
             (ClientApi::ChatCompletions, Format::Openai | Format::AzureOpenai) => Some(Service::Native),
-            (ClientApi::ChatCompletions, Format::Anthropic | Format::Gemini | Format::Ollama) => Some(Service::Translated),
+            (ClientApi::ChatCompletions, Format::Anthropic | Format::Gemini | Format::Ollama | Format::Bedrock) => {
+                Some(Service::Translated)
+            }
             (ClientApi::AnthropicMessages, Format::Anthropic) => Some(Service::Native),
             // Through chat completions: the Messages request becomes a chat request, which the
             // provider's own translation (if any) takes from there; the answer comes back the same way.
-            (ClientApi::AnthropicMessages, Format::Openai | Format::AzureOpenai | Format::Gemini | Format::Ollama) => {
+            (ClientApi::AnthropicMessages, Format::Openai | Format::AzureOpenai | Format::Gemini | Format::Ollama | Format::Bedrock) => {
                 Some(Service::Translated)
             }
             (ClientApi::Embeddings, Format::Openai | Format::AzureOpenai) => Some(Service::Native),
             (ClientApi::Embeddings, Format::Gemini | Format::Ollama) => Some(Service::Translated),
             // Anthropic has no embeddings API.
-            (ClientApi::Embeddings, Format::Anthropic) => None,
+            (ClientApi::Embeddings, Format::Anthropic | Format::Bedrock) => None,
             // Only Anthropic counts in Anthropic's tokens; the others' counts would mislead.
             (ClientApi::CountTokens, Format::Anthropic) => Some(Service::Native),
             (ClientApi::CountTokens, _) => None,

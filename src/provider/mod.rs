@@ -3,6 +3,7 @@
 
 pub mod anthropic;
 mod azure;
+pub mod bedrock;
 pub mod gemini;
 pub mod ollama;
 pub mod openai;
@@ -13,8 +14,12 @@ use std::fmt;
 
 /// Every header any provider reads a credential from, plus the client's own. Envoy shares the
 /// request headers between attempts, so each attempt removes all of them before adding its own.
-pub const CREDENTIAL_HEADERS: &[&str] =
-    &["authorization", "proxy-authorization", "api-key", "x-api-key", "x-goog-api-key", "cookie"];
+/// The `x-amz-*` ones are what Envoy's SigV4 signer adds after the attempt role: they stay in the
+/// shared map when a signed attempt fails, and a client's own must not reach a provider either.
+pub const CREDENTIAL_HEADERS: &[&str] = &[
+    "authorization", "proxy-authorization", "api-key", "x-api-key", "x-goog-api-key", "cookie",
+    "x-amz-security-token", "x-amz-date", "x-amz-content-sha256",
+];
 
 const ANTHROPIC_VERSION: &str = "anthropic-version";
 const ANTHROPIC_BETA: &str = "anthropic-beta";
@@ -93,6 +98,8 @@ pub enum Format {
     Gemini,
     /// Ollama's native `/api/chat` (NDJSON streams).
     Ollama,
+    /// AWS Bedrock's Converse API (`/model/{modelId}/converse`, event-stream answers).
+    Bedrock,
 }
 
 impl Format {
@@ -103,6 +110,7 @@ impl Format {
             Format::Anthropic => "anthropic",
             Format::Gemini => "gemini",
             Format::Ollama => "ollama",
+            Format::Bedrock => "bedrock",
         }
     }
 
@@ -113,6 +121,7 @@ impl Format {
             Format::Anthropic => anthropic::DEFAULT_BASE_PATH,
             Format::Gemini => gemini::DEFAULT_BASE_PATH,
             Format::Ollama => ollama::DEFAULT_BASE_PATH,
+            Format::Bedrock => bedrock::DEFAULT_BASE_PATH,
         }
     }
 
@@ -123,6 +132,7 @@ impl Format {
             Format::Anthropic => AuthStyle::XApiKey,
             Format::Gemini => AuthStyle::XGoogApiKey,
             Format::Ollama => AuthStyle::None,
+            Format::Bedrock => AuthStyle::AwsSigv4,
         }
     }
 
@@ -133,12 +143,12 @@ impl Format {
     /// Whether the model (Azure: the deployment) is part of the URL, so the body must be read
     /// before the path can be set.
     pub fn model_in_path(self) -> bool {
-        matches!(self, Format::AzureOpenai | Format::Gemini)
+        matches!(self, Format::AzureOpenai | Format::Gemini | Format::Bedrock)
     }
 
     /// Whether requests and answers are in another API than OpenAI's and must be translated.
     pub fn translates(self) -> bool {
-        matches!(self, Format::Anthropic | Format::Gemini | Format::Ollama)
+        matches!(self, Format::Anthropic | Format::Gemini | Format::Ollama | Format::Bedrock)
     }
 
     /// The status health and Envoy's retry policy should see: Anthropic's 529 `overloaded`
@@ -156,6 +166,7 @@ impl Format {
             Format::Anthropic => anthropic::answer(body, context),
             Format::Gemini => gemini::answer(body, context),
             Format::Ollama => ollama::answer(body, context),
+            Format::Bedrock => bedrock::answer(body, context),
             Format::Openai | Format::AzureOpenai => Ok(body.to_vec()),
         }
     }
@@ -165,6 +176,7 @@ impl Format {
             Format::Anthropic => Some(Box::new(anthropic::Stream::new(context))),
             Format::Gemini => Some(Box::new(gemini::Stream::new(context))),
             Format::Ollama => Some(Box::new(ollama::Stream::new(context))),
+            Format::Bedrock => Some(Box::new(bedrock::Stream::new(context))),
             Format::Openai | Format::AzureOpenai => None,
         }
     }
@@ -173,6 +185,7 @@ impl Format {
     pub fn error_status(self, status: u16, body: &[u8]) -> u16 {
         match self {
             Format::Gemini => gemini::error_status(status, body),
+            Format::Bedrock => bedrock::error_status(status),
             _ => self.effective_status(status),
         }
     }
@@ -183,6 +196,7 @@ impl Format {
             Format::Anthropic => anthropic::error(status, body),
             Format::Gemini => gemini::error(status, body),
             Format::Ollama => ollama::error(status, body),
+            Format::Bedrock => bedrock::error(status, body),
             Format::Openai | Format::AzureOpenai => body.to_vec(),
         }
     }
@@ -250,6 +264,7 @@ impl Provider {
             Format::Anthropic => anthropic::chat_path(self),
             Format::Gemini => gemini::chat_path(self, model, stream),
             Format::Ollama => ollama::chat_path(self),
+            Format::Bedrock => bedrock::chat_path(self, model, stream),
         }
     }
 
@@ -267,7 +282,7 @@ impl Provider {
             Format::Gemini => Some(format!("{base}/models/{}:batchEmbedContents", path_segment(model.strip_prefix("models/").unwrap_or(model)))),
             // `/api` by default: `/api/embed`.
             Format::Ollama => Some(format!("{base}/embed")),
-            Format::Anthropic => None,
+            Format::Anthropic | Format::Bedrock => None,
         }
     }
 
@@ -277,6 +292,7 @@ impl Provider {
             Format::Anthropic => anthropic::request(request, model, &self.options),
             Format::Gemini => gemini::request(request, model, &self.options),
             Format::Ollama => ollama::request(request, model, &self.options),
+            Format::Bedrock => bedrock::request(request, model, &self.options),
             Format::Openai | Format::AzureOpenai => Err(Unsupported("nothing to translate".into())),
         }
     }
@@ -325,20 +341,36 @@ pub enum AuthStyle {
     XGoogApiKey,
     /// No credential (a local model server).
     None,
+    /// AWS Signature V4, added by Envoy's own signer after the attempt role: the filter sends
+    /// no credential and never holds one.
+    AwsSigv4,
+}
+
+/// Where Envoy's SigV4 signer signs for (`auth.region`, `auth.service`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsScope {
+    pub region: String,
+    pub service: String,
 }
 
 pub struct Auth {
     pub style: AuthStyle,
     key: String,
+    /// Set with `AwsSigv4`.
+    pub aws: Option<AwsScope>,
 }
 
 impl Auth {
     pub fn new(style: AuthStyle, key: String) -> Auth {
-        Auth { style, key }
+        Auth { style, key, aws: None }
+    }
+
+    pub fn aws_sigv4(scope: AwsScope) -> Auth {
+        Auth { style: AuthStyle::AwsSigv4, key: String::new(), aws: Some(scope) }
     }
 
     pub fn none() -> Auth {
-        Auth { style: AuthStyle::None, key: String::new() }
+        Auth { style: AuthStyle::None, key: String::new(), aws: None }
     }
 
     pub fn header_name(&self) -> Option<&'static str> {
@@ -347,14 +379,14 @@ impl Auth {
             AuthStyle::ApiKey => Some("api-key"),
             AuthStyle::XApiKey => Some("x-api-key"),
             AuthStyle::XGoogApiKey => Some("x-goog-api-key"),
-            AuthStyle::None => None,
+            AuthStyle::None | AuthStyle::AwsSigv4 => None,
         }
     }
 
     pub fn header_value(&self) -> Option<String> {
         match self.style {
             AuthStyle::Bearer => Some(format!("Bearer {}", self.key)),
-            AuthStyle::None => None,
+            AuthStyle::None | AuthStyle::AwsSigv4 => None,
             _ => Some(self.key.clone()),
         }
     }
@@ -362,7 +394,7 @@ impl Auth {
 
 impl fmt::Debug for Auth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Auth").field("style", &self.style).field("key", &"<redacted>").finish()
+        f.debug_struct("Auth").field("style", &self.style).field("key", &"<redacted>").field("aws", &self.aws).finish()
     }
 }
 
@@ -480,6 +512,31 @@ mod tests {
             assert_eq!(headers.0[":authority"], format!("host-{i}"));
             assert_eq!(headers.0["accept"], "*/*");
         }
+    }
+
+    #[test]
+    fn a_signed_attempt_s_headers_and_a_client_s_own_never_reach_the_next_provider() {
+        let mut headers = Headers::default();
+        // What the client sent, then what Envoy's signer added to the shared map for a failed
+        // Bedrock attempt.
+        for (name, value) in [
+            ("x-amz-security-token", "client-token"),
+            ("authorization", "AWS4-HMAC-SHA256 Credential=AKIA.../bedrock/aws4_request, Signature=..."),
+            ("x-amz-date", "20261201T100000Z"),
+            ("x-amz-content-sha256", "e3b0c442"),
+        ] {
+            headers.set(name, value);
+        }
+        let mut next = provider(Format::Openai, &[]);
+        next.auth = Auth::new(AuthStyle::Bearer, "openai-key".into());
+        next.rewrite_headers(&mut headers);
+        assert!(!headers.0.keys().any(|k| k.starts_with("x-amz-")), "{:?}", headers.0);
+        assert_eq!(headers.0["authorization"], "Bearer openai-key");
+        let mut signed = provider(Format::Bedrock, &[]);
+        signed.auth = Auth::aws_sigv4(AwsScope { region: "us-east-1".into(), service: "bedrock".into() });
+        headers.set("x-amz-security-token", "client-token");
+        signed.rewrite_headers(&mut headers);
+        assert!(!headers.0.contains_key("authorization") && !headers.0.contains_key("x-amz-security-token"), "{:?}", headers.0);
     }
 
     #[test]
