@@ -12,6 +12,8 @@ use serde_json::value::RawValue;
 use crate::config::{self, ConfigError, Environment, EnvoyVersion, ORDER_HEADER};
 use crate::{duration, orders, yaml};
 
+mod aws_signing;
+
 /// What Envoy needs beyond the plugin configuration.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -238,15 +240,16 @@ fn parts(input: &[u8]) -> Result<Parts, ConfigError> {
             },
         })
     };
+    // Envoy's SigV4 signer comes after the attempt role: it signs the rewritten attempt.
+    let mut upstream_filters = vec![wasm_filter("{\"role\": \"attempt\"}")];
+    upstream_filters.extend(aws_signing::filters(&deployment)?);
+    upstream_filters.push(json!({"name": "envoy.filters.http.upstream_codec",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}}));
     let attempt_filters = json!({
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
             "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
             "explicit_http_config": {"http_protocol_options": {}},
-            "http_filters": [
-                wasm_filter("{\"role\": \"attempt\"}"),
-                {"name": "envoy.filters.http.upstream_codec",
-                 "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}},
-            ],
+            "http_filters": upstream_filters,
         }
     });
     // Envoy allows 3 concurrent retries per cluster by default: past that, requests would not
@@ -752,6 +755,25 @@ mod tests {
         assert!(!yaml.contains("sni: localhost"), "ollama is plain text");
         assert_eq!(yaml.matches(r#"\"role\": \"attempt\""#).count(), 1, "one attempt filter, aliased:\n{yaml}");
         assert!(!yaml.contains("llm-failover-embeddings"), "no embedding alias, no embeddings route");
+    }
+
+    #[test]
+    fn a_sigv4_provider_gets_envoy_s_signer_after_the_attempt_role_scoped_to_its_host() {
+        let bedrock = r#"{"name": "bedrock", "format": "bedrock", "host": "bedrock-runtime.us-east-1.amazonaws.com",
+            "auth": {"style": "aws-sigv4", "region": "us-east-1", "service": "bedrock"}},"#;
+        let input = INPUT.replace(r#""providers": ["#, &format!(r#""providers": [{bedrock}"#));
+        let yaml = render(input.as_bytes()).unwrap();
+        let filters = yaml.as_str();
+        let (attempt, signer, codec) =
+            (filters.find(r#"\"role\": \"attempt\""#), filters.find("AwsRequestSigning"), filters.find("UpstreamCodec"));
+        assert!(attempt.is_some() && attempt < signer && signer < codec, "attempt, signer, codec:\n{filters}");
+        for expected in ["ExtensionWithMatcher", r#"header_name: ":authority""#, "exact: bedrock-runtime.us-east-1.amazonaws.com", "SkipFilter", "use_unsigned_payload: false", "region: us-east-1"] {
+            assert!(yaml.contains(expected), "missing {expected:?} in:\n{yaml}");
+        }
+        assert_eq!(yaml.matches("AwsRequestSigning").count(), 1, "{yaml}");
+        let shared_host = input.replace(r#""host": "api.openai.com""#, r#""host": "bedrock-runtime.us-east-1.amazonaws.com""#);
+        assert_eq!(render(shared_host.as_bytes()).unwrap_err().field, "filter.providers[0].host");
+        assert!(!render(INPUT.as_bytes()).unwrap().contains("AwsRequestSigning"), "no signer without a signed provider");
     }
 
     #[test]
