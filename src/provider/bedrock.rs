@@ -230,10 +230,12 @@ fn tool_config(request: &ChatRequest, has_tool_blocks: bool) -> Result<Option<Va
             return Err(Unsupported(format!("tool type {:?}: Bedrock takes only function tools", tool.kind)));
         }
         let schema = tool.function.parameters.clone().unwrap_or_else(|| json!({"type": "object", "properties": {}}));
-        let mut spec = json!({"name": tool.function.name, "inputSchema": {"json": schema}});
+        let mut spec = Map::new();
+        spec.insert("name".into(), json!(tool.function.name));
         if let Some(description) = tool.function.description.as_deref().filter(|d| !d.is_empty()) {
-            spec["description"] = json!(description);
+            spec.insert("description".into(), json!(description));
         }
+        spec.insert("inputSchema".into(), json!({"json": schema}));
         tools.push(json!({"toolSpec": spec}));
     }
     if tools.is_empty() {
@@ -250,11 +252,12 @@ fn tool_config(request: &ChatRequest, has_tool_blocks: bool) -> Result<Option<Va
         },
         Some(ToolChoice::Function { function }) => Some(json!({"tool": {"name": function.name}})),
     };
-    let mut config = json!({"tools": tools});
+    let mut config = Map::new();
+    config.insert("tools".into(), Value::Array(tools));
     if let Some(choice) = choice {
-        config["toolChoice"] = choice;
+        config.insert("toolChoice".into(), choice);
     }
-    Ok(Some(config))
+    Ok(Some(Value::Object(config)))
 }
 
 // ---------------------------------------------------------------------------------------------

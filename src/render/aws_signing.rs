@@ -18,7 +18,8 @@ pub fn filters(deployment: &Deployment) -> Result<Vec<Value>, ConfigError> {
     for (i, attempt) in deployment.attempts.iter().enumerate() {
         let provider = &attempt.provider;
         let Some(scope) = &provider.auth.aws else { continue };
-        if let Some(other) = deployment.attempts.iter().find(|a| a.provider.host == provider.host && a.provider.auth.aws.as_ref().is_some_and(|s| s != scope) || a.provider.host == provider.host && a.provider.auth.aws.is_none()) {
+        let conflicts = |a: &&crate::config::AttemptConfig| a.provider.host == provider.host && a.provider.auth.aws.as_ref() != Some(scope);
+        if let Some(other) = deployment.attempts.iter().find(conflicts) {
             return Err(ConfigError {
                 field: format!("filter.providers[{i}].host"),
                 reason: format!("`{}` is also provider `{}`'s host, which is not signed for the same region and service: Envoy's signer tells providers apart by host", provider.host, other.provider.name),
