@@ -183,6 +183,8 @@ const CONTEXT_LENGTH_WORDING: &[&str] = &[
     // 6491 exceeds context length 1500".
     "exceeds the context length",
     "exceeds context length",
+    // Bedrock ValidationException 400: "Input is too long for requested model."
+    "input is too long for requested model",
 ];
 
 const QUOTA_CODES: &[&str] = &[
@@ -726,6 +728,18 @@ mod tests {
                 ContentPolicy,
             ),
             ("a malformed request", 400, r#"{"error":{"code":400,"message":"Invalid JSON payload received.","status":"INVALID_ARGUMENT"}}"#, BadRequest),
+        ]);
+    }
+
+    #[test]
+    fn bedrock_errors() {
+        check(&[
+            ("ValidationException: input too long", 400, r#"{"message":"Input is too long for requested model."}"#, ContextLengthExceeded),
+            ("ValidationException", 400, r#"{"message":"Malformed input request, please reformat your input and try again."}"#, BadRequest),
+            ("ThrottlingException", 429, r#"{"message":"Too many requests, please wait before trying again."}"#, RateLimited),
+            ("bad signature", 403, r#"{"message":"The request signature we calculated does not match the signature you provided."}"#, Unauthorized),
+            ("ModelTimeoutException", 408, r#"{"message":"Model has timed out in processing the request."}"#, ServerError),
+            ("ServiceUnavailableException", 503, r#"{"message":"Bedrock is unable to process your request."}"#, ServerError),
         ]);
     }
 

@@ -1,8 +1,6 @@
 //! AWS Bedrock's Converse API (`/model/{modelId}/converse` and `converse-stream`): OpenAI chat
 //! requests become Converse requests; answers, event-stream frames and errors come back as OpenAI's.
 
-use std::collections::HashMap;
-
 use serde_json::{json, Map, Value};
 
 use super::openai::{
@@ -440,7 +438,7 @@ pub struct Stream {
     buffer: Vec<u8>,
     started: bool,
     /// Converse content block index -> OpenAI tool call index.
-    tool_blocks: HashMap<u64, u32>,
+    tool_blocks: Vec<(u64, u32)>,
     tool_calls: u32,
     finish_sent: bool,
     usage: Usage,
@@ -454,7 +452,7 @@ impl Stream {
             context,
             buffer: Vec::new(),
             started: false,
-            tool_blocks: HashMap::new(),
+            tool_blocks: Vec::new(),
             tool_calls: 0,
             finish_sent: false,
             usage: Usage::default(),
@@ -494,7 +492,7 @@ impl Stream {
                 let block = event.get("contentBlockIndex").and_then(Value::as_u64).unwrap_or(0);
                 let index = self.tool_calls;
                 self.tool_calls = self.tool_calls.saturating_add(1);
-                self.tool_blocks.insert(block, index);
+                self.tool_blocks.push((block, index));
                 let field = |name: &str| tool_use.get(name).and_then(Value::as_str).unwrap_or_default();
                 self.chunk(Delta::tool_call(ToolCallDelta::start(index, field("toolUseId"), field("name"))), None, out);
             }
@@ -504,7 +502,7 @@ impl Stream {
                 }
                 if let Some(input) = event.pointer("/delta/toolUse/input").and_then(Value::as_str).filter(|t| !t.is_empty()) {
                     let block = event.get("contentBlockIndex").and_then(Value::as_u64).unwrap_or(0);
-                    if let Some(&index) = self.tool_blocks.get(&block) {
+                    if let Some(&(_, index)) = self.tool_blocks.iter().find(|(b, _)| *b == block) {
                         self.chunk(Delta::tool_call(ToolCallDelta::arguments(index, input)), None, out);
                     }
                 }

@@ -6,13 +6,14 @@ signature, AWS token or client AWS header reaches another provider."""
 
 from __future__ import annotations
 
+import base64
 import json
 
 import anthropic
 import openai
 import pytest
 
-from envoy_config import Provider, reads_error_answers, start_gateway
+from envoy_config import Provider, envoy_version, reads_error_answers, start_gateway
 from fake_api import bedrock
 from mock_provider import openai_error
 
@@ -32,7 +33,7 @@ def bedrock_provider(name: str, port: int) -> Provider:
 
 
 class Setup:
-    def __init__(self, tmp_path, mock, monkeypatch, bedrock_first: bool):
+    def __init__(self, tmp_path, mock, monkeypatch, bedrock_first: bool, **gateway):
         for name, value in bedrock.CREDENTIALS.environment().items():
             monkeypatch.setenv(name, value)
         self.bedrock = mock("bedrock")
@@ -43,7 +44,7 @@ class Setup:
                      bedrock_provider("bedrock", self.bedrock.port)]
         if bedrock_first:
             providers.reverse()
-        self.envoy = start_gateway(tmp_path, providers)
+        self.envoy = start_gateway(tmp_path, providers, **gateway)
         self.base = f"http://127.0.0.1:{self.envoy.listener_ports[0]}"
         self.client = openai.OpenAI(api_key="sk-client", base_url=f"{self.base}/v1", max_retries=0, timeout=15,
                                     default_headers=CLIENT_AWS_HEADERS)
@@ -186,3 +187,16 @@ def test_a_messages_client_through_bedrock(tmp_path, mock, monkeypatch):
         assert "".join(stream.text_stream) == "hello from bedrock"
     for request in s.bedrock_requests():
         assert request.header("x-api-key") is None
+
+
+def test_a_body_over_a_mebibyte_is_buffered_and_signed_whole(tmp_path, mock, monkeypatch):
+    if envoy_version() < (1, 38):
+        pytest.skip("Envoy 1.36 and 1.37 do not retry bodies over 1 MiB: maxRequestBytes is capped there")
+    s = Setup(tmp_path, mock, monkeypatch, bedrock_first=True, router_extra={"maxRequestBytes": 4 * 1024 * 1024})
+    png = base64.b64encode(b"\x89PNG" + b"x" * 1_400_000).decode()
+    answer = s.client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": [
+        {"type": "text", "text": "What is it?"}, {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}}]}])
+    assert answer.choices[0].message.content == "hello from bedrock"
+    (request,) = s.bedrock_requests()
+    assert len(request.body) > 1024 * 1024
+    assert request.json["messages"][0]["content"][1]["image"]["source"]["bytes"] == png
