@@ -16,6 +16,7 @@ use crate::probe::{Probe, ProberConfig};
 use crate::trust::Network;
 use json::{Field, Json};
 use crate::health::{BreakerPolicy, CooldownPolicy, ErrorRate, HealthPolicy, LatencyPolicy};
+use crate::credentials::RawRenewal;
 use crate::provider::{Auth, AuthStyle, Format, FormatOptions, Provider};
 
 /// The header the router role names the request's order cluster in; the route's
@@ -266,6 +267,9 @@ impl fmt::Display for ConfigError {
         }
     }
 }
+
+/// How long a provider whose renewed token was refused (401) stays out by default.
+const RENEWED_AUTH_FAILURE_COOLDOWN: &str = "5s";
 
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError { field: field.into(), reason: reason.into() }
@@ -1165,12 +1169,35 @@ fn or<T: Clone>(own: &Option<T>, default: &Option<T>) -> Option<T> {
 struct RawAuth {
     style: Option<AuthStyle>,
     api_key_env: Option<String>,
+    /// `kind` is `static` (a key from `apiKeyEnv`, the default) or a kind of renewed token.
+    renewal: RawRenewal,
 }
 
 impl RawAuth {
     fn read(f: Field) -> Result<RawAuth, ConfigError> {
-        let o = f.object(&["style", "apiKeyEnv"])?;
-        Ok(RawAuth { style: o.opt_with("style", read_auth_style)?, api_key_env: o.opt_string("apiKeyEnv")? })
+        let o = f.object(&["style", "apiKeyEnv", "kind", "tokenUrl", "clientIdEnv", "clientSecretEnv", "scope", "tokenEnv"])?;
+        let renewal = RawRenewal {
+            kind: o.opt_string("kind")?.unwrap_or_default(),
+            token_url: o.opt_string("tokenUrl")?,
+            client_id_env: o.opt_string("clientIdEnv")?,
+            client_secret_env: o.opt_string("clientSecretEnv")?,
+            scope: o.opt_string("scope")?,
+            token_env: o.opt_string("tokenEnv")?,
+        };
+        Ok(RawAuth { style: o.opt_with("style", read_auth_style)?, api_key_env: o.opt_string("apiKeyEnv")?, renewal })
+    }
+
+    /// The renewal fields, when `kind` names a renewed token; refused when set without one.
+    fn renewal(&self) -> Result<Option<&RawRenewal>, ConfigError> {
+        let r = &self.renewal;
+        if !matches!(r.kind.as_str(), "" | "static") {
+            return Ok(Some(r));
+        }
+        let set = [("tokenUrl", &r.token_url), ("clientIdEnv", &r.client_id_env), ("clientSecretEnv", &r.client_secret_env), ("scope", &r.scope), ("tokenEnv", &r.token_env)];
+        match set.iter().find(|(_, v)| v.is_some()) {
+            Some((field, _)) => Err(invalid(format!("auth.{field}"), "needs `auth.kind` naming how the token is renewed")),
+            None => Ok(None),
+        }
     }
 }
 
@@ -1266,6 +1293,18 @@ fn check_provider(
     }
     let auth = match p.auth {
         None => Auth::none(),
+        Some(raw) if raw.renewal()?.is_some() => {
+            let RawAuth { style, api_key_env, renewal } = raw;
+            if api_key_env.is_some() {
+                return Err(invalid("auth.apiKeyEnv", format!("is not used by kind `{}`: the token is renewed", renewal.kind)));
+            }
+            let style = style.unwrap_or(AuthStyle::Bearer);
+            if style == AuthStyle::None {
+                return Err(invalid("auth.style", "cannot be `none` for a renewed token"));
+            }
+            let renewal = renewal.check(env).map_err(|(field, reason)| invalid(format!("auth.{field}"), reason))?;
+            Auth::renewed(style, renewal)
+        }
         Some(raw) => {
             let style = raw.style.unwrap_or(p.format.default_auth_style());
             let key = match (style, raw.api_key_env) {
@@ -1306,8 +1345,13 @@ fn check_provider(
         }
         options.anthropic_version = version;
     }
+    let mut cooldowns = p.cooldowns.over(&defaults.cooldowns);
+    if auth.renewal.is_some() && cooldowns.auth_failure.is_none() {
+        // A refused token is renewed at once: the provider is back as soon as the new one is.
+        cooldowns.auth_failure = Some(RENEWED_AUTH_FAILURE_COOLDOWN.into());
+    }
     let health = HealthPolicy {
-        cooldowns: check_cooldowns(&p.cooldowns.over(&defaults.cooldowns))?,
+        cooldowns: check_cooldowns(&cooldowns)?,
         breaker: check_breaker(&p.breaker.over(&defaults.breaker))?,
         latency: check_latency(&p.latency.over(&defaults.latency))?,
     };
@@ -1809,6 +1853,36 @@ mod tests {
             assert_eq!(err.field, *field, "{json}: {err}");
             assert!(err.reason.contains(reason), "{json}: {err}");
         }
+    }
+
+    #[test]
+    fn renewed_tokens_are_bearers_with_a_short_auth_cooldown() {
+        let entra = r#"{"name":"x","format":"azure-openai","host":"x.openai.azure.com","apiVersion":"2024-10-21",
+            "auth":{"kind":"oauth2-client-credentials","tokenUrl":"https://login.microsoftonline.com/t/oauth2/v2.0/token",
+            "clientIdEnv":"OPENAI_KEY","clientSecretEnv":"ADMIN","scope":"https://cognitiveservices.azure.com/.default"}}"#;
+        let a = attempt(entra).unwrap();
+        assert_eq!(a.provider.auth.style, AuthStyle::Bearer);
+        assert_eq!(a.provider.auth.renewal.as_ref().map(|r| r.kind()), Some("oauth2-client-credentials"));
+        assert_eq!(a.health.cooldowns.auth_failure, Some(Duration::from_secs(5)));
+        assert!(!format!("{a:?}").contains("a-long-enough-admin-secret"));
+        let cases: &[(&str, &str, &str)] = &[
+            (r#""auth":{"kind":"token-exchange","tokenUrl":"https://api.github.com/x","tokenEnv":"NOPE"}"#, "providers[0].auth.tokenEnv", "not set"),
+            (r#""auth":{"kind":"token-exchange","tokenUrl":"http://api.github.com/x","tokenEnv":"OPENAI_KEY"}"#, "providers[0].auth.tokenUrl", "https"),
+            (r#""auth":{"kind":"token-exchange","tokenUrl":"https://h/x","tokenEnv":"OPENAI_KEY","apiKeyEnv":"OPENAI_KEY"}"#, "providers[0].auth.apiKeyEnv", "not used"),
+            (r#""auth":{"kind":"token-exchange","tokenUrl":"https://h/x","tokenEnv":"OPENAI_KEY","style":"none"}"#, "providers[0].auth.style", "none"),
+            (r#""auth":{"apiKeyEnv":"OPENAI_KEY","tokenUrl":"https://h/x"}"#, "providers[0].auth.tokenUrl", "auth.kind"),
+            (r#""auth":{"kind":"saml","tokenUrl":"https://h/x"}"#, "providers[0].auth.kind", "not one of"),
+            (r#""auth":{"kind":"token-exchange","tokenUrl":"https://h/x","tokenEnv":"OPENAI_KEY","clientSecret":"x"}"#, "providers[0].auth.clientSecret", "unknown field"),
+        ];
+        for (auth, field, reason) in cases {
+            let json = format!(r#"{{"name":"x","format":"openai","host":"h",{auth}}}"#);
+            let err = attempt(&json).expect_err(&json);
+            assert_eq!(err.field, *field, "{json}: {err}");
+            assert!(err.reason.contains(reason), "{json}: {err}");
+        }
+        let copilot = r#"{"name":"x","format":"openai","host":"api.githubcopilot.com","basePath":"/","cooldowns":{"authFailure":"30s"},
+            "auth":{"kind":"token-exchange","tokenUrl":"https://api.github.com/copilot_internal/v2/token","tokenEnv":"OPENAI_KEY"}}"#;
+        assert_eq!(attempt(copilot).unwrap().health.cooldowns.auth_failure, Some(Duration::from_secs(30)), "the operator's own");
     }
 
     #[test]

@@ -222,8 +222,10 @@ impl Provider {
                 headers.remove(name);
             }
         }
-        if let (Some(name), Some(value)) = (self.auth.header_name(), self.auth.header_value()) {
-            headers.set(name, &value);
+        if self.auth.renewal.is_none() {
+            if let (Some(name), Some(value)) = (self.auth.header_name(), self.auth.header_value()) {
+                headers.set(name, &value);
+            }
         }
         headers.set(":authority", &self.host);
     }
@@ -285,7 +287,8 @@ impl Provider {
     /// shown): when it changes, what was learned about the provider no longer holds.
     pub fn fingerprint(&self) -> u64 {
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        let parts = [self.format.name(), &self.host, &self.base_path, self.api_version.as_deref().unwrap_or(""), &self.auth.key];
+        let renewal = self.auth.renewal.as_ref().map(|r| format!("{r:?}")).unwrap_or_default();
+        let parts = [self.format.name(), &self.host, &self.base_path, self.api_version.as_deref().unwrap_or(""), &self.auth.key, &renewal];
         for part in parts.iter().map(|p| p.as_bytes()).chain([format!("{:?}", self.auth.style).as_bytes()]) {
             for byte in part.iter().chain([&0u8]) {
                 hash ^= u64::from(*byte);
@@ -330,15 +333,31 @@ pub enum AuthStyle {
 pub struct Auth {
     pub style: AuthStyle,
     key: String,
+    /// A token the filter renews itself: the attempt role sends the current one from shared
+    /// data instead of `key`.
+    pub renewal: Option<crate::credentials::Renewal>,
 }
 
 impl Auth {
     pub fn new(style: AuthStyle, key: String) -> Auth {
-        Auth { style, key }
+        Auth { style, key, renewal: None }
     }
 
     pub fn none() -> Auth {
-        Auth { style: AuthStyle::None, key: String::new() }
+        Auth::new(AuthStyle::None, String::new())
+    }
+
+    pub fn renewed(style: AuthStyle, renewal: crate::credentials::Renewal) -> Auth {
+        Auth { style, key: String::new(), renewal: Some(renewal) }
+    }
+
+    /// The credential header with a renewed token in it.
+    pub fn header_value_with(&self, token: &str) -> Option<String> {
+        match self.style {
+            AuthStyle::Bearer => Some(format!("Bearer {token}")),
+            AuthStyle::None => None,
+            _ => Some(token.to_string()),
+        }
     }
 
     pub fn header_name(&self) -> Option<&'static str> {
@@ -362,7 +381,7 @@ impl Auth {
 
 impl fmt::Debug for Auth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Auth").field("style", &self.style).field("key", &"<redacted>").finish()
+        f.debug_struct("Auth").field("style", &self.style).field("key", &"<redacted>").field("renewal", &self.renewal).finish()
     }
 }
 
