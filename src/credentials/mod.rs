@@ -13,7 +13,7 @@ use crate::health::{compare_and_swap, SharedStore, StoreError};
 use crate::routing::Standing;
 
 /// A renewal claimed by a worker and not finished by then is anybody's again.
-pub const CLAIM_MS: u64 = 15_000;
+pub const CLAIM_MS: u64 = 12_000;
 /// How long the token request may take.
 pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
 /// A token this close to its expiry is not handed to an attempt: the provider may see it late.

@@ -91,9 +91,9 @@ impl RootContext for Root {
                 paths.extend(config.embeddings_paths.iter().cloned());
                 let summary = format!("router for {:?}, {} chains over providers {}", paths, config.chains.len(), providers.join(", "));
                 self.renewer = renewer::Renewer::new(&deployment.attempts);
-                if let Some(renewer) = &mut self.renewer {
+                if self.renewer.is_some() {
+                    // Not fetched here: during on_configure Envoy's clusters may not be ready.
                     let _ = hostcalls::set_tick_period(renewer::TICK);
-                    renewer.tick();
                 }
                 attempt::register(deployment.attempts, &bytes);
                 (Role::Router(Rc::new(router::RouterRole::new(config))), summary)
