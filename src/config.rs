@@ -1171,11 +1171,12 @@ struct RawAuth {
     api_key_env: Option<String>,
     /// `kind` is `static` (a key from `apiKeyEnv`, the default) or a kind of renewed token.
     renewal: RawRenewal,
+    headers: std::collections::BTreeMap<String, String>,
 }
 
 impl RawAuth {
     fn read(f: Field) -> Result<RawAuth, ConfigError> {
-        let o = f.object(&["style", "apiKeyEnv", "kind", "tokenUrl", "clientIdEnv", "clientSecretEnv", "scope", "tokenEnv"])?;
+        let o = f.object(&["style", "apiKeyEnv", "kind", "tokenUrl", "clientIdEnv", "clientSecretEnv", "scope", "tokenEnv", "headers"])?;
         let renewal = RawRenewal {
             kind: o.opt_string("kind")?.unwrap_or_default(),
             token_url: o.opt_string("tokenUrl")?,
@@ -1184,7 +1185,7 @@ impl RawAuth {
             scope: o.opt_string("scope")?,
             token_env: o.opt_string("tokenEnv")?,
         };
-        Ok(RawAuth { style: o.opt_with("style", read_auth_style)?, api_key_env: o.opt_string("apiKeyEnv")?, renewal })
+        Ok(RawAuth { style: o.opt_with("style", read_auth_style)?, api_key_env: o.opt_string("apiKeyEnv")?, renewal, headers: o.string_map("headers")? })
     }
 
     /// The renewal fields, when `kind` names a renewed token; refused when set without one.
@@ -1294,7 +1295,7 @@ fn check_provider(
     let auth = match p.auth {
         None => Auth::none(),
         Some(raw) if raw.renewal()?.is_some() => {
-            let RawAuth { style, api_key_env, renewal } = raw;
+            let RawAuth { style, api_key_env, renewal, headers } = raw;
             if api_key_env.is_some() {
                 return Err(invalid("auth.apiKeyEnv", format!("is not used by kind `{}`: the token is renewed", renewal.kind)));
             }
@@ -1302,8 +1303,15 @@ fn check_provider(
             if style == AuthStyle::None {
                 return Err(invalid("auth.style", "cannot be `none` for a renewed token"));
             }
-            let renewal = renewal.check(env).map_err(|(field, reason)| invalid(format!("auth.{field}"), reason))?;
-            Auth::renewed(style, renewal)
+            let mut renewal = renewal.check(env).map_err(|(field, reason)| invalid(format!("auth.{field}"), reason))?;
+            let headers = crate::credentials::check_headers(&headers).map_err(|reason| invalid("auth.headers", reason))?;
+            if let crate::credentials::Renewal::Exchange(exchange) = &mut renewal {
+                // Copilot's token endpoint asks for the same editor headers as its API.
+                exchange.headers = headers.clone();
+            }
+            let mut auth = Auth::renewed(style, renewal);
+            auth.headers = headers;
+            auth
         }
         Some(raw) => {
             let style = raw.style.unwrap_or(p.format.default_auth_style());
@@ -1323,7 +1331,9 @@ fn check_provider(
                     }
                 },
             };
-            Auth::new(style, key)
+            let mut auth = Auth::new(style, key);
+            auth.headers = crate::credentials::check_headers(&raw.headers).map_err(|reason| invalid("auth.headers", reason))?;
+            auth
         }
     };
     for (model, target) in &p.models {
@@ -1873,6 +1883,8 @@ mod tests {
             (r#""auth":{"apiKeyEnv":"OPENAI_KEY","tokenUrl":"https://h/x"}"#, "providers[0].auth.tokenUrl", "auth.kind"),
             (r#""auth":{"kind":"saml","tokenUrl":"https://h/x"}"#, "providers[0].auth.kind", "not one of"),
             (r#""auth":{"kind":"token-exchange","tokenUrl":"https://h/x","tokenEnv":"OPENAI_KEY","clientSecret":"x"}"#, "providers[0].auth.clientSecret", "unknown field"),
+            (r#""auth":{"apiKeyEnv":"OPENAI_KEY","headers":{"Authorization":"Bearer x"}}"#, "providers[0].auth.headers", "cannot be set"),
+            (r#""auth":{"kind":"token-exchange","tokenUrl":"https://h/x","tokenEnv":"OPENAI_KEY","headers":{"Editor-Version":""}}"#, "providers[0].auth.headers", "not a header value"),
         ];
         for (auth, field, reason) in cases {
             let json = format!(r#"{{"name":"x","format":"openai","host":"h",{auth}}}"#);
@@ -1883,6 +1895,8 @@ mod tests {
         let copilot = r#"{"name":"x","format":"openai","host":"api.githubcopilot.com","basePath":"/","cooldowns":{"authFailure":"30s"},
             "auth":{"kind":"token-exchange","tokenUrl":"https://api.github.com/copilot_internal/v2/token","tokenEnv":"OPENAI_KEY"}}"#;
         assert_eq!(attempt(copilot).unwrap().health.cooldowns.auth_failure, Some(Duration::from_secs(30)), "the operator's own");
+        let with_headers = copilot.replace(r#""tokenEnv":"OPENAI_KEY""#, r#""tokenEnv":"OPENAI_KEY","headers":{"Copilot-Integration-Id":"vscode-chat"}"#);
+        assert_eq!(attempt(&with_headers).unwrap().provider.auth.headers, vec![("copilot-integration-id".to_string(), "vscode-chat".to_string())]);
     }
 
     #[test]

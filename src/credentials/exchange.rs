@@ -11,22 +11,21 @@ pub struct TokenExchange {
     pub url: TokenUrl,
     /// The long-lived token (a GitHub OAuth token for Copilot).
     pub token: String,
+    /// `auth.headers`, sent with the exchange too.
+    pub headers: Vec<(String, String)>,
 }
 
 impl TokenExchange {
     pub fn request(&self) -> TokenRequest {
-        TokenRequest {
-            method: "GET",
-            path: self.url.path.clone(),
-            authority: self.url.authority.clone(),
-            // GitHub's API refuses requests without a User-Agent.
-            headers: vec![
-                ("authorization", format!("token {}", self.token)),
-                ("accept", "application/json".into()),
-                ("user-agent", "llm-failover".into()),
-            ],
-            body: None,
-        }
+        // GitHub's API refuses requests without a User-Agent.
+        let mut headers = vec![
+            ("authorization".to_string(), format!("token {}", self.token)),
+            ("accept".to_string(), "application/json".into()),
+            ("user-agent".to_string(), "llm-failover".into()),
+        ];
+        headers.retain(|(name, _)| !self.headers.iter().any(|(own, _)| own == name));
+        headers.extend(self.headers.iter().cloned());
+        TokenRequest { method: "GET", path: self.url.path.clone(), authority: self.url.authority.clone(), headers, body: None }
     }
 }
 
@@ -46,10 +45,11 @@ mod tests {
 
     #[test]
     fn exchanges_the_long_lived_token() {
-        let exchange = TokenExchange { url: TokenUrl::parse("https://api.github.com/copilot_internal/v2/token").unwrap(), token: "gho_long".into() };
+        let exchange = TokenExchange { url: TokenUrl::parse("https://api.github.com/copilot_internal/v2/token").unwrap(), token: "gho_long".into(), headers: vec![("editor-version".into(), "vscode/1.95.0".into())] };
         let request = exchange.request();
         assert_eq!((request.method, request.path.as_str(), request.authority.as_str(), request.body), ("GET", "/copilot_internal/v2/token", "api.github.com", None));
-        assert!(request.headers.contains(&("authorization", "token gho_long".into())));
+        assert!(request.headers.contains(&("authorization".into(), "token gho_long".into())));
+        assert!(request.headers.contains(&("editor-version".into(), "vscode/1.95.0".into())));
         let renewal = Renewal::Exchange(exchange);
         let token = renewal.parse(200, br#"{"token":"tid=1;exp=2;sku=x:abc","expires_at":2000,"refresh_in":1500,"endpoints":{}}"#, 100_000).unwrap();
         assert_eq!((token.value.as_str(), token.expires_at_ms, token.refresh_at_ms), ("tid=1;exp=2;sku=x:abc", 2_000_000, Some(1_600_000)));

@@ -79,7 +79,7 @@ pub struct TokenRequest {
     pub method: &'static str,
     pub path: String,
     pub authority: String,
-    pub headers: Vec<(&'static str, String)>,
+    pub headers: Vec<(String, String)>,
     pub body: Option<Vec<u8>>,
 }
 
@@ -164,6 +164,25 @@ fn error_code(body: &[u8]) -> String {
     code.map_or(String::new(), |c| format!(" ({c})"))
 }
 
+/// Headers a provider needs besides its credential (Copilot's `Copilot-Integration-Id`,
+/// `Editor-Version`): names lower-cased; no credential header, no pseudo-header.
+pub fn check_headers(headers: &std::collections::BTreeMap<String, String>) -> Result<Vec<(String, String)>, String> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            let lower = name.to_ascii_lowercase();
+            let token = !lower.is_empty() && lower.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !token || crate::provider::CREDENTIAL_HEADERS.contains(&lower.as_str()) || lower == "host" || lower.starts_with("x-llm") {
+                return Err(format!("`{name}` cannot be set here"));
+            }
+            if value.is_empty() || !value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+                return Err(format!("the value of `{name}` is not a header value"));
+            }
+            Ok((lower, value.clone()))
+        })
+        .collect()
+}
+
 /// The renewal fields of a provider's `auth`, as written.
 #[derive(Debug, Default, Clone)]
 pub struct RawRenewal {
@@ -207,7 +226,7 @@ impl RawRenewal {
                 unused("clientIdEnv", self.client_id_env.is_some())?;
                 unused("clientSecretEnv", self.client_secret_env.is_some())?;
                 unused("scope", self.scope.is_some())?;
-                Ok(Renewal::Exchange(exchange::TokenExchange { url, token: secret(env, "tokenEnv", self.token_env.as_ref())? }))
+                Ok(Renewal::Exchange(exchange::TokenExchange { url, token: secret(env, "tokenEnv", self.token_env.as_ref())?, headers: Vec::new() }))
             }
             other => Err(("kind", format!("`{other}` is not one of `static`, `{}`, `{}`", oauth2::KIND, exchange::KIND))),
         }
@@ -604,6 +623,15 @@ mod tests {
         let failed = report(&read(&store, "p"), "oauth2-client-credentials", 20_000);
         assert_eq!((failed["state"].as_str(), failed["lastError"].as_str(), failed["nextTryInS"].as_u64()), (Some("failed"), Some("token endpoint answered 503"), Some(1)));
         assert_eq!(failed["expiresInS"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn extra_headers_are_plain_headers_only() {
+        let map = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        assert_eq!(check_headers(&map(&[("Copilot-Integration-Id", "vscode-chat")])).unwrap(), vec![("copilot-integration-id".to_string(), "vscode-chat".to_string())]);
+        for bad in [("Authorization", "x"), ("api-key", "x"), (":path", "/"), ("Host", "h"), ("x-llm-provider", "a"), ("Editor-Version", ""), ("a b", "c"), ("e", "line\nbreak")] {
+            assert!(check_headers(&map(&[bad])).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -26,7 +26,7 @@ impl ClientCredentials {
             method: "POST",
             path: self.url.path.clone(),
             authority: self.url.authority.clone(),
-            headers: vec![("content-type", "application/x-www-form-urlencoded".into()), ("accept", "application/json".into())],
+            headers: vec![("content-type".into(), "application/x-www-form-urlencoded".into()), ("accept".into(), "application/json".into())],
             body: Some(body.into_bytes()),
         }
     }
@@ -73,7 +73,7 @@ mod tests {
             String::from_utf8(request.body.unwrap()).unwrap(),
             "grant_type=client_credentials&client_id=app-id&client_secret=s3cret%2F%2B%3D&scope=https%3A%2F%2Fcognitiveservices.azure.com%2F.default"
         );
-        assert!(request.headers.contains(&("content-type", "application/x-www-form-urlencoded".into())));
+        assert!(request.headers.contains(&("content-type".into(), "application/x-www-form-urlencoded".into())));
     }
 
     #[test]

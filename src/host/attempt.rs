@@ -126,6 +126,7 @@ const MAX_MODEL_METRICS: usize = 64;
 
 impl AttemptRole {
     pub fn new(config: AttemptConfig) -> AttemptRole {
+        renewer::note_headers(&config.provider);
         let name = &config.provider.name;
         let metric = |event: &str| format!("llm_failover.provider.{name}.{event}");
         let counters = Counters {
@@ -1012,7 +1013,7 @@ impl HttpContext for AttemptFilter {
         // Envoy shares these headers between attempts: what an earlier attempt set for another
         // provider is still here.
         provider.rewrite_headers(&mut RequestHeaders { present: &headers });
-        self.credential_generation = renewer::apply(provider, self.context_id);
+        self.credential_generation = renewer::apply(provider, &headers, self.context_id);
         for name in provider.stale_format_headers() {
             if headers.contains(name) {
                 abi::remove_header(MapType::HttpRequestHeaders, name);

@@ -18,6 +18,7 @@ use crate::config::AttemptConfig;
 use crate::credentials::{self, Credential, Renewal};
 use crate::health::HealthTable;
 use crate::provider::Provider;
+use crate::proxy_map::HeaderPairs;
 use crate::routing::Standing;
 
 pub const TICK: Duration = Duration::from_secs(1);
@@ -82,7 +83,7 @@ impl Renewer {
             let request = renewable.renewal.request(now);
             let cluster = credentials::token_cluster(&renewable.provider);
             let mut headers = vec![(":method", request.method), (":path", request.path.as_str()), (":authority", request.authority.as_str())];
-            headers.extend(request.headers.iter().map(|(name, value)| (*name, value.as_str())));
+            headers.extend(request.headers.iter().map(|(name, value)| (name.as_str(), value.as_str())));
             let timeout = Duration::from_millis(credentials::REQUEST_TIMEOUT_MS);
             match hostcalls::dispatch_http_call(&cluster, headers, request.body.as_deref(), vec![], timeout) {
                 Ok(token) => {
@@ -165,10 +166,37 @@ pub fn annotate(report: &mut serde_json::Value, now: u64) {
     }
 }
 
-/// Sets the attempt's credential header from the provider's current token; the token's
-/// generation, for a 401 to retire it. With none, the attempt goes without a credential (the
-/// router left the provider out; this attempt raced its expiry) and fails over.
-pub fn apply(provider: &Provider, context_id: u32) -> Option<u64> {
+thread_local! {
+    /// Every `auth.headers` name of the providers in this VM: each attempt removes them all
+    /// (Envoy shares the request headers between attempts) before setting its own.
+    static EXTRA_HEADERS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Called for each provider's attempt role as it is made.
+pub fn note_headers(provider: &Provider) {
+    EXTRA_HEADERS.with(|names| {
+        let mut names = names.borrow_mut();
+        for (name, _) in &provider.auth.headers {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+    });
+}
+
+/// Sets the attempt's `auth.headers` (removing other providers'), and its credential header
+/// from the provider's current token; the token's generation, for a 401 to retire it. With no
+/// token, the attempt goes without a credential (the router left the provider out; this
+/// attempt raced its expiry) and fails over.
+pub fn apply(provider: &Provider, present: &HeaderPairs, context_id: u32) -> Option<u64> {
+    EXTRA_HEADERS.with(|names| {
+        for name in names.borrow().iter().filter(|n| present.contains(n) && !provider.auth.headers.iter().any(|(own, _)| own == *n)) {
+            abi::remove_header(MapType::HttpRequestHeaders, name);
+        }
+    });
+    for (name, value) in &provider.auth.headers {
+        abi::set_header(MapType::HttpRequestHeaders, name, value);
+    }
     provider.auth.renewal.as_ref()?;
     let credential: Credential = credentials::read(&HostStore, &provider.name);
     let now = now_ms();

@@ -336,11 +336,13 @@ pub struct Auth {
     /// A token the filter renews itself: the attempt role sends the current one from shared
     /// data instead of `key`.
     pub renewal: Option<crate::credentials::Renewal>,
+    /// Headers the provider needs besides the credential (`auth.headers`), set on each attempt.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Auth {
     pub fn new(style: AuthStyle, key: String) -> Auth {
-        Auth { style, key, renewal: None }
+        Auth { style, key, renewal: None, headers: Vec::new() }
     }
 
     pub fn none() -> Auth {
@@ -348,7 +350,7 @@ impl Auth {
     }
 
     pub fn renewed(style: AuthStyle, renewal: crate::credentials::Renewal) -> Auth {
-        Auth { style, key: String::new(), renewal: Some(renewal) }
+        Auth { style, key: String::new(), renewal: Some(renewal), headers: Vec::new() }
     }
 
     /// The credential header with a renewed token in it.

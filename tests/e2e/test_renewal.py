@@ -23,6 +23,8 @@ GITHUB_TOKEN = "gho_longlivedgithubtoken0123456789"
 BACKUP_KEY = "sk-backup-static-key"
 DEPLOYMENT = "gpt4o-deployment"
 API_VERSION = "2024-10-21"
+# What Copilot asks of clients besides the token (sent with the exchange and every chat request).
+COPILOT_HEADERS = {"Copilot-Integration-Id": "vscode-chat", "Editor-Version": "vscode/1.95.0"}
 
 
 class Renewed:
@@ -45,9 +47,11 @@ class Renewed:
             self.env = {"AZURE_CLIENT_ID": CLIENT_ID, "AZURE_CLIENT_SECRET": CLIENT_SECRET}
         else:
             self.name = "copilot"
-            self.endpoint.set_default(tokens.exchange_responder(self.issuer, GITHUB_TOKEN))
-            self.api.set_default(tokens.copilot_responder(self.issuer, self.name))
-            auth = {"kind": "token-exchange", "tokenUrl": f"{url}{tokens.EXCHANGE_PATH}", "tokenEnv": "GITHUB_TOKEN"}
+            required = {k.lower(): v for k, v in COPILOT_HEADERS.items()}
+            self.endpoint.set_default(tokens.exchange_responder(self.issuer, GITHUB_TOKEN, required))
+            self.api.set_default(tokens.copilot_responder(self.issuer, self.name, required))
+            auth = {"kind": "token-exchange", "tokenUrl": f"{url}{tokens.EXCHANGE_PATH}", "tokenEnv": "GITHUB_TOKEN",
+                    "headers": COPILOT_HEADERS}
             self.provider = Provider(self.name, self.api.port, base_path="/", models={"*": "gpt-4o"},
                                      extra={"auth": auth}, cooldowns=cooldowns or {})
             self.env = {"GITHUB_TOKEN": GITHUB_TOKEN}
@@ -136,14 +140,15 @@ def test_a_renewed_provider_serves_plain_and_streamed(tmp_path, mock, kind, plac
 @pytest.mark.core
 @pytest.mark.parametrize("kind", ["entra", "copilot"])
 def test_a_token_that_expires_mid_run_is_renewed_with_no_failed_request(tmp_path, mock, kind):
-    renewed = Renewed(mock, kind, lifetime=4)
+    # 6 s tokens (Copilot's expiry is in whole seconds): renewed about every 3 s, on a 1 s tick.
+    renewed = Renewed(mock, kind, lifetime=6)
     envoy = gateway(tmp_path, [renewed.provider], renewed.env)
     wait_for_credential(envoy, renewed.name, "fresh")
     sdk = client(envoy)
     started = time.monotonic()
     served = 0
-    for i in range(60):     # about 12 s: three token lifetimes
-        if time.monotonic() - started > 12:
+    for i in range(80):     # about 15 s: several token lifetimes
+        if time.monotonic() - started > 15:
             break
         text, provider = ask(sdk, stream=i % 2 == 1)
         assert provider == renewed.name and text == f"hello from {renewed.name}"
@@ -186,6 +191,9 @@ def test_a_refused_renewed_token_is_renewed_and_the_provider_serves_again_withou
     issued_before = len(renewed.endpoint.requests)
     renewed.issuer.revoke_all()     # as when GitHub revokes the short-lived token early
     assert ask(sdk, False) == ("hello from backup", "backup"), "the 401 fails over"
+    [after_copilot] = backup.requests
+    assert after_copilot.header("copilot-integration-id") is None and after_copilot.header("editor-version") is None, \
+        "another provider's headers do not follow the request"
     envoy.wait_for_log(r"`copilot` refused its renewed token: renewing it now")
     health = report(envoy)["copilot"]
     assert health["cooldownRemainingS"] != "until-reset", health

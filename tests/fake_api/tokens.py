@@ -103,7 +103,13 @@ def entra_responder(issuer: Issuer, tenant: str, client_id: str, client_secret: 
     return respond
 
 
-def exchange_responder(issuer: Issuer, long_lived: str) -> Callable[[Received], dict]:
+def _missing(request: Received, required: dict[str, str] | None) -> list[str]:
+    return [f"{name}: {value!r} is required" for name, value in (required or {}).items()
+            if request.header(name) != value]
+
+
+def exchange_responder(issuer: Issuer, long_lived: str, required: dict[str, str] | None = None) -> Callable[[Received], dict]:
+    """`required`: headers the exchange needs besides the token (Copilot's editor headers)."""
     def respond(request: Received) -> dict:
         if request.method != "GET" or request.path != EXCHANGE_PATH:
             return {"status": 404, "body": {"message": "Not Found"}}
@@ -111,6 +117,8 @@ def exchange_responder(issuer: Issuer, long_lived: str) -> Callable[[Received], 
             return {"status": 403, "body": {"message": "Request forbidden by administrative rules. Please make sure your request has a User-Agent header"}}
         if request.header("authorization") != f"token {long_lived}":
             return {"status": 401, "body": {"message": "Bad credentials"}}
+        if _missing(request, required):
+            return {"status": 400, "body": {"message": "; ".join(_missing(request, required))}}
         token, expires = issuer.issue()
         return {"status": 200, "body": {"token": token, "expires_at": int(expires),
                                         "refresh_in": max(1, int(issuer.lifetime) // 2),
@@ -137,7 +145,8 @@ def _answer(request: Received, name: str, number: int) -> dict:
     return {"status": 200, "body": openai.completion(completion_id, body["model"], f"hello from {name}", None)}
 
 
-def _chat_responder(issuer: Issuer, name: str, path_ok: Callable[[Received], list[str]]) -> Callable[[Received], dict]:
+def _chat_responder(issuer: Issuer, name: str, path_ok: Callable[[Received], list[str]],
+                    required: dict[str, str] | None = None) -> Callable[[Received], dict]:
     numbers = itertools.count(1)
 
     def respond(request: Received) -> dict:
@@ -147,7 +156,7 @@ def _chat_responder(issuer: Issuer, name: str, path_ok: Callable[[Received], lis
             issuer.refused.append("; ".join(auth))
             return openai.error_spec(401, "invalid_request_error", "; ".join(auth), "invalid_api_key")
         body = request.json
-        found = path_ok(request) + (openai.body_problems(body) if isinstance(body, dict) else ["body: not a JSON object"])
+        found = path_ok(request) + _missing(request, required) + (openai.body_problems(body) if isinstance(body, dict) else ["body: not a JSON object"])
         if found:
             return openai.error_spec(400, "invalid_request_error", "; ".join(found), None)
         return _answer(request, name, number)
@@ -165,10 +174,11 @@ def azure_responder(issuer: Issuer, deployment: str, api_version: str, name: str
     return _chat_responder(issuer, name, path_ok)
 
 
-def copilot_responder(issuer: Issuer, name: str = "copilot") -> Callable[[Received], dict]:
+def copilot_responder(issuer: Issuer, name: str = "copilot", required: dict[str, str] | None = None) -> Callable[[Received], dict]:
+    """`required`: headers the API needs besides the token (`Copilot-Integration-Id`...)."""
     def path_ok(request: Received) -> list[str]:
         return [] if request.path == "/chat/completions" else [f"path {request.path}: not /chat/completions"]
-    return _chat_responder(issuer, name, path_ok)
+    return _chat_responder(issuer, name, path_ok, required)
 
 
 # ---------------------------------------------------------------- self-check
@@ -204,16 +214,18 @@ def _self_check() -> None:
     assert azure(_received("POST", path, {"api-key": token}, chat, query))["status"] == 401
     time.sleep(0.35)
     assert azure(_received("POST", path, {"authorization": f"Bearer {token}"}, chat, query))["status"] == 401, "expired"
-    exchange = exchange_responder(issuer, "gho_long")
-    answer = exchange(_received("GET", EXCHANGE_PATH, {"authorization": "token gho_long", "user-agent": "x"}))
+    exchange = exchange_responder(issuer, "gho_long", {"editor-version": "vscode/1"})
+    assert exchange(_received("GET", EXCHANGE_PATH, {"authorization": "token gho_long", "user-agent": "x"}))["status"] == 400
+    answer = exchange(_received("GET", EXCHANGE_PATH, {"authorization": "token gho_long", "user-agent": "x", "editor-version": "vscode/1"}))
     assert answer["status"] == 200 and answer["body"]["expires_at"] <= time.time() + 1, answer
     assert exchange(_received("GET", EXCHANGE_PATH, {"authorization": "token nope", "user-agent": "x"}))["status"] == 401
     assert exchange(_received("GET", EXCHANGE_PATH, {"authorization": "token gho_long"}))["status"] == 403
-    copilot = copilot_responder(issuer)
+    copilot = copilot_responder(issuer, required={"copilot-integration-id": "vscode-chat"})
     fresh = answer["body"]["token"]
-    assert copilot(_received("POST", "/chat/completions", {"authorization": f"Bearer {fresh}"}, chat))["status"] == 200
+    assert copilot(_received("POST", "/chat/completions", {"authorization": f"Bearer {fresh}"}, chat))["status"] == 400
+    assert copilot(_received("POST", "/chat/completions", {"authorization": f"Bearer {fresh}", "copilot-integration-id": "vscode-chat"}, chat))["status"] == 200
     issuer.revoke_all()
-    assert copilot(_received("POST", "/chat/completions", {"authorization": f"Bearer {fresh}"}, chat))["status"] == 401
+    assert copilot(_received("POST", "/chat/completions", {"authorization": f"Bearer {fresh}", "copilot-integration-id": "vscode-chat"}, chat))["status"] == 401
     print("tokens fakes: ok")
 
 
