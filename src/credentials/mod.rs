@@ -346,7 +346,8 @@ pub fn read(store: &dyn SharedStore, provider: &str) -> Credential {
     store.get(&record_key(provider)).and_then(|(bytes, _)| Credential::decode(&bytes)).unwrap_or_default()
 }
 
-fn change(store: &dyn SharedStore, provider: &str, mut edit: impl FnMut(&mut Credential) -> bool) -> Result<Option<Credential>, StoreError> {
+/// One CAS over the provider's record (`dyn`: one copy of the loop for every change).
+fn change(store: &dyn SharedStore, provider: &str, edit: &mut dyn FnMut(&mut Credential) -> bool) -> Result<Option<Credential>, StoreError> {
     compare_and_swap(store, &record_key(provider), |bytes| {
         let mut credential = bytes.and_then(Credential::decode).unwrap_or_default();
         edit(&mut credential).then(|| (credential.encode(), credential.clone()))
@@ -355,7 +356,7 @@ fn change(store: &dyn SharedStore, provider: &str, mut edit: impl FnMut(&mut Cre
 
 /// Claims the provider's renewal for this worker when one is due: `true` means fetch now.
 pub fn claim(store: &dyn SharedStore, provider: &str, now_ms: u64) -> Result<bool, StoreError> {
-    let claimed = change(store, provider, |c| {
+    let claimed = change(store, provider, &mut |c| {
         let due = c.due(now_ms);
         if due {
             c.claimed_until_ms = now_ms + CLAIM_MS;
@@ -375,7 +376,7 @@ pub fn renew_at(token: &Token, now_ms: u64) -> u64 {
 }
 
 pub fn renewed(store: &dyn SharedStore, provider: &str, token: &Token, now_ms: u64) -> Result<Option<Credential>, StoreError> {
-    change(store, provider, |c| {
+    change(store, provider, &mut |c| {
         *c = Credential {
             generation: c.generation + 1,
             token: token.value.clone(),
@@ -391,7 +392,7 @@ pub fn renewed(store: &dyn SharedStore, provider: &str, token: &Token, now_ms: u
 /// A renewal that failed: the next try backs off (1 s, doubled per failure, at most a minute);
 /// a token still valid stays in use.
 pub fn renewal_failed(store: &dyn SharedStore, provider: &str, reason: &str, now_ms: u64) -> Result<Option<Credential>, StoreError> {
-    change(store, provider, |c| {
+    change(store, provider, &mut |c| {
         c.failures = c.failures.saturating_add(1);
         let backoff = 1_000u64.saturating_mul(1 << c.failures.saturating_sub(1).min(16)).min(MAX_BACKOFF_MS);
         c.next_try_ms = now_ms + backoff;
@@ -404,7 +405,7 @@ pub fn renewal_failed(store: &dyn SharedStore, provider: &str, reason: &str, now
 /// The provider refused the token of `generation` (a 401): retire it and renew at once. A
 /// token already renewed since is kept.
 pub fn rejected(store: &dyn SharedStore, provider: &str, generation: u64, now_ms: u64) -> Result<bool, StoreError> {
-    let retired = change(store, provider, |c| {
+    let retired = change(store, provider, &mut |c| {
         let current = c.generation == generation && !c.token.is_empty();
         if current {
             c.token.clear();

@@ -5,7 +5,6 @@
 //! which has no wasm filter (a call into this VM's own filter would re-enter it).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::time::Duration;
 
 use proxy_wasm::hostcalls;
@@ -32,17 +31,17 @@ struct Renewable {
 
 pub struct Renewer {
     renewables: Vec<Renewable>,
-    /// Token requests under way: call token -> index in `renewables`.
-    in_flight: HashMap<u32, usize>,
+    /// Token requests under way: (call token, index in `renewables`).
+    in_flight: Vec<(u32, usize)>,
 }
 
 thread_local! {
     /// The providers with a renewed credential in this VM, and its kind.
-    static RENEWED: RefCell<HashMap<String, &'static str>> = RefCell::new(HashMap::new());
+    static RENEWED: RefCell<Vec<(String, &'static str)>> = const { RefCell::new(Vec::new()) };
 }
 
 fn renewed_kind(provider: &str) -> Option<&'static str> {
-    RENEWED.with(|r| r.borrow().get(provider).copied())
+    RENEWED.with(|r| r.borrow().iter().find(|(name, _)| name == provider).map(|(_, kind)| *kind))
 }
 
 impl Renewer {
@@ -60,16 +59,17 @@ impl Renewer {
         RENEWED.with(|r| {
             let mut r = r.borrow_mut();
             for renewable in &renewables {
-                r.insert(renewable.provider.clone(), renewable.renewal.kind());
+                r.retain(|(name, _)| *name != renewable.provider);
+                r.push((renewable.provider.clone(), renewable.renewal.kind()));
             }
         });
-        (!renewables.is_empty()).then(|| Renewer { renewables, in_flight: HashMap::new() })
+        (!renewables.is_empty()).then(|| Renewer { renewables, in_flight: Vec::new() })
     }
 
     pub fn tick(&mut self) {
         let now = now_ms();
         for (index, renewable) in self.renewables.iter().enumerate() {
-            if self.in_flight.values().any(|i| *i == index) {
+            if self.in_flight.iter().any(|(_, i)| *i == index) {
                 continue;
             }
             match credentials::claim(&HostStore, &renewable.provider, now) {
@@ -87,7 +87,7 @@ impl Renewer {
             let timeout = Duration::from_millis(credentials::REQUEST_TIMEOUT_MS);
             match hostcalls::dispatch_http_call(&cluster, headers, request.body.as_deref(), vec![], timeout) {
                 Ok(token) => {
-                    self.in_flight.insert(token, index);
+                    self.in_flight.push((token, index));
                 }
                 Err(status) => fail(renewable, &format!("cannot call cluster `{cluster}` ({status:?})"), now),
             }
@@ -96,7 +96,11 @@ impl Renewer {
 
     /// A token request's answer; `false` when the call was not one of ours.
     pub fn answered(&mut self, token_id: u32, body_size: usize) -> bool {
-        let Some(renewable) = self.in_flight.remove(&token_id).and_then(|i| self.renewables.get(i)) else {
+        let Some(position) = self.in_flight.iter().position(|(token, _)| *token == token_id) else {
+            return false;
+        };
+        let (_, index) = self.in_flight.swap_remove(position);
+        let Some(renewable) = self.renewables.get(index) else {
             return false;
         };
         let now = now_ms();
