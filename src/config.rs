@@ -16,6 +16,7 @@ use crate::probe::{Probe, ProberConfig};
 use crate::trust::Network;
 use json::{Field, Json};
 use crate::health::{BreakerPolicy, CooldownPolicy, ErrorRate, HealthPolicy, LatencyPolicy};
+use crate::credentials::RawRenewal;
 use crate::provider::{Auth, AuthStyle, AwsScope, Format, FormatOptions, Provider};
 
 /// The header the router role names the request's order cluster in; the route's
@@ -266,6 +267,9 @@ impl fmt::Display for ConfigError {
         }
     }
 }
+
+/// How long a provider whose renewed token was refused (401) stays out by default.
+const RENEWED_AUTH_FAILURE_COOLDOWN: &str = "5s";
 
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError { field: field.into(), reason: reason.into() }
@@ -1170,17 +1174,43 @@ struct RawAuth {
     /// `aws-sigv4` only.
     region: Option<String>,
     service: Option<String>,
+    /// `kind` is `static` (a key from `apiKeyEnv`, the default) or a kind of renewed token.
+    renewal: RawRenewal,
+    headers: std::collections::BTreeMap<String, String>,
 }
 
 impl RawAuth {
     fn read(f: Field) -> Result<RawAuth, ConfigError> {
-        let o = f.object(&["style", "apiKeyEnv", "region", "service"])?;
+        let o = f.object(&["style", "apiKeyEnv", "kind", "tokenUrl", "clientIdEnv", "clientSecretEnv", "scope", "tokenEnv", "headers", "region", "service"])?;
+        let renewal = RawRenewal {
+            kind: o.opt_string("kind")?.unwrap_or_default(),
+            token_url: o.opt_string("tokenUrl")?,
+            client_id_env: o.opt_string("clientIdEnv")?,
+            client_secret_env: o.opt_string("clientSecretEnv")?,
+            scope: o.opt_string("scope")?,
+            token_env: o.opt_string("tokenEnv")?,
+        };
         Ok(RawAuth {
             style: o.opt_with("style", read_auth_style)?,
             api_key_env: o.opt_string("apiKeyEnv")?,
+            renewal,
+            headers: o.string_map("headers")?,
             region: o.opt_string("region")?,
             service: o.opt_string("service")?,
         })
+    }
+
+    /// The renewal fields, when `kind` names a renewed token; refused when set without one.
+    fn renewal(&self) -> Result<Option<&RawRenewal>, ConfigError> {
+        let r = &self.renewal;
+        if !matches!(r.kind.as_str(), "" | "static") {
+            return Ok(Some(r));
+        }
+        let set = [("tokenUrl", &r.token_url), ("clientIdEnv", &r.client_id_env), ("clientSecretEnv", &r.client_secret_env), ("scope", &r.scope), ("tokenEnv", &r.token_env)];
+        match set.iter().find(|(_, v)| v.is_some()) {
+            Some((field, _)) => Err(invalid(format!("auth.{field}"), "needs `auth.kind` naming how the token is renewed")),
+            None => Ok(None),
+        }
     }
 }
 
@@ -1295,10 +1325,34 @@ fn check_provider(
     }
     let auth = match p.auth {
         None => Auth::none(),
-        Some(raw) if raw.style.unwrap_or(p.format.default_auth_style()) == AuthStyle::AwsSigv4 => check_aws_auth(raw)?,
+        Some(raw) if raw.style.unwrap_or(p.format.default_auth_style()) == AuthStyle::AwsSigv4 => {
+            if raw.renewal()?.is_some() {
+                return Err(invalid("auth.kind", "makes no sense with style `aws-sigv4`: Envoy signs each request"));
+            }
+            check_aws_auth(raw)?
+        }
         Some(raw) if raw.region.is_some() || raw.service.is_some() => {
             let field = if raw.region.is_some() { "auth.region" } else { "auth.service" };
             return Err(invalid(field, "is for style `aws-sigv4` only"));
+        }
+        Some(raw) if raw.renewal()?.is_some() => {
+            let RawAuth { style, api_key_env, renewal, headers, .. } = raw;
+            if api_key_env.is_some() {
+                return Err(invalid("auth.apiKeyEnv", format!("is not used by kind `{}`: the token is renewed", renewal.kind)));
+            }
+            let style = style.unwrap_or(AuthStyle::Bearer);
+            if style == AuthStyle::None {
+                return Err(invalid("auth.style", "cannot be `none` for a renewed token"));
+            }
+            let mut renewal = renewal.check(env).map_err(|(field, reason)| invalid(format!("auth.{field}"), reason))?;
+            let headers = crate::credentials::check_headers(&headers).map_err(|reason| invalid("auth.headers", reason))?;
+            if let crate::credentials::Renewal::Exchange(exchange) = &mut renewal {
+                // Copilot's token endpoint asks for the same editor headers as its API.
+                exchange.headers = headers.clone();
+            }
+            let mut auth = Auth::renewed(style, renewal);
+            auth.headers = headers;
+            auth
         }
         Some(raw) => {
             let style = raw.style.unwrap_or(p.format.default_auth_style());
@@ -1318,7 +1372,9 @@ fn check_provider(
                     }
                 },
             };
-            Auth::new(style, key)
+            let mut auth = Auth::new(style, key);
+            auth.headers = crate::credentials::check_headers(&raw.headers).map_err(|reason| invalid("auth.headers", reason))?;
+            auth
         }
     };
     for (model, target) in &p.models {
@@ -1340,8 +1396,13 @@ fn check_provider(
         }
         options.anthropic_version = version;
     }
+    let mut cooldowns = p.cooldowns.over(&defaults.cooldowns);
+    if auth.renewal.is_some() && cooldowns.auth_failure.is_none() {
+        // A refused token is renewed at once: the provider is back as soon as the new one is.
+        cooldowns.auth_failure = Some(RENEWED_AUTH_FAILURE_COOLDOWN.into());
+    }
     let health = HealthPolicy {
-        cooldowns: check_cooldowns(&p.cooldowns.over(&defaults.cooldowns))?,
+        cooldowns: check_cooldowns(&cooldowns)?,
         breaker: check_breaker(&p.breaker.over(&defaults.breaker))?,
         latency: check_latency(&p.latency.over(&defaults.latency))?,
     };
@@ -1857,6 +1918,42 @@ mod tests {
         assert_eq!(a.provider.auth.header_name(), None);
         assert_eq!(a.provider.base_path, "");
         assert_eq!(a.provider.chat_path("anthropic.claude-3-5-sonnet-20240620-v1:0", false), "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse");
+        let err = attempt(r#"{"name":"x","format":"bedrock","host":"h","auth":{"region":"us-east-1","kind":"token-exchange","tokenUrl":"https://h/x","tokenEnv":"OPENAI_KEY"}}"#).unwrap_err();
+        assert_eq!(err.field, "providers[0].auth.kind", "{err}");
+    }
+
+    #[test]
+    fn renewed_tokens_are_bearers_with_a_short_auth_cooldown() {
+        let entra = r#"{"name":"x","format":"azure-openai","host":"x.openai.azure.com","apiVersion":"2024-10-21",
+            "auth":{"kind":"oauth2-client-credentials","tokenUrl":"https://login.microsoftonline.com/t/oauth2/v2.0/token",
+            "clientIdEnv":"OPENAI_KEY","clientSecretEnv":"ADMIN","scope":"https://cognitiveservices.azure.com/.default"}}"#;
+        let a = attempt(entra).unwrap();
+        assert_eq!(a.provider.auth.style, AuthStyle::Bearer);
+        assert_eq!(a.provider.auth.renewal.as_ref().map(|r| r.kind()), Some("oauth2-client-credentials"));
+        assert_eq!(a.health.cooldowns.auth_failure, Some(Duration::from_secs(5)));
+        assert!(!format!("{a:?}").contains("a-long-enough-admin-secret"));
+        let cases: &[(&str, &str, &str)] = &[
+            (r#""auth":{"kind":"token-exchange","tokenUrl":"https://api.github.com/x","tokenEnv":"NOPE"}"#, "providers[0].auth.tokenEnv", "not set"),
+            (r#""auth":{"kind":"token-exchange","tokenUrl":"http://api.github.com/x","tokenEnv":"OPENAI_KEY"}"#, "providers[0].auth.tokenUrl", "https"),
+            (r#""auth":{"kind":"token-exchange","tokenUrl":"https://h/x","tokenEnv":"OPENAI_KEY","apiKeyEnv":"OPENAI_KEY"}"#, "providers[0].auth.apiKeyEnv", "not used"),
+            (r#""auth":{"kind":"token-exchange","tokenUrl":"https://h/x","tokenEnv":"OPENAI_KEY","style":"none"}"#, "providers[0].auth.style", "none"),
+            (r#""auth":{"apiKeyEnv":"OPENAI_KEY","tokenUrl":"https://h/x"}"#, "providers[0].auth.tokenUrl", "auth.kind"),
+            (r#""auth":{"kind":"saml","tokenUrl":"https://h/x"}"#, "providers[0].auth.kind", "not one of"),
+            (r#""auth":{"kind":"token-exchange","tokenUrl":"https://h/x","tokenEnv":"OPENAI_KEY","clientSecret":"x"}"#, "providers[0].auth.clientSecret", "unknown field"),
+            (r#""auth":{"apiKeyEnv":"OPENAI_KEY","headers":{"Authorization":"Bearer x"}}"#, "providers[0].auth.headers", "cannot be set"),
+            (r#""auth":{"kind":"token-exchange","tokenUrl":"https://h/x","tokenEnv":"OPENAI_KEY","headers":{"Editor-Version":""}}"#, "providers[0].auth.headers", "not a header value"),
+        ];
+        for (auth, field, reason) in cases {
+            let json = format!(r#"{{"name":"x","format":"openai","host":"h",{auth}}}"#);
+            let err = attempt(&json).expect_err(&json);
+            assert_eq!(err.field, *field, "{json}: {err}");
+            assert!(err.reason.contains(reason), "{json}: {err}");
+        }
+        let copilot = r#"{"name":"x","format":"openai","host":"api.githubcopilot.com","basePath":"/","cooldowns":{"authFailure":"30s"},
+            "auth":{"kind":"token-exchange","tokenUrl":"https://api.github.com/copilot_internal/v2/token","tokenEnv":"OPENAI_KEY"}}"#;
+        assert_eq!(attempt(copilot).unwrap().health.cooldowns.auth_failure, Some(Duration::from_secs(30)), "the operator's own");
+        let with_headers = copilot.replace(r#""tokenEnv":"OPENAI_KEY""#, r#""tokenEnv":"OPENAI_KEY","headers":{"Copilot-Integration-Id":"vscode-chat"}"#);
+        assert_eq!(attempt(&with_headers).unwrap().provider.auth.headers, vec![("copilot-integration-id".to_string(), "vscode-chat".to_string())]);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use serde_json::value::RawValue;
 
 use crate::config::{self, ConfigError, Environment, EnvoyVersion, ORDER_HEADER};
-use crate::{duration, orders, yaml};
+use crate::{credentials, duration, orders, yaml};
 
 mod aws_signing;
 
@@ -299,6 +299,11 @@ fn parts(input: &[u8]) -> Result<Parts, ConfigError> {
             }));
         }
         clusters.push(cluster);
+    }
+    for attempt in &deployment.attempts {
+        if let Some(renewal) = &attempt.provider.auth.renewal {
+            clusters.push(token_cluster(&attempt.provider.name, renewal.url(), &connect_timeout));
+        }
     }
     if let Some(unknown) = envoy.upstreams.keys().find(|u| deployment.attempt(u).is_none()) {
         return Err(invalid(&format!("envoy.upstreams.{unknown}"), format!("provider `{unknown}` is not in `filter.providers`")));
@@ -679,6 +684,39 @@ fn with_router_role(rest: &str) -> String {
     text
 }
 
+/// Where the filter fetches a provider's renewed token: the token URL's host, over TLS with
+/// the system's CA unless the URL is plain http to a loopback address. No wasm filter on it.
+fn token_cluster(provider: &str, url: &credentials::TokenUrl, connect_timeout: &str) -> Value {
+    let name = credentials::token_cluster(provider);
+    let host = url.host().trim_start_matches('[').trim_end_matches(']');
+    let is_ip = host.parse::<std::net::IpAddr>().is_ok();
+    let mut cluster = json!({
+        "name": name,
+        "type": if is_ip { "STATIC" } else { "LOGICAL_DNS" },
+        "connect_timeout": connect_timeout,
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{
+            "endpoint": {"address": {"socket_address": {"address": host, "port_value": url.port()}}},
+        }]}]},
+    });
+    if !is_ip {
+        set(&mut cluster, "dns_lookup_family", json!("V4_PREFERRED"));
+    }
+    if url.tls {
+        set(&mut cluster, "transport_socket", json!({
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": host,
+                "common_tls_context": {"validation_context": {
+                    "trusted_ca": {"filename": SYSTEM_CA},
+                    "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": host}}],
+                }},
+            },
+        }));
+    }
+    cluster
+}
+
 fn set(object: &mut Value, key: &str, value: Value) {
     if let Some(map) = object.as_object_mut() {
         map.insert(key.to_string(), value);
@@ -712,6 +750,25 @@ mod tests {
         "chains": {"default": ["openai", "ollama"]}
       }
     }"#;
+
+    #[test]
+    fn a_renewed_credential_gets_a_token_cluster_without_the_filter() {
+        let entra = r#"{"name": "azure", "format": "azure-openai", "host": "r.openai.azure.com", "apiVersion": "2024-10-21",
+            "auth": {"kind": "oauth2-client-credentials", "tokenUrl": "https://login.microsoftonline.com/t/oauth2/v2.0/token",
+                     "clientIdEnv": "AZURE_CLIENT_ID", "clientSecretEnv": "AZURE_CLIENT_SECRET", "scope": "https://cognitiveservices.azure.com/.default"}},
+          {"name": "local", "format": "openai", "host": "localhost", "auth": {"kind": "token-exchange", "tokenUrl": "http://127.0.0.1:8099/exchange", "tokenEnv": "OPENAI_API_KEY"}},
+          {"name": "ollama""#;
+        let input = INPUT.replace(r#"{"name": "ollama""#, entra).replace(r#""hostEnvKeys": ["OPENAI_API_KEY"]"#, r#""hostEnvKeys": ["OPENAI_API_KEY", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET"]"#);
+        let yaml = render(input.as_bytes()).unwrap();
+        let token = yaml.split("- name: llm_token~azure").nth(1).unwrap().split("- name: ").next().unwrap();
+        for expected in ["address: login.microsoftonline.com", "port_value: 443", "sni: login.microsoftonline.com", "type: LOGICAL_DNS"] {
+            assert!(token.contains(expected), "missing {expected:?} in:\n{token}");
+        }
+        assert!(!token.contains("http_filters"), "no attempt filter on a token cluster:\n{token}");
+        let local = yaml.split("- name: llm_token~local").nth(1).unwrap().split("- name: ").next().unwrap();
+        assert!(local.contains("port_value: 8099") && !local.contains("transport_socket"), "{local}");
+        assert!(!yaml.contains("AZURE_CLIENT_SECRET\n") || yaml.contains("- AZURE_CLIENT_SECRET"), "only the variable's name");
+    }
 
     #[test]
     fn a_passthrough_prefix_gets_a_route_before_the_catch_all() {

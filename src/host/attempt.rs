@@ -12,7 +12,7 @@ use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 use super::abi::{self, HostStore, RequestHeaders};
 use super::counters::{self, Counter, Gauge, Histogram};
 use super::router::{EXCEEDED_PARAM, ORIGIN_HEADER};
-use super::{health_view, log, now_ms};
+use super::{health_view, log, now_ms, renewer};
 use crate::chat;
 use crate::inbound::{self, embeddings, ClientApi, Service};
 use crate::config::{self, AttemptConfig, Config, ErrorAnswers, CHAT_SUFFIX};
@@ -126,6 +126,7 @@ const MAX_MODEL_METRICS: usize = 64;
 
 impl AttemptRole {
     pub fn new(config: AttemptConfig) -> AttemptRole {
+        renewer::note_headers(&config.provider);
         let name = &config.provider.name;
         let metric = |event: &str| format!("llm_failover.provider.{name}.{event}");
         let counters = Counters {
@@ -249,6 +250,8 @@ pub struct AttemptFilter {
     embeddings: Option<embeddings::AnswerShape>,
     /// A Responses request served through chat: what its `response` repeats of the request.
     responses_echo: Option<serde_json::Value>,
+    /// The generation of the renewed token this attempt was sent with.
+    credential_generation: Option<u64>,
 }
 
 impl AttemptFilter {
@@ -283,6 +286,7 @@ impl AttemptFilter {
             audited: false,
             embeddings: None,
             responses_echo: None,
+            credential_generation: None,
         }
     }
 
@@ -388,6 +392,9 @@ impl AttemptFilter {
     }
 
     fn failed(&self, failure: Failure, status: u16, retry_after_ms: Option<u64>, now: u64) {
+        if let (Failure::Unauthorized, Some(generation)) = (failure, self.credential_generation) {
+            renewer::rejected(self.provider_name(), generation, self.context_id);
+        }
         let index = Failure::ALL.iter().position(|f| *f == failure);
         if let Some(counter) = index.and_then(|i| self.role.counters.failover.get(i)) {
             counter.inc();
@@ -1006,6 +1013,7 @@ impl HttpContext for AttemptFilter {
         // Envoy shares these headers between attempts: what an earlier attempt set for another
         // provider is still here.
         provider.rewrite_headers(&mut RequestHeaders { present: &headers });
+        self.credential_generation = renewer::apply(provider, &headers, self.context_id);
         for name in provider.stale_format_headers() {
             if headers.contains(name) {
                 abi::remove_header(MapType::HttpRequestHeaders, name);

@@ -7,6 +7,7 @@ mod attempt;
 mod counters;
 mod health_view;
 mod prober;
+mod renewer;
 mod router;
 
 use std::rc::Rc;
@@ -23,7 +24,7 @@ proxy_wasm::main! {{
     std::panic::set_hook(Box::new(|panic| {
         log(LogLevel::Critical, &format!("llm-failover panicked: {panic}"));
     }));
-    proxy_wasm::set_root_context(|context_id| Box::new(Root { context_id, role: None }));
+    proxy_wasm::set_root_context(|context_id| Box::new(Root { context_id, role: None, renewer: None }));
 }}
 
 pub fn log(level: LogLevel, message: &str) {
@@ -43,10 +44,15 @@ enum Role {
 struct Root {
     context_id: u32,
     role: Option<Role>,
+    /// The router role's renewal of providers' tokens, when any provider's is renewed.
+    renewer: Option<renewer::Renewer>,
 }
 
 impl Context for Root {
-    fn on_http_call_response(&mut self, token_id: u32, _headers: usize, _body_size: usize, _trailers: usize) {
+    fn on_http_call_response(&mut self, token_id: u32, _headers: usize, body_size: usize, _trailers: usize) {
+        if self.renewer.as_mut().is_some_and(|r| r.answered(token_id, body_size)) {
+            return;
+        }
         if let Some(Role::Prober(prober)) = &mut self.role {
             prober.answered(token_id);
         }
@@ -84,6 +90,11 @@ impl RootContext for Root {
                 let mut paths = config.chat_paths.clone();
                 paths.extend(config.embeddings_paths.iter().cloned());
                 let summary = format!("router for {:?}, {} chains over providers {}", paths, config.chains.len(), providers.join(", "));
+                self.renewer = renewer::Renewer::new(&deployment.attempts);
+                if self.renewer.is_some() {
+                    // Not fetched here: during on_configure Envoy's clusters may not be ready.
+                    let _ = hostcalls::set_tick_period(renewer::TICK);
+                }
                 attempt::register(deployment.attempts, &bytes);
                 (Role::Router(Rc::new(router::RouterRole::new(config))), summary)
             }
@@ -115,6 +126,9 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
+        if let Some(renewer) = &mut self.renewer {
+            renewer.tick();
+        }
         if let Some(Role::Prober(prober)) = &mut self.role {
             prober.tick();
         }

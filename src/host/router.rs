@@ -13,14 +13,13 @@ use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 use super::abi::{self, HostStore};
 use super::attempt::{ATTEMPTS_HEADER, PROVIDER_HEADER};
 use super::counters::{Counter, Gauge};
-use super::{health_view, log, now_ms};
+use super::{health_view, log, now_ms, renewer};
 use crate::chat::{self, BadRequest};
 use crate::inbound::{self, models, ClientApi};
 use crate::config::{Chain, ErrorAnswers, Passthrough, RouterConfig, ORDER_HEADER};
 use crate::provider::Format;
 use crate::policy::{self, Profile, Tier};
 use crate::health_report::{self, AdminRequest};
-use crate::routing::Standing;
 use crate::audit::{self, AuditLine, RequestOutcome};
 use crate::{budget, health, openai_error, orders, routing};
 
@@ -316,7 +315,7 @@ impl RouterFilter {
         let now = now_ms();
         let health = health_view::current(now);
         let model = request.model.as_ref();
-        let standing = |p: &str| Standing::of(&health, p, model);
+        let standing = |p: &str| renewer::standing(&health, p, model, now);
         self.show_breakers(chain, &health, now);
         let mut plan = routing::plan(&fitting, model, standing, now);
         self.claim_probes(&mut plan, now);
@@ -350,7 +349,7 @@ impl RouterFilter {
         let now = now_ms();
         let health = health_view::current(now);
         let model = request.model.as_str();
-        let standing = |p: &str| Standing::of(&health, p, model);
+        let standing = |p: &str| renewer::standing(&health, p, model, now);
         self.show_breakers(chain, &health, now);
         let mut plan = routing::plan(chain, model, standing, now);
         self.claim_probes(&mut plan, now);
@@ -431,7 +430,9 @@ impl RouterFilter {
                 let now = now_ms();
                 let table = health_view::current(now);
                 let spent = |p: &str| budget::last_recorded(&HostStore, p);
-                (200, health_report::report(providers, &table, &spent, now).to_string().into_bytes())
+                let mut report = health_report::report(providers, &table, &spent, now);
+                renewer::annotate(&mut report, now);
+                (200, report.to_string().into_bytes())
             }
             AdminRequest::Reset { provider: Some(name), .. } if !providers.contains(&name) => {
                 (404, openai_error::body(&format!("no provider `{name}` in this router's config"), "invalid_request_error", "unknown_provider", Some("provider")))
@@ -564,7 +565,7 @@ impl RouterFilter {
         self.warn_if_cut_short(planned_attempts);
         let now = now_ms();
         let health = health_view::current(now);
-        let standing = |p: &str| Standing::of(&health, p, model);
+        let standing = |p: &str| renewer::standing(&health, p, model, now);
         let retry_after = routing::retry_after_secs(chain, standing, now);
         role.counters.exhausted.inc();
         let (when, advice) = match retry_after {

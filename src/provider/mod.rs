@@ -236,8 +236,10 @@ impl Provider {
                 headers.remove(name);
             }
         }
-        if let (Some(name), Some(value)) = (self.auth.header_name(), self.auth.header_value()) {
-            headers.set(name, &value);
+        if self.auth.renewal.is_none() {
+            if let (Some(name), Some(value)) = (self.auth.header_name(), self.auth.header_value()) {
+                headers.set(name, &value);
+            }
         }
         headers.set(":authority", &self.host);
     }
@@ -301,7 +303,8 @@ impl Provider {
     /// shown): when it changes, what was learned about the provider no longer holds.
     pub fn fingerprint(&self) -> u64 {
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        let parts = [self.format.name(), &self.host, &self.base_path, self.api_version.as_deref().unwrap_or(""), &self.auth.key];
+        let renewal = self.auth.renewal.as_ref().map(|r| format!("{r:?}")).unwrap_or_default();
+        let parts = [self.format.name(), &self.host, &self.base_path, self.api_version.as_deref().unwrap_or(""), &self.auth.key, &renewal];
         for part in parts.iter().map(|p| p.as_bytes()).chain([format!("{:?}", self.auth.style).as_bytes()]) {
             for byte in part.iter().chain([&0u8]) {
                 hash ^= u64::from(*byte);
@@ -358,19 +361,37 @@ pub struct Auth {
     key: String,
     /// Set with `AwsSigv4`.
     pub aws: Option<AwsScope>,
+    /// A token the filter renews itself: the attempt role sends the current one from shared
+    /// data instead of `key`.
+    pub renewal: Option<crate::credentials::Renewal>,
+    /// Headers the provider needs besides the credential (`auth.headers`), set on each attempt.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Auth {
     pub fn new(style: AuthStyle, key: String) -> Auth {
-        Auth { style, key, aws: None }
+        Auth { style, key, aws: None, renewal: None, headers: Vec::new() }
     }
 
     pub fn aws_sigv4(scope: AwsScope) -> Auth {
-        Auth { style: AuthStyle::AwsSigv4, key: String::new(), aws: Some(scope) }
+        Auth { aws: Some(scope), ..Auth::new(AuthStyle::AwsSigv4, String::new()) }
     }
 
     pub fn none() -> Auth {
-        Auth { style: AuthStyle::None, key: String::new(), aws: None }
+        Auth::new(AuthStyle::None, String::new())
+    }
+
+    pub fn renewed(style: AuthStyle, renewal: crate::credentials::Renewal) -> Auth {
+        Auth { renewal: Some(renewal), ..Auth::new(style, String::new()) }
+    }
+
+    /// The credential header with a renewed token in it.
+    pub fn header_value_with(&self, token: &str) -> Option<String> {
+        match self.style {
+            AuthStyle::Bearer => Some(format!("Bearer {token}")),
+            AuthStyle::None | AuthStyle::AwsSigv4 => None,
+            _ => Some(token.to_string()),
+        }
     }
 
     pub fn header_name(&self) -> Option<&'static str> {
@@ -394,7 +415,12 @@ impl Auth {
 
 impl fmt::Debug for Auth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Auth").field("style", &self.style).field("key", &"<redacted>").field("aws", &self.aws).finish()
+        f.debug_struct("Auth")
+            .field("style", &self.style)
+            .field("key", &"<redacted>")
+            .field("aws", &self.aws)
+            .field("renewal", &self.renewal)
+            .finish()
     }
 }
 

@@ -36,6 +36,11 @@ def refused_with(tmp_path, **kwargs) -> str:
     ({**ROUTER_OK, "providers": [{**A, "auth": {"apiKeyEnv": "NOT_IN_THE_VM"}}]},
      "field `providers[0].auth.apiKeyEnv`: environment variable `NOT_IN_THE_VM` is not set in the VM"),
     ({"role": "attempt", "provider": "a"}, "field `provider`: unknown field `provider`"),
+    ({**ROUTER_OK, "providers": [{**A, "auth": {"kind": "token-exchange", "tokenUrl": "https://api.github.com/x",
+                                                "tokenEnv": "NOT_IN_THE_VM"}}]},
+     "field `providers[0].auth.tokenEnv`: environment variable `NOT_IN_THE_VM` is not set in the VM"),
+    ({**ROUTER_OK, "providers": [{**A, "auth": {"kind": "oauth2-client-credentials", "tokenUrl": "http://login.example.com/t"}}]},
+     "field `providers[0].auth.tokenUrl`: `http://login.example.com/t` must use https"),
 ])
 @pytest.mark.core
 def test_bad_plugin_config_is_refused_with_the_field(tmp_path, router, field_and_reason):
