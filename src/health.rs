@@ -411,7 +411,7 @@ fn cooldown_ms(failure: Failure, failures: u32, retry_after_ms: Option<u64>, pol
 /// `Retry-After` as seconds (fractions allowed) or an HTTP date, in milliseconds from `now_ms`.
 pub fn parse_retry_after(value: &str, now_ms: u64) -> Option<u64> {
     let value = value.trim();
-    if let Ok(secs) = value.parse::<f64>() {
+    if let Some(secs) = crate::decimal::parse_f64(value) {
         return (secs.is_finite() && secs >= 0.0).then(|| (secs * 1000.0).min(u64::MAX as f64) as u64);
     }
     let at = httpdate::parse_http_date(value).ok()?;

@@ -9,6 +9,7 @@ pub mod budget;
 pub mod chat;
 pub mod classifier;
 pub mod config;
+pub mod decimal;
 pub mod duration;
 pub mod error_kind;
 pub mod health;

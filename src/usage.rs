@@ -130,7 +130,7 @@ fn parse_openai_reset(text: &str) -> Option<u64> {
             number.push(c);
             continue;
         }
-        let value: f64 = number.parse().ok()?;
+        let value = crate::decimal::parse_f64(&number)?;
         number.clear();
         let unit_ms = match c {
             'h' => 3_600_000.0,
@@ -164,7 +164,7 @@ fn parse_rfc3339_ms(text: &str) -> Option<u64> {
     };
     let mut t = time.split(':');
     let (hour, minute) = (t.next()?.parse::<i64>().ok()?, t.next()?.parse::<i64>().ok()?);
-    let second: f64 = t.next()?.parse().ok()?;
+    let second = crate::decimal::parse_f64(t.next()?)?;
     if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
         return None;
     }
