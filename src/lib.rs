@@ -23,6 +23,7 @@ pub mod probe;
 pub mod proxy_map;
 pub mod render;
 pub mod routing;
+pub mod sort;
 pub mod sse;
 pub mod trust;
 pub mod usage;
