@@ -451,8 +451,7 @@ pub fn parse_retry_after(value: &str, now_ms: u64) -> Option<u64> {
     if let Some(secs) = crate::decimal::parse_f64(value) {
         return (secs.is_finite() && secs >= 0.0).then(|| (secs * 1000.0).min(u64::MAX as f64) as u64);
     }
-    let at = httpdate::parse_http_date(value).ok()?;
-    let at_ms = at.duration_since(UNIX_EPOCH).ok()?.as_millis() as u64;
+    let at_ms = crate::http_date::parse(value)?.saturating_mul(1000);
     Some(at_ms.saturating_sub(now_ms))
 }
 

@@ -14,6 +14,7 @@ pub mod duration;
 pub mod error_kind;
 pub mod health;
 pub mod health_report;
+pub mod http_date;
 pub mod inbound;
 pub mod openai_error;
 pub mod orders;

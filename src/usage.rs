@@ -168,14 +168,7 @@ fn parse_rfc3339_ms(text: &str) -> Option<u64> {
     if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
         return None;
     }
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
+    let days = crate::http_date::days_from_civil(year, month, day);
     let secs = days * 86_400 + hour * 3600 + minute * 60 - offset_s;
     let ms = secs as f64 * 1000.0 + second * 1000.0;
     (ms >= 0.0).then_some(ms as u64)
