@@ -439,8 +439,8 @@ impl RawRouter {
             max_request_bytes: o.or_else("maxRequestBytes", |f| f.u64(), default_max_request_bytes)?,
             max_answer_bytes: o.or_else("maxAnswerBytes", |f| f.u64(), default_max_answer_bytes)?,
             providers: o.required("providers")?.field().items()?.iter().map(|p| RawProvider::read(p.field())).collect::<Result<_, _>>()?,
-            chains: o.or_else("chains", |f| f.entries()?.into_iter().map(|(k, v)| Ok((k.to_string(), v.field().strings()?))).collect(), BTreeMap::new)?,
-            profiles: o.or_else("profiles", |f| f.entries()?.into_iter().map(|(k, v)| Ok((k.to_string(), RawProfile::read(v.field())?))).collect(), BTreeMap::new)?,
+            chains: o.or_else("chains", |f| f.map(|v| v.strings()), BTreeMap::new)?,
+            profiles: o.or_else("profiles", |f| f.map(RawProfile::read), BTreeMap::new)?,
             models: o.string_map("models")?,
             classifier: o.opt_with("classifier", RawClassifier::read)?,
             trusted_headers: o.opt_with("trustedHeaders", RawTrustedHeaders::read)?,
@@ -904,7 +904,7 @@ fn check_deployment(raw: RawRouter, env: &dyn Environment) -> Result<Deployment,
     let mut model_ids: Vec<String> = raw.models.keys().cloned().collect();
     model_ids.extend(attempts.iter().flat_map(|a| a.provider.models.keys()).filter(|m| *m != "*").cloned());
     model_ids.extend(embedding_chains.keys().cloned());
-    model_ids.sort();
+    crate::sort::stable_sort_by(&mut model_ids, |a, b| a < b);
     model_ids.dedup();
     let router = RouterConfig {
         count_tokens_paths,
@@ -1112,11 +1112,7 @@ impl RawProvider {
             latency: o.or_else("latency", RawLatency::read, RawLatency::default)?,
             rate_limit: o.or_else("rateLimit", RawRateLimit::read, RawRateLimit::default)?,
             budget: o.opt_with("budget", RawBudget::read)?,
-            prices: o.or_else(
-                "prices",
-                |f| f.entries()?.into_iter().map(|(k, v)| Ok((k.to_string(), RawPrice::read(v.field())?))).collect(),
-                BTreeMap::new,
-            )?,
+            prices: o.or_else("prices", |f| f.map(RawPrice::read), BTreeMap::new)?,
             context_window: o.opt_u64("contextWindow")?,
             price: o.opt_with("price", RawPrice::read)?,
             weight: o.or_else("weight", |f| f.u32(), default_weight)?,

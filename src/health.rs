@@ -348,21 +348,22 @@ impl Health {
         .into_bytes()
     }
 
+    /// Read as bytes: every field is checked (numbers as digits, the failure as a name), so a
+    /// record that is not UTF-8 is refused as before, without a pass to check it first.
     pub fn decode(bytes: &[u8]) -> Option<Health> {
-        let text = std::str::from_utf8(bytes).ok()?;
-        let mut parts = text.split(' ');
-        if parts.next()? != "v2" {
+        let mut parts = Fields(Some(bytes));
+        if parts.next()? != b"v2" {
             return None;
         }
-        let mut number = || -> Option<u64> { parts.next()?.parse().ok() };
+        let mut number = || -> Option<u64> { parse_u64(parts.next()?) };
         let open = number()? == 1;
         let cooldown_until_ms = number()?;
         let consecutive_failures = u32::try_from(number()?).ok()?;
         let last_failure = match parts.next()? {
-            "-" => None,
-            name => Some(Failure::from_name(name)?),
+            b"-" => None,
+            name => Some(Failure::from_name(std::str::from_utf8(name).ok()?)?),
         };
-        let mut number = || -> Option<u64> { parts.next()?.parse().ok() };
+        let mut number = || -> Option<u64> { parse_u64(parts.next()?) };
         let health = Health {
             open,
             cooldown_until_ms,
@@ -384,6 +385,42 @@ impl Health {
         };
         parts.next().is_none().then_some(health)
     }
+}
+
+/// A record's space-separated fields, as `split(' ')` gives them (`slice::split` would be one more
+/// caller of `split_at`, see `parse_u64`).
+struct Fields<'a>(Option<&'a [u8]>);
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let rest = self.0?;
+        match rest.iter().position(|&b| b == b' ') {
+            Some(space) => {
+                self.0 = rest.get(space + 1..);
+                rest.get(..space)
+            }
+            None => {
+                self.0 = None;
+                Some(rest)
+            }
+        }
+    }
+}
+
+/// `str::parse::<u64>` on bytes: an optional `+`, then at least one digit, no overflow.
+fn parse_u64(text: &[u8]) -> Option<u64> {
+    // Not `strip_prefix`: one more caller of `split_at` and LLVM stops inlining it into
+    // serde_json's string writer, which calls it for every byte it writes.
+    let digits = match text.first() {
+        Some(b'+') => text.get(1..)?,
+        _ => text,
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| if d.is_ascii_digit() { n.checked_mul(10)?.checked_add(u64::from(d - b'0')) } else { None })
 }
 
 pub fn duration_ms(d: Duration) -> u64 {
@@ -411,11 +448,10 @@ fn cooldown_ms(failure: Failure, failures: u32, retry_after_ms: Option<u64>, pol
 /// `Retry-After` as seconds (fractions allowed) or an HTTP date, in milliseconds from `now_ms`.
 pub fn parse_retry_after(value: &str, now_ms: u64) -> Option<u64> {
     let value = value.trim();
-    if let Ok(secs) = value.parse::<f64>() {
+    if let Some(secs) = crate::decimal::parse_f64(value) {
         return (secs.is_finite() && secs >= 0.0).then(|| (secs * 1000.0).min(u64::MAX as f64) as u64);
     }
-    let at = httpdate::parse_http_date(value).ok()?;
-    let at_ms = at.duration_since(UNIX_EPOCH).ok()?.as_millis() as u64;
+    let at_ms = crate::http_date::parse(value)?.saturating_mul(1000);
     Some(at_ms.saturating_sub(now_ms))
 }
 
@@ -554,9 +590,10 @@ impl HealthTable {
         let records = bytes
             .split(|&b| b == b'\n')
             .filter_map(|line| {
-                let text = std::str::from_utf8(line).ok()?;
-                let (name, record) = text.split_once(' ')?;
-                Some((name.to_string(), Health::decode(record.as_bytes())?))
+                let space = line.iter().position(|&b| b == b' ')?;
+                let (name, record) = (line.get(..space)?, line.get(space + 1..)?);
+                let health = Health::decode(record)?;
+                Some((std::str::from_utf8(name).ok()?.to_string(), health))
             })
             .take(MAX_DECODED_RECORDS)
             .collect();
@@ -722,6 +759,26 @@ pub mod tests {
     use super::*;
     use std::cell::{Cell, RefCell};
     use std::collections::HashMap;
+
+    #[test]
+    fn record_numbers_read_as_core_reads_them() {
+        for text in ["0", "7", "+7", "", "+", "-1", "1x", "18446744073709551615", "18446744073709551616", "00012", " 1"] {
+            assert_eq!(parse_u64(text.as_bytes()), text.parse::<u64>().ok(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_record_that_is_not_utf8_is_refused() {
+        let mut bytes = Health::default().encode();
+        assert!(Health::decode(&bytes).is_some());
+        bytes.push(0xff);
+        assert_eq!(Health::decode(&bytes), None);
+        let mut table = b"openai ".to_vec();
+        table.extend_from_slice(&Health::default().encode());
+        table.extend_from_slice(b"\n\xffname ");
+        table.extend_from_slice(&Health::default().encode());
+        assert_eq!(HealthTable::decode(&table).records().len(), 1);
+    }
 
     /// An in-memory store with versions like Envoy's; `conflicts` makes the next N writes
     /// lose their race, as if another worker wrote first.

@@ -33,7 +33,7 @@ pub fn served<'a>(wanted: &[&'a str], chain: &[String]) -> Vec<&'a str> {
     }
     let position = |p: &&str| chain.iter().position(|c| c == p).unwrap_or(usize::MAX);
     let mut rest = wanted.get(1..).unwrap_or_default().to_vec();
-    rest.sort_by_key(position);
+    crate::sort::stable_sort_by_key(&mut rest, position);
     wanted.iter().take(1).copied().chain(rest).collect()
 }
 

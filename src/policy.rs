@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use crate::config::json::Field;
 use crate::config::ConfigError;
+use crate::sort::{stable_sort_by, stable_sort_by_key};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Ordering {
@@ -51,14 +52,13 @@ pub fn order(providers: &[Candidate], policy: Ordering, expected: ExpectedTokens
     let mut ranked: Vec<(usize, &Candidate)> = providers.iter().enumerate().collect();
     match policy {
         Ordering::Configured => {}
-        Ordering::LowestLatency => ranked.sort_by_key(|(_, c)| (c.latency_ms.is_none(), c.latency_ms)),
-        Ordering::LowestPrice => ranked.sort_by(|(_, a), (_, b)| {
+        Ordering::LowestLatency => stable_sort_by_key(&mut ranked, |(_, c)| (c.latency_ms.is_none(), c.latency_ms)),
+        Ordering::LowestPrice => stable_sort_by(&mut ranked, |(_, a), (_, b)| {
             let cost = |c: &Candidate| c.price.and_then(|p| p.cost(expected));
             match (cost(a), cost(b)) {
-                (Some(x), Some(y)) => x.total_cmp(&y),
-                (Some(_), None) => cmp::Ordering::Less,
-                (None, Some(_)) => cmp::Ordering::Greater,
-                (None, None) => cmp::Ordering::Equal,
+                (Some(x), Some(y)) => x.total_cmp(&y) == cmp::Ordering::Less,
+                (Some(_), None) => true,
+                (_, _) => false,
             }
         }),
         Ordering::Weighted => {
@@ -69,7 +69,7 @@ pub fn order(providers: &[Candidate], policy: Ordering, expected: ExpectedTokens
         }
     }
     // Stable: within a health group, the policy's order stands.
-    ranked.sort_by_key(|(_, c)| health_rank(c));
+    stable_sort_by_key(&mut ranked, |(_, c)| health_rank(c));
     ranked.into_iter().map(|(i, _)| i).collect()
 }
 

@@ -53,19 +53,31 @@ impl EventReader {
                 self.name = None;
                 continue;
             }
-            let line = String::from_utf8_lossy(&line);
-            let (field, value) = match line.split_once(':') {
-                Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
-                None => (line.as_ref(), ""),
+            // Read as bytes: the field is ASCII, and the value's own buffer becomes the name or
+            // the data. Only a value that is not UTF-8 is read lossily (as the line was before).
+            let mut line = line;
+            let (field_end, value_start) = match line.iter().position(|&b| b == b':') {
+                Some(colon) => (colon, if line.get(colon + 1) == Some(&b' ') { colon + 2 } else { colon + 1 }),
+                None => (line.len(), line.len()),
             };
-            match field {
-                "event" => self.name = Some(value.to_string()),
-                "data" => match &mut self.data {
+            match line.get(..field_end).unwrap_or_default() {
+                b"event" => {
+                    line.drain(..value_start);
+                    self.name = Some(utf8(line));
+                }
+                b"data" => match &mut self.data {
                     Some(data) => {
                         data.push('\n');
-                        data.push_str(value);
+                        let value = line.get(value_start..).unwrap_or_default();
+                        match std::str::from_utf8(value) {
+                            Ok(value) => data.push_str(value),
+                            Err(_) => data.push_str(&String::from_utf8_lossy(value)),
+                        }
                     }
-                    None => self.data = Some(value.to_string()),
+                    None => {
+                        line.drain(..value_start);
+                        self.data = Some(utf8(line));
+                    }
                 },
                 // Comments (`: ping`), `id:` and `retry:` change nothing we translate.
                 _ => {}
@@ -77,6 +89,11 @@ impl EventReader {
         }
         events
     }
+}
+
+/// Bytes as text, without a copy when they are UTF-8.
+fn utf8(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// Splits a byte stream into lines ended by `\n`, `\r\n` or `\r`, without their ending. A line

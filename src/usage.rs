@@ -131,7 +131,7 @@ fn parse_openai_reset(text: &str) -> Option<u64> {
             number.push(c);
             continue;
         }
-        let value: f64 = number.parse().ok()?;
+        let value = crate::decimal::parse_f64(&number)?;
         number.clear();
         let unit_ms = match c {
             'h' => 3_600_000.0,
@@ -165,18 +165,11 @@ fn parse_rfc3339_ms(text: &str) -> Option<u64> {
     };
     let mut t = time.split(':');
     let (hour, minute) = (t.next()?.parse::<i64>().ok()?, t.next()?.parse::<i64>().ok()?);
-    let second: f64 = t.next()?.parse().ok()?;
+    let second = crate::decimal::parse_f64(t.next()?)?;
     if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
         return None;
     }
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
+    let days = crate::http_date::days_from_civil(year, month, day);
     let secs = days * 86_400 + hour * 3600 + minute * 60 - offset_s;
     let ms = secs as f64 * 1000.0 + second * 1000.0;
     (ms >= 0.0).then_some(ms as u64)

@@ -196,6 +196,16 @@ impl<'a> Field<'a> {
         }
     }
 
+    /// An object as a sorted map of what `read` makes of each value (a key given twice: the last).
+    /// Inserted one by one: collecting into a `BTreeMap` sorts, with a sort per call site.
+    pub fn map<T>(&self, read: impl Fn(Field) -> Result<T, ConfigError>) -> Result<std::collections::BTreeMap<String, T>, ConfigError> {
+        let mut map = std::collections::BTreeMap::new();
+        for (key, value) in self.entries()? {
+            map.insert(key.to_string(), read(value.field())?);
+        }
+        Ok(map)
+    }
+
     /// An object with these fields and no others, each at most once.
     pub fn object(&self, known: &'static [&'static str]) -> Result<Object<'a>, ConfigError> {
         let Json::Object(entries) = self.value else {
@@ -285,11 +295,7 @@ impl<'a> Object<'a> {
 
     /// An object of strings, as a sorted map (a key given twice: the last one).
     pub fn string_map(&self, key: &str) -> Result<std::collections::BTreeMap<String, String>, ConfigError> {
-        self.or_else(
-            key,
-            |f| f.entries()?.into_iter().map(|(k, v)| Ok((k.to_string(), v.field().string()?))).collect(),
-            Default::default,
-        )
+        self.or_else(key, |f| f.map(|v| v.string()), Default::default)
     }
 }
 

@@ -29,7 +29,7 @@ pub fn paths<'a>(api_paths: impl Iterator<Item = &'a String>) -> Vec<String> {
         .filter_map(|path| path.rfind("/chat/completions").or_else(|| path.rfind("/messages")).map(|at| path.get(..at).unwrap_or_default()))
         .map(|prefix| format!("{prefix}/models"))
         .collect();
-    paths.sort();
+    crate::sort::stable_sort_by(&mut paths, |a, b| a < b);
     paths.dedup();
     paths
 }

@@ -352,7 +352,7 @@ fn shape_conversation(turns: &mut Vec<Turn>) {
         turns.insert(0, Turn { role: Speaker::User, content: vec![Block::Text { text: OPENING_USER_TURN.into() }] });
     }
     for turn in turns.iter_mut().filter(|turn| turn.role == Speaker::User) {
-        turn.content.sort_by_key(|block| !matches!(block, Block::ToolResult { .. }));
+        crate::sort::stable_sort_by_key(&mut turn.content, |block| !matches!(block, Block::ToolResult { .. }));
     }
     if let Some(Turn { role: Speaker::Assistant, content }) = turns.last_mut() {
         if let Some(Block::Text { text }) = content.last_mut() {
