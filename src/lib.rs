@@ -11,6 +11,7 @@ pub mod classifier;
 pub mod config;
 pub mod duration;
 pub mod error_kind;
+pub mod google_auth;
 pub mod health;
 pub mod health_report;
 pub mod inbound;
