@@ -6,7 +6,6 @@ mod sha256;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
-use serde::Deserialize;
 
 pub use rsa::RsaKey;
 
@@ -42,34 +41,26 @@ impl std::fmt::Display for KeyError {
     }
 }
 
-#[derive(Deserialize)]
-struct KeyFile {
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    client_email: Option<String>,
-    private_key: Option<String>,
-    private_key_id: Option<String>,
-    token_uri: Option<String>,
-}
-
 impl ServiceAccount {
     pub fn from_json(json: &str) -> Result<ServiceAccount, KeyError> {
         // serde_json's messages can quote the input: only the position is kept.
-        let file: KeyFile = serde_json::from_str(json).map_err(|e| {
+        let file: serde_json::Value = serde_json::from_str(json).map_err(|e| {
             KeyError(format!("service-account key: not a key file JSON object (line {}, column {})", e.line(), e.column()))
         })?;
-        let field = |value: Option<String>, name: &str| {
-            value.filter(|v| !v.is_empty()).ok_or_else(|| KeyError(format!("service-account key: `{name}` is missing")))
+        let field = |name: &str| {
+            file.get(name)
+                .and_then(serde_json::Value::as_str)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| KeyError(format!("service-account key: `{name}` is missing")))
         };
-        if field(file.kind, "type")? != "service_account" {
+        if field("type")? != "service_account" {
             return Err(KeyError("service-account key: `type` is not \"service_account\"".into()));
         }
-        let client_email = field(file.client_email, "client_email")?;
-        let private_key_id = field(file.private_key_id, "private_key_id")?;
-        let token_uri = field(file.token_uri, "token_uri")?;
-        let token_endpoint = TokenEndpoint::parse(&token_uri)
+        let client_email = field("client_email")?.to_string();
+        let private_key_id = field("private_key_id")?.to_string();
+        let token_endpoint = TokenEndpoint::parse(field("token_uri")?)
             .ok_or_else(|| KeyError("service-account key: `token_uri` is not an http(s) URL".into()))?;
-        let key = parse_private_key_pem(&field(file.private_key, "private_key")?)
+        let key = parse_private_key_pem(field("private_key")?)
             .map_err(|why| KeyError(format!("service-account key: `private_key`: {why}")))?;
         Ok(ServiceAccount { client_email, private_key_id, token_endpoint, key })
     }
@@ -151,20 +142,12 @@ impl std::fmt::Debug for AccessToken {
     }
 }
 
-#[derive(Deserialize)]
-struct TokenAnswer {
-    access_token: Option<String>,
-    expires_in: Option<u64>,
-    token_type: Option<String>,
-    error: Option<String>,
-}
-
 /// The token endpoint's answer, received at `now_ms`. Errors quote only Google's error code.
 pub fn parse_token_response(status: u16, body: &[u8], now_ms: u64) -> Result<AccessToken, String> {
-    let answer: Option<TokenAnswer> = serde_json::from_slice(body).ok();
+    let answer: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let field = |name: &str| answer.get(name).and_then(serde_json::Value::as_str);
     if status != 200 {
-        let code: String = answer
-            .and_then(|a| a.error)
+        let code: String = field("error")
             .unwrap_or_default()
             .chars()
             .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
@@ -172,15 +155,17 @@ pub fn parse_token_response(status: u16, body: &[u8], now_ms: u64) -> Result<Acc
             .collect();
         return Err(format!("token endpoint answered {status} {code}").trim_end().to_string());
     }
-    let answer = answer.ok_or("token endpoint answer is not a JSON object")?;
-    if answer.token_type.as_deref().is_some_and(|kind| !kind.eq_ignore_ascii_case("bearer")) {
+    if field("token_type").is_some_and(|kind| !kind.eq_ignore_ascii_case("bearer")) {
         return Err("token endpoint answer: `token_type` is not Bearer".into());
     }
-    let token = answer
-        .access_token
+    let token = field("access_token")
         .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic()))
-        .ok_or("token endpoint answer: no usable `access_token`")?;
-    let expires_in = answer.expires_in.ok_or("token endpoint answer: no `expires_in`")?;
+        .ok_or("token endpoint answer: no usable `access_token`")?
+        .to_string();
+    let expires_in = answer
+        .get("expires_in")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or("token endpoint answer: no `expires_in`")?;
     Ok(AccessToken { token, expires_at_ms: now_ms.saturating_add(expires_in.saturating_mul(1000)) })
 }
 
