@@ -16,6 +16,7 @@ use crate::probe::{Probe, ProberConfig};
 use crate::trust::Network;
 use json::{Field, Json};
 use crate::health::{BreakerPolicy, CooldownPolicy, ErrorRate, HealthPolicy, LatencyPolicy};
+use crate::provider::vertex::{self, Vertex};
 use crate::provider::{Auth, AuthStyle, Format, FormatOptions, Provider};
 
 /// The header the router role names the request's order cluster in; the route's
@@ -1072,6 +1073,7 @@ struct RawProvider {
     api_version: Option<String>,
     default_max_tokens: Option<u64>,
     anthropic_version: Option<String>,
+    vertex: Option<Vertex>,
     cooldowns: RawCooldowns,
     breaker: RawBreaker,
     latency: RawLatency,
@@ -1091,12 +1093,18 @@ impl RawProvider {
     fn read(f: Field) -> Result<RawProvider, ConfigError> {
         let o = f.object(&[
             "name", "format", "host", "basePath", "auth", "models", "apiVersion", "defaultMaxTokens", "anthropicVersion",
-            "cooldowns", "breaker", "latency", "rateLimit", "budget", "prices", "contextWindow", "price", "weight", "responses",
+            "cooldowns", "breaker", "latency", "rateLimit", "budget", "prices", "contextWindow", "price", "weight", "responses", "vertex",
         ])?;
+        let vertex = o.opt_with("vertex", read_vertex)?;
+        let host = match &vertex {
+            Some(vertex) => o.opt_string("host")?.unwrap_or_else(|| vertex.default_host()),
+            None => o.string("host")?,
+        };
         Ok(RawProvider {
             name: o.string("name")?,
             format: read_format(o.required("format")?.field())?,
-            host: o.string("host")?,
+            host,
+            vertex,
             base_path: o.opt_string("basePath")?,
             auth: o.opt_with("auth", RawAuth::read)?,
             models: o.string_map("models")?,
@@ -1119,6 +1127,11 @@ impl RawProvider {
             responses: o.or_else("responses", |f| f.bool(), || false)?,
         })
     }
+}
+
+fn read_vertex(f: Field) -> Result<Vertex, ConfigError> {
+    let o = f.object(&["project", "location"])?;
+    Ok(Vertex { project: o.string("project")?, location: o.string("location")? })
 }
 
 fn read_format(f: Field) -> Result<Format, ConfigError> {
@@ -1236,6 +1249,30 @@ impl RawRateLimit {
     }
 }
 
+/// Vertex AI serves Gemini and Claude with an OAuth2 access token: a bearer credential.
+fn check_vertex(vertex: &Vertex, p: &RawProvider) -> Result<(), ConfigError> {
+    if !matches!(p.format, Format::Gemini | Format::Anthropic) {
+        return Err(invalid("vertex", format!("Vertex AI serves `gemini` and `anthropic` formats, not `{}`", p.format.name())));
+    }
+    let project_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':' | '_');
+    if vertex.project.is_empty() || !vertex.project.chars().all(project_ok) {
+        return Err(invalid("vertex.project", format!("`{}` is not a Google Cloud project id", vertex.project)));
+    }
+    let location_ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+    if vertex.location.is_empty() || !vertex.location.chars().all(location_ok) {
+        return Err(invalid("vertex.location", format!("`{}` is not a Vertex AI location", vertex.location)));
+    }
+    match p.auth.as_ref().map(|auth| auth.style) {
+        None => return Err(invalid("auth", "is required for Vertex AI (an OAuth2 access token, style `bearer`)")),
+        Some(Some(style)) if style != AuthStyle::Bearer => return Err(invalid("auth.style", "must be `bearer` for Vertex AI")),
+        _ => {}
+    }
+    if p.anthropic_version.is_some() {
+        return Err(invalid("anthropicVersion", format!("Vertex AI takes `{}` in the body, set by the filter", vertex::ANTHROPIC_VERSION)));
+    }
+    Ok(())
+}
+
 /// A provider's entry: its attempt config, and what the router knows of it. Fields in errors
 /// are the entry's own (`host`, `cooldowns.rateLimited`).
 fn check_provider(
@@ -1245,6 +1282,9 @@ fn check_provider(
     max_answer_bytes: usize,
     env: &dyn Environment,
 ) -> Result<(AttemptConfig, ProviderInfo), ConfigError> {
+    if let Some(vertex) = &p.vertex {
+        check_vertex(vertex, &p)?;
+    }
     if p.context_window == Some(0) {
         return Err(invalid("contextWindow", "must be greater than 0"));
     }
@@ -1256,7 +1296,8 @@ fn check_provider(
     if p.host.is_empty() || p.host.contains('/') || p.host.contains(char::is_whitespace) {
         return Err(invalid("host", format!("`{}` must be a host name with an optional port", p.host)));
     }
-    let base_path = p.base_path.unwrap_or_else(|| p.format.default_base_path().to_string());
+    let default_base_path = if p.vertex.is_some() { vertex::DEFAULT_BASE_PATH } else { p.format.default_base_path() };
+    let base_path = p.base_path.unwrap_or_else(|| default_base_path.to_string());
     if !base_path.starts_with('/') || base_path.contains('?') {
         return Err(invalid("basePath", format!("`{base_path}` must start with `/` and have no query")));
     }
@@ -1267,7 +1308,8 @@ fn check_provider(
     let auth = match p.auth {
         None => Auth::none(),
         Some(raw) => {
-            let style = raw.style.unwrap_or(p.format.default_auth_style());
+            let default_style = if p.vertex.is_some() { AuthStyle::Bearer } else { p.format.default_auth_style() };
+            let style = raw.style.unwrap_or(default_style);
             let key = match (style, raw.api_key_env) {
                 (AuthStyle::None, None) => String::new(),
                 (AuthStyle::None, Some(_)) => {
@@ -1288,7 +1330,7 @@ fn check_provider(
         }
     };
     for (model, target) in &p.models {
-        let unsafe_in_path = p.format.model_in_path() && target.contains(['"', '\\', '/', '?', '#', ' ']);
+        let unsafe_in_path = (p.format.model_in_path() || p.vertex.is_some()) && target.contains(['"', '\\', '/', '?', '#', ' ']);
         if target.is_empty() || unsafe_in_path {
             return Err(invalid(format!("models.{model}"), format!("`{target}` is not a usable model name")));
         }
@@ -1326,7 +1368,7 @@ fn check_provider(
             auth,
             models: p.models.into_iter().collect(),
             api_version: p.api_version,
-            options,
+            options: FormatOptions { vertex: p.vertex, ..options },
             serves_responses: p.responses,
         },
         health,
@@ -1803,12 +1845,39 @@ mod tests {
             (r#"{"name":"x","format":"openai","host":"h","prices":{"m":{"inputPerMTok":-1,"outputPerMTok":1}}}"#, "providers[0].prices.m.inputPerMTok", "0 or more"),
             (r#"{"name":"x","format":"openai","host":"h","breaker":{"halfOpen":1}}"#, "providers[0].breaker.halfOpen", "unknown field"),
             (r#"{"name":"x","format":"openai","host":"h","apiKey":"sk-inline"}"#, "providers[0].apiKey", "unknown field"),
+            (r#"{"name":"x","format":"ollama","vertex":{"project":"p","location":"l"},"auth":{"apiKeyEnv":"OPENAI_KEY"}}"#, "providers[0].vertex", "not `ollama`"),
+            (r#"{"name":"x","format":"gemini","vertex":{"project":"p"},"auth":{"apiKeyEnv":"OPENAI_KEY"}}"#, "providers[0].vertex", "missing field `location`"),
+            (r#"{"name":"x","format":"gemini","vertex":{"project":"p/q","location":"l"},"auth":{"apiKeyEnv":"OPENAI_KEY"}}"#, "providers[0].vertex.project", "project id"),
+            (r#"{"name":"x","format":"gemini","vertex":{"project":"p","location":"US Central"},"auth":{"apiKeyEnv":"OPENAI_KEY"}}"#, "providers[0].vertex.location", "location"),
+            (r#"{"name":"x","format":"gemini","vertex":{"project":"p","location":"l"}}"#, "providers[0].auth", "required for Vertex"),
+            (r#"{"name":"x","format":"gemini","vertex":{"project":"p","location":"l"},"auth":{"style":"x-goog-api-key","apiKeyEnv":"OPENAI_KEY"}}"#, "providers[0].auth.style", "`bearer`"),
+            (r#"{"name":"x","format":"anthropic","vertex":{"project":"p","location":"l"},"auth":{"apiKeyEnv":"OPENAI_KEY"},"anthropicVersion":"2023-06-01"}"#, "providers[0].anthropicVersion", "vertex-2023-10-16"),
+            (r#"{"name":"x","format":"gemini","vertex":{"project":"p","location":"l"},"auth":{"apiKeyEnv":"OPENAI_KEY"},"models":{"m":"a/b"}}"#, "providers[0].models.m", "model name"),
         ];
         for (json, field, reason) in cases {
             let err = attempt(json).expect_err(json);
             assert_eq!(err.field, *field, "{json}: {err}");
             assert!(err.reason.contains(reason), "{json}: {err}");
         }
+    }
+
+    #[test]
+    fn vertex_providers_default_to_the_regional_host_v1_and_bearer_auth() {
+        let a = attempt(r#"{"name":"x","format":"gemini","vertex":{"project":"my-proj","location":"us-east5"},"auth":{"apiKeyEnv":"OPENAI_KEY"}}"#).unwrap();
+        assert_eq!(a.provider.host, "us-east5-aiplatform.googleapis.com");
+        assert_eq!(a.provider.base_path, "/v1");
+        assert_eq!(a.provider.auth.style, AuthStyle::Bearer);
+        assert_eq!(a.provider.embeddings_path("text-embedding-005"), None);
+        assert_eq!(
+            a.provider.chat_path("gemini-2.5-pro", true),
+            "/v1/projects/my-proj/locations/us-east5/publishers/google/models/gemini-2.5-pro:streamGenerateContent?alt=sse"
+        );
+        let c = attempt(r#"{"name":"x","format":"anthropic","vertex":{"project":"my-proj","location":"global"},"host":"127.0.0.1:9","auth":{"apiKeyEnv":"OPENAI_KEY"}}"#).unwrap();
+        assert_eq!(c.provider.host, "127.0.0.1:9");
+        assert_eq!(c.provider.chat_path("claude-x@1", false), "/v1/projects/my-proj/locations/global/publishers/anthropic/models/claude-x@1:rawPredict");
+        assert!(c.provider.format_headers().is_empty());
+        assert_eq!(c.provider.stale_format_headers(), &["anthropic-version"]);
+        assert_ne!(a.provider.fingerprint(), attempt(r#"{"name":"x","format":"gemini","vertex":{"project":"other","location":"us-east5"},"auth":{"apiKeyEnv":"OPENAI_KEY"}}"#).unwrap().provider.fingerprint());
     }
 
     #[test]
