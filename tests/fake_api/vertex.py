@@ -150,6 +150,11 @@ class TokenEndpoint:
             self._issued[token] = time.monotonic() + self.lifetime_s
         return {"access_token": token, "expires_in": int(self.lifetime_s), "token_type": "Bearer"}
 
+    def expires_at(self, token: str) -> float | None:
+        """When (time.monotonic) an issued token stops being accepted."""
+        with self._lock:
+            return self._issued.get(token)
+
     def valid(self, token: str) -> bool:
         with self._lock:
             expiry = self._issued.get(token)
