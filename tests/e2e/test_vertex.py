@@ -149,3 +149,23 @@ def test_an_expired_token_fails_over_to_the_next_provider(tmp_path, mock):
     assert after.headers["x-llm-provider"] == "other" and after.headers["x-llm-attempts"] == "2"
     assert s.vertex.requests[-1].header("authorization") == f"Bearer {s.token}"
     assert s.envoy.stats().get("wasmcustom.llm_failover.provider.vertex.failover.unauthorized", 0) == 1
+
+
+@pytest.mark.core
+def test_anthropic_messages_client_reaches_claude_on_vertex_as_it_is(tmp_path, mock):
+    """An Anthropic SDK client's Messages request goes to Claude on Vertex untranslated: the
+    model moves to the path, Vertex's `anthropic_version` into the body, the client's key away."""
+    import anthropic  # noqa: PLC0415
+
+    s = Setup(tmp_path, mock, "anthropic", vertex_first=False, other_fails_with=openai_error(503))
+    client = anthropic.Anthropic(api_key="sk-ant-client", base_url=f"http://127.0.0.1:{s.envoy.listener_ports[0]}",
+                                 max_retries=0, timeout=15)
+    message = client.messages.create(model="claude-sonnet-4-5", max_tokens=20, messages=[{"role": "user", "content": "hi"}])
+    assert message.content[0].text == "hello from vertex"
+    with client.messages.stream(model="claude-sonnet-4-5", max_tokens=20, messages=[{"role": "user", "content": "hi"}]) as stream:
+        assert "".join(stream.text_stream) == "hello from vertex"
+    plain, streamed = s.received_without_problems()
+    assert plain.path.endswith(f"/publishers/anthropic/models/{s.model}:rawPredict")
+    assert streamed.path.endswith(f"/publishers/anthropic/models/{s.model}:streamRawPredict")
+    assert "sk-ant-client" not in json.dumps(plain.headers) and plain.header("anthropic-version") is None
+    assert plain.json["anthropic_version"] == vertex.ANTHROPIC_VERSION and "model" not in plain.json
