@@ -6,9 +6,12 @@ the filter renews Google tokens itself, the token reaches it as a static bearer 
 from __future__ import annotations
 
 import json
+import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import openai
 import pytest
@@ -34,13 +37,53 @@ def test_fakes_self_check():
     vertex._self_check()
 
 
-def fetch_token(token_port: int, key_file: dict) -> str:
-    """An access token from the token endpoint fake, for an assertion signed as a client does."""
-    form = urllib.parse.urlencode({"grant_type": vertex.JWT_BEARER, "assertion": vertex.sign_assertion(key_file)})
-    request = urllib.request.Request(f"http://127.0.0.1:{token_port}/token", data=form.encode(),
-                                     headers={"content-type": "application/x-www-form-urlencoded"})
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN_REQUEST = ROOT / "target" / "release" / "examples" / "google_token_request"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _token_request_tool():
+    """src/google_auth.rs behind a command (examples/google_token_request.rs): the tokens these
+    tests use come from assertions the filter's own code signed."""
+    subprocess.run(["cargo", "build", "--release", "--locked", "--example", "google_token_request"],
+                   cwd=ROOT, check=True, capture_output=True, timeout=600)
+
+
+def fetch_token(key_file: dict) -> str:
+    """An access token from the token endpoint fake, asked for with the request google_auth builds."""
+    made = subprocess.run([str(TOKEN_REQUEST)], input=json.dumps(key_file), capture_output=True, text=True,
+                          check=True, timeout=30)
+    sent = json.loads(made.stdout)
+    request = urllib.request.Request(f"http://{sent['authority']}{sent['path']}", method=sent["method"],
+                                     data=sent["body"].encode(), headers=sent["headers"])
     with urllib.request.urlopen(request, timeout=5) as answer:
         return json.loads(answer.read())["access_token"]
+
+
+def test_the_token_endpoint_fake_refuses_a_tampered_google_auth_assertion(mock):
+    """The fake's check is the one that lets the tests' tokens through: it must be able to fail."""
+    server = mock("google-token")
+    key_file = vertex.load_key_file(token_uri=f"http://127.0.0.1:{server.port}/token")
+    tokens = vertex.TokenEndpoint(key_file)
+    server.set_default(tokens.responder())
+    made = json.loads(subprocess.run([str(TOKEN_REQUEST)], input=json.dumps(key_file), capture_output=True,
+                                     text=True, check=True, timeout=30).stdout)
+    form = urllib.parse.parse_qs(made["body"])
+    assert form["grant_type"] == [vertex.JWT_BEARER]
+    assert tokens.assertion_problem(form["assertion"][0]) is None
+    head, claims, signature = form["assertion"][0].split(".")
+    other_claims = json.loads(vertex._b64decode(claims))
+    other_claims["scope"] = "https://www.googleapis.com/auth/drive"
+    forged = f"{head}.{vertex._b64encode(json.dumps(other_claims).encode())}.{signature}"
+    assert tokens.assertion_problem(forged) == "Invalid JWT Signature."
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(urllib.request.Request(
+            f"http://{made['authority']}{made['path']}", method="POST", headers=made["headers"],
+            data=urllib.parse.urlencode({"grant_type": vertex.JWT_BEARER, "assertion": forged}).encode()), timeout=5)
+    assert refused.value.code == 400 and json.loads(refused.value.read())["error"] == "invalid_grant"
+    no_key = subprocess.run([str(TOKEN_REQUEST)], input=json.dumps({**key_file, "private_key": "x"}),
+                            capture_output=True, text=True, timeout=30)
+    assert no_key.returncode != 0 and "`private_key`: no PEM PRIVATE KEY block" in no_key.stderr
 
 
 class Setup:
@@ -52,7 +95,7 @@ class Setup:
         key_file = vertex.load_key_file(token_uri=f"http://127.0.0.1:{self.token_server.port}/token")
         self.tokens = vertex.TokenEndpoint(key_file, lifetime_s=token_lifetime_s)
         self.token_server.set_default(self.tokens.responder())
-        self.token = fetch_token(self.token_server.port, key_file)
+        self.token = fetch_token(key_file)
 
         self.vertex = mock("vertex")
         self.vertex.set_default(RESPONDERS[fmt]("vertex", self.tokens, PROJECT, LOCATION))
