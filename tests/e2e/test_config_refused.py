@@ -36,6 +36,8 @@ def refused_with(tmp_path, **kwargs) -> str:
     ({**ROUTER_OK, "providers": [{**A, "auth": {"apiKeyEnv": "NOT_IN_THE_VM"}}]},
      "field `providers[0].auth.apiKeyEnv`: environment variable `NOT_IN_THE_VM` is not set in the VM"),
     ({"role": "attempt", "provider": "a"}, "field `provider`: unknown field `provider`"),
+    ({**ROUTER_OK, "providers": [{**A, "format": "gemini", "vertex": {"project": "p", "location": "US Central"}}]},
+     "field `providers[0].vertex.location`: `US Central` is not a Vertex AI location"),
 ])
 @pytest.mark.core
 def test_bad_plugin_config_is_refused_with_the_field(tmp_path, router, field_and_reason):
