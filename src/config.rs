@@ -148,6 +148,8 @@ pub struct ProviderInfo {
     pub weight: u32,
     /// It serves the Responses API itself (`responses: true`): stateful fields can go to it.
     pub serves_responses: bool,
+    /// Served by Vertex AI, which counts Claude's tokens elsewhere than Anthropic.
+    pub on_vertex: bool,
 }
 
 /// Headers a trusted caller may choose its profile and tier with; stripped from the others.
@@ -636,6 +638,9 @@ fn check_embeddings(
             let format = attempt.provider.format;
             if ClientApi::Embeddings.service(format).is_none() {
                 return Err(invalid(field, format!("provider `{provider}` has format `{}`, which has no embeddings API", format.name())));
+            }
+            if attempt.provider.options.vertex.is_some() {
+                return Err(invalid(field, format!("provider `{provider}` is served by Vertex AI, whose embeddings API is not spoken here")));
             }
             let unsafe_in_path = format.model_in_path() && model.contains(['"', '\\', '/', '?', '#', ' ']);
             if model.is_empty() || unsafe_in_path {
@@ -1292,7 +1297,14 @@ fn check_provider(
     if p.responses && p.format != Format::Openai {
         return Err(invalid("responses", format!("only `openai` providers serve the Responses API natively; `{}` ones are served it through chat completions", p.format.name())));
     }
-    let info = ProviderInfo { format: p.format, context_window: p.context_window, price, weight: p.weight, serves_responses: p.responses };
+    let info = ProviderInfo {
+        format: p.format,
+        context_window: p.context_window,
+        price,
+        weight: p.weight,
+        serves_responses: p.responses,
+        on_vertex: p.vertex.is_some(),
+    };
     if p.host.is_empty() || p.host.contains('/') || p.host.contains(char::is_whitespace) {
         return Err(invalid("host", format!("`{}` must be a host name with an optional port", p.host)));
     }
@@ -1623,6 +1635,7 @@ mod tests {
         let cases = [
             (r#""embeddings":{"x":{"ghost":"m"}}"#, "embeddings.x.ghost", "not in `providers`"),
             (r#""embeddings":{"x":{"c":"claude"}}"#, "embeddings.x.c", "no embeddings API"),
+            (r#""embeddings":{"x":{"v":"text-embedding-005"}}"#, "embeddings.x.v", "served by Vertex AI"),
             (r#""embeddings":{"x":{}}"#, "embeddings.x", "at least one provider"),
             (r#""embeddings":{"x":{"a":""}}"#, "embeddings.x.a", "not a usable model name"),
             (r#""embeddings":{"x":{"g":"models/a?b"}}"#, "embeddings.x.g", "not a usable model name"),
@@ -1633,7 +1646,8 @@ mod tests {
             (r#""embeddings":{"x":{"a":"m"}},"admin":{"path":"/v1/emb","internalListener":true}"#, "admin.path", "embeddingsPaths"),
         ];
         for (extra, field, reason) in cases {
-            let json = format!(r#"{{"role":"router","providers":["a",{{"name":"g","format":"gemini","host":"g"}},{{"name":"c","format":"anthropic","host":"c"}}],"chains":{{"chat":["a"]}},{extra}}}"#);
+            let vertex = r#"{"name":"v","format":"gemini","vertex":{"project":"p","location":"l"},"auth":{"apiKeyEnv":"OPENAI_KEY"}}"#;
+            let json = format!(r#"{{"role":"router","providers":["a",{{"name":"g","format":"gemini","host":"g"}},{{"name":"c","format":"anthropic","host":"c"}},{vertex}],"chains":{{"chat":["a"]}},{extra}}}"#);
             let error = router(&json).unwrap_err();
             assert_eq!(error.field, field, "{extra}: {error}");
             assert!(error.reason.contains(reason), "{extra}: {error}");

@@ -212,3 +212,18 @@ def test_anthropic_messages_client_reaches_claude_on_vertex_as_it_is(tmp_path, m
     assert streamed.path.endswith(f"/publishers/anthropic/models/{s.model}:streamRawPredict")
     assert "sk-ant-client" not in json.dumps(plain.headers) and plain.header("anthropic-version") is None
     assert plain.json["anthropic_version"] == vertex.ANTHROPIC_VERSION and "model" not in plain.json
+
+
+def test_count_tokens_never_asks_claude_on_vertex(tmp_path, mock):
+    """Vertex counts Claude's tokens at another path: with only Vertex to ask, the gateway
+    answers its estimate, and Vertex gets no request."""
+    import anthropic  # noqa: PLC0415
+
+    s = Setup(tmp_path, mock, "anthropic", vertex_first=True)
+    client = anthropic.Anthropic(api_key="sk-ant-client", base_url=f"http://127.0.0.1:{s.envoy.listener_ports[0]}",
+                                 max_retries=0, timeout=15)
+    raw = client.messages.with_raw_response.count_tokens(model="claude-sonnet-4-5",
+                                                         messages=[{"role": "user", "content": "x" * 400}])
+    assert raw.headers["x-llm-token-count"] == "estimate"
+    assert raw.parse().input_tokens == 100 + 3
+    assert s.vertex.requests == [] and s.other.requests == []
