@@ -29,7 +29,7 @@ setup:
 
 build: setup
 	@scripts/toolchain.sh build
-	cargo build --release --locked --bin llm-failover-render
+	cargo build --release --locked --bin llm-failover-render --example google_token_request
 
 unit:
 	cargo test --locked

@@ -17,6 +17,7 @@ use crate::trust::Network;
 use json::{Field, Json};
 use crate::health::{BreakerPolicy, CooldownPolicy, ErrorRate, HealthPolicy, LatencyPolicy};
 use crate::credentials::RawRenewal;
+use crate::provider::vertex::{self, Vertex};
 use crate::provider::{Auth, AuthStyle, AwsScope, Format, FormatOptions, Provider};
 
 /// The header the router role names the request's order cluster in; the route's
@@ -148,6 +149,8 @@ pub struct ProviderInfo {
     pub weight: u32,
     /// It serves the Responses API itself (`responses: true`): stateful fields can go to it.
     pub serves_responses: bool,
+    /// Served by Vertex AI, which counts Claude's tokens elsewhere than Anthropic.
+    pub on_vertex: bool,
 }
 
 /// Headers a trusted caller may choose its profile and tier with; stripped from the others.
@@ -640,6 +643,9 @@ fn check_embeddings(
             if ClientApi::Embeddings.service(format).is_none() {
                 return Err(invalid(field, format!("provider `{provider}` has format `{}`, which has no embeddings API", format.name())));
             }
+            if attempt.provider.options.vertex.is_some() {
+                return Err(invalid(field, format!("provider `{provider}` is served by Vertex AI, whose embeddings API is not spoken here")));
+            }
             let unsafe_in_path = format.model_in_path() && model.contains(['"', '\\', '/', '?', '#', ' ']);
             if model.is_empty() || unsafe_in_path {
                 return Err(invalid(field, format!("`{model}` is not a usable model name")));
@@ -1076,6 +1082,7 @@ struct RawProvider {
     api_version: Option<String>,
     default_max_tokens: Option<u64>,
     anthropic_version: Option<String>,
+    vertex: Option<Vertex>,
     cooldowns: RawCooldowns,
     breaker: RawBreaker,
     latency: RawLatency,
@@ -1095,12 +1102,18 @@ impl RawProvider {
     fn read(f: Field) -> Result<RawProvider, ConfigError> {
         let o = f.object(&[
             "name", "format", "host", "basePath", "auth", "models", "apiVersion", "defaultMaxTokens", "anthropicVersion",
-            "cooldowns", "breaker", "latency", "rateLimit", "budget", "prices", "contextWindow", "price", "weight", "responses",
+            "cooldowns", "breaker", "latency", "rateLimit", "budget", "prices", "contextWindow", "price", "weight", "responses", "vertex",
         ])?;
+        let vertex = o.opt_with("vertex", read_vertex)?;
+        let host = match &vertex {
+            Some(vertex) => o.opt_string("host")?.unwrap_or_else(|| vertex.default_host()),
+            None => o.string("host")?,
+        };
         Ok(RawProvider {
             name: o.string("name")?,
             format: read_format(o.required("format")?.field())?,
-            host: o.string("host")?,
+            host,
+            vertex,
             base_path: o.opt_string("basePath")?,
             auth: o.opt_with("auth", RawAuth::read)?,
             models: o.string_map("models")?,
@@ -1119,6 +1132,11 @@ impl RawProvider {
             responses: o.or_else("responses", |f| f.bool(), || false)?,
         })
     }
+}
+
+fn read_vertex(f: Field) -> Result<Vertex, ConfigError> {
+    let o = f.object(&["project", "location"])?;
+    Ok(Vertex { project: o.string("project")?, location: o.string("location")? })
 }
 
 fn read_format(f: Field) -> Result<Format, ConfigError> {
@@ -1291,6 +1309,30 @@ impl RawRateLimit {
     }
 }
 
+/// Vertex AI serves Gemini and Claude with an OAuth2 access token: a bearer credential.
+fn check_vertex(vertex: &Vertex, p: &RawProvider) -> Result<(), ConfigError> {
+    if !matches!(p.format, Format::Gemini | Format::Anthropic) {
+        return Err(invalid("vertex", format!("Vertex AI serves `gemini` and `anthropic` formats, not `{}`", p.format.name())));
+    }
+    let project_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':' | '_');
+    if vertex.project.is_empty() || !vertex.project.chars().all(project_ok) {
+        return Err(invalid("vertex.project", format!("`{}` is not a Google Cloud project id", vertex.project)));
+    }
+    let location_ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+    if vertex.location.is_empty() || !vertex.location.chars().all(location_ok) {
+        return Err(invalid("vertex.location", format!("`{}` is not a Vertex AI location", vertex.location)));
+    }
+    match p.auth.as_ref().map(|auth| auth.style) {
+        None => return Err(invalid("auth", "is required for Vertex AI (an OAuth2 access token, style `bearer`)")),
+        Some(Some(style)) if style != AuthStyle::Bearer => return Err(invalid("auth.style", "must be `bearer` for Vertex AI")),
+        _ => {}
+    }
+    if p.anthropic_version.is_some() {
+        return Err(invalid("anthropicVersion", format!("Vertex AI takes `{}` in the body, set by the filter", vertex::ANTHROPIC_VERSION)));
+    }
+    Ok(())
+}
+
 /// A provider's entry: its attempt config, and what the router knows of it. Fields in errors
 /// are the entry's own (`host`, `cooldowns.rateLimited`).
 fn check_provider(
@@ -1300,6 +1342,9 @@ fn check_provider(
     max_answer_bytes: usize,
     env: &dyn Environment,
 ) -> Result<(AttemptConfig, ProviderInfo), ConfigError> {
+    if let Some(vertex) = &p.vertex {
+        check_vertex(vertex, &p)?;
+    }
     if p.context_window == Some(0) {
         return Err(invalid("contextWindow", "must be greater than 0"));
     }
@@ -1307,11 +1352,19 @@ fn check_provider(
     if p.responses && p.format != Format::Openai {
         return Err(invalid("responses", format!("only `openai` providers serve the Responses API natively; `{}` ones are served it through chat completions", p.format.name())));
     }
-    let info = ProviderInfo { format: p.format, context_window: p.context_window, price, weight: p.weight, serves_responses: p.responses };
+    let info = ProviderInfo {
+        format: p.format,
+        context_window: p.context_window,
+        price,
+        weight: p.weight,
+        serves_responses: p.responses,
+        on_vertex: p.vertex.is_some(),
+    };
     if p.host.is_empty() || p.host.contains('/') || p.host.contains(char::is_whitespace) {
         return Err(invalid("host", format!("`{}` must be a host name with an optional port", p.host)));
     }
-    let base_path = p.base_path.unwrap_or_else(|| p.format.default_base_path().to_string());
+    let default_base_path = if p.vertex.is_some() { vertex::DEFAULT_BASE_PATH } else { p.format.default_base_path() };
+    let base_path = p.base_path.unwrap_or_else(|| default_base_path.to_string());
     if !base_path.starts_with('/') || base_path.contains('?') {
         return Err(invalid("basePath", format!("`{base_path}` must start with `/` and have no query")));
     }
@@ -1351,7 +1404,8 @@ fn check_provider(
             auth
         }
         Some(raw) => {
-            let style = raw.style.unwrap_or(p.format.default_auth_style());
+            let default_style = if p.vertex.is_some() { AuthStyle::Bearer } else { p.format.default_auth_style() };
+            let style = raw.style.unwrap_or(default_style);
             let key = match (style, raw.api_key_env) {
                 (AuthStyle::None, None) => String::new(),
                 (AuthStyle::None, Some(_)) => {
@@ -1374,7 +1428,7 @@ fn check_provider(
         }
     };
     for (model, target) in &p.models {
-        let unsafe_in_path = p.format.model_in_path() && target.contains(['"', '\\', '/', '?', '#', ' ']);
+        let unsafe_in_path = (p.format.model_in_path() || p.vertex.is_some()) && target.contains(['"', '\\', '/', '?', '#', ' ']);
         if target.is_empty() || unsafe_in_path {
             return Err(invalid(format!("models.{model}"), format!("`{target}` is not a usable model name")));
         }
@@ -1417,7 +1471,7 @@ fn check_provider(
             auth,
             models: p.models.into_iter().collect(),
             api_version: p.api_version,
-            options,
+            options: FormatOptions { vertex: p.vertex, ..options },
             serves_responses: p.responses,
         },
         health,
@@ -1672,6 +1726,7 @@ mod tests {
         let cases = [
             (r#""embeddings":{"x":{"ghost":"m"}}"#, "embeddings.x.ghost", "not in `providers`"),
             (r#""embeddings":{"x":{"c":"claude"}}"#, "embeddings.x.c", "no embeddings API"),
+            (r#""embeddings":{"x":{"v":"text-embedding-005"}}"#, "embeddings.x.v", "served by Vertex AI"),
             (r#""embeddings":{"x":{}}"#, "embeddings.x", "at least one provider"),
             (r#""embeddings":{"x":{"a":""}}"#, "embeddings.x.a", "not a usable model name"),
             (r#""embeddings":{"x":{"g":"models/a?b"}}"#, "embeddings.x.g", "not a usable model name"),
@@ -1682,7 +1737,8 @@ mod tests {
             (r#""embeddings":{"x":{"a":"m"}},"admin":{"path":"/v1/emb","internalListener":true}"#, "admin.path", "embeddingsPaths"),
         ];
         for (extra, field, reason) in cases {
-            let json = format!(r#"{{"role":"router","providers":["a",{{"name":"g","format":"gemini","host":"g"}},{{"name":"c","format":"anthropic","host":"c"}}],"chains":{{"chat":["a"]}},{extra}}}"#);
+            let vertex = r#"{"name":"v","format":"gemini","vertex":{"project":"p","location":"l"},"auth":{"apiKeyEnv":"OPENAI_KEY"}}"#;
+            let json = format!(r#"{{"role":"router","providers":["a",{{"name":"g","format":"gemini","host":"g"}},{{"name":"c","format":"anthropic","host":"c"}},{vertex}],"chains":{{"chat":["a"]}},{extra}}}"#);
             let error = router(&json).unwrap_err();
             assert_eq!(error.field, field, "{extra}: {error}");
             assert!(error.reason.contains(reason), "{extra}: {error}");
@@ -1898,6 +1954,14 @@ mod tests {
             (r#"{"name":"x","format":"bedrock","host":"h","auth":{"region":"us-east-1","apiKeyEnv":"OPENAI_KEY"}}"#, "providers[0].auth.apiKeyEnv", "own environment"),
             (r#"{"name":"x","format":"bedrock","host":"h","auth":{"region":"US East"}}"#, "providers[0].auth.region", "not an AWS name"),
             (r#"{"name":"x","format":"openai","host":"h","auth":{"apiKeyEnv":"OPENAI_KEY","region":"us-east-1"}}"#, "providers[0].auth.region", "`aws-sigv4` only"),
+            (r#"{"name":"x","format":"ollama","vertex":{"project":"p","location":"l"},"auth":{"apiKeyEnv":"OPENAI_KEY"}}"#, "providers[0].vertex", "not `ollama`"),
+            (r#"{"name":"x","format":"gemini","vertex":{"project":"p"},"auth":{"apiKeyEnv":"OPENAI_KEY"}}"#, "providers[0].vertex", "missing field `location`"),
+            (r#"{"name":"x","format":"gemini","vertex":{"project":"p/q","location":"l"},"auth":{"apiKeyEnv":"OPENAI_KEY"}}"#, "providers[0].vertex.project", "project id"),
+            (r#"{"name":"x","format":"gemini","vertex":{"project":"p","location":"US Central"},"auth":{"apiKeyEnv":"OPENAI_KEY"}}"#, "providers[0].vertex.location", "location"),
+            (r#"{"name":"x","format":"gemini","vertex":{"project":"p","location":"l"}}"#, "providers[0].auth", "required for Vertex"),
+            (r#"{"name":"x","format":"gemini","vertex":{"project":"p","location":"l"},"auth":{"style":"x-goog-api-key","apiKeyEnv":"OPENAI_KEY"}}"#, "providers[0].auth.style", "`bearer`"),
+            (r#"{"name":"x","format":"anthropic","vertex":{"project":"p","location":"l"},"auth":{"apiKeyEnv":"OPENAI_KEY"},"anthropicVersion":"2023-06-01"}"#, "providers[0].anthropicVersion", "vertex-2023-10-16"),
+            (r#"{"name":"x","format":"gemini","vertex":{"project":"p","location":"l"},"auth":{"apiKeyEnv":"OPENAI_KEY"},"models":{"m":"a/b"}}"#, "providers[0].models.m", "model name"),
         ];
         for (json, field, reason) in cases {
             let err = attempt(json).expect_err(json);
@@ -1950,6 +2014,25 @@ mod tests {
         assert_eq!(attempt(copilot).unwrap().health.cooldowns.auth_failure, Some(Duration::from_secs(30)), "the operator's own");
         let with_headers = copilot.replace(r#""tokenEnv":"OPENAI_KEY""#, r#""tokenEnv":"OPENAI_KEY","headers":{"Copilot-Integration-Id":"vscode-chat"}"#);
         assert_eq!(attempt(&with_headers).unwrap().provider.auth.headers, vec![("copilot-integration-id".to_string(), "vscode-chat".to_string())]);
+    }
+
+    #[test]
+    fn vertex_providers_default_to_the_regional_host_v1_and_bearer_auth() {
+        let a = attempt(r#"{"name":"x","format":"gemini","vertex":{"project":"my-proj","location":"us-east5"},"auth":{"apiKeyEnv":"OPENAI_KEY"}}"#).unwrap();
+        assert_eq!(a.provider.host, "us-east5-aiplatform.googleapis.com");
+        assert_eq!(a.provider.base_path, "/v1");
+        assert_eq!(a.provider.auth.style, AuthStyle::Bearer);
+        assert_eq!(a.provider.embeddings_path("text-embedding-005"), None);
+        assert_eq!(
+            a.provider.chat_path("gemini-2.5-pro", true),
+            "/v1/projects/my-proj/locations/us-east5/publishers/google/models/gemini-2.5-pro:streamGenerateContent?alt=sse"
+        );
+        let c = attempt(r#"{"name":"x","format":"anthropic","vertex":{"project":"my-proj","location":"global"},"host":"127.0.0.1:9","auth":{"apiKeyEnv":"OPENAI_KEY"}}"#).unwrap();
+        assert_eq!(c.provider.host, "127.0.0.1:9");
+        assert_eq!(c.provider.chat_path("claude-x@1", false), "/v1/projects/my-proj/locations/global/publishers/anthropic/models/claude-x@1:rawPredict");
+        assert!(c.provider.format_headers().is_empty());
+        assert_eq!(c.provider.stale_format_headers(), &["anthropic-version"]);
+        assert_ne!(a.provider.fingerprint(), attempt(r#"{"name":"x","format":"gemini","vertex":{"project":"other","location":"us-east5"},"auth":{"apiKeyEnv":"OPENAI_KEY"}}"#).unwrap().provider.fingerprint());
     }
 
     #[test]

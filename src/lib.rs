@@ -13,6 +13,7 @@ pub mod credentials;
 pub mod decimal;
 pub mod duration;
 pub mod error_kind;
+pub mod google_auth;
 pub mod health;
 pub mod health_report;
 pub mod http_date;

@@ -784,6 +784,29 @@ mod tests {
     }
 
     #[test]
+    fn a_vertex_provider_is_reached_at_its_location_endpoint_with_tls() {
+        let input = INPUT.replace(
+            r#"{"name": "ollama", "format": "ollama", "host": "localhost:11434"}"#,
+            r#"{"name": "gemini-vertex", "format": "gemini", "vertex": {"project": "p", "location": "europe-west4"},
+                "auth": {"apiKeyEnv": "OPENAI_API_KEY"}}"#,
+        )
+        .replace(r#""upstreams": {"ollama": {"address": "127.0.0.1:11434", "tls": false}}"#, r#""upstreams": {}"#)
+        .replace(r#"["openai", "ollama"]"#, r#"["openai", "gemini-vertex"]"#);
+        let yaml = render(input.as_bytes()).unwrap();
+        for expected in [
+            "name: llm_provider~gemini-vertex",
+            "address: europe-west4-aiplatform.googleapis.com",
+            "port_value: 443",
+            "sni: europe-west4-aiplatform.googleapis.com",
+            "\"vertex\": {",
+        ] {
+            assert!(yaml.contains(expected), "missing {expected:?} in:\n{yaml}");
+        }
+        let bad = input.replace(r#""location": "europe-west4""#, r#""location": "Europe West""#);
+        assert_eq!(render(bad.as_bytes()).unwrap_err().field, "filter.providers[1].vertex.location");
+    }
+
+    #[test]
     fn renders_provider_and_order_clusters_and_the_route() {
         let yaml = render(INPUT.as_bytes()).unwrap();
         for expected in [

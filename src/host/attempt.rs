@@ -502,8 +502,8 @@ impl AttemptFilter {
     fn messages_request(&mut self, body: &[u8]) -> Action {
         let provider = &self.role.config.provider;
         if self.client.service(provider.format) == Some(Service::Native) {
-            let target = self.as_anthropic_sent(body);
-            self.set_chat_path(&target, false, None);
+            let (target, stream) = self.as_anthropic_sent(body);
+            self.set_chat_path(&target, stream, None);
             return Action::Continue;
         }
         let (chat_body, stream) = match inbound::anthropic::chat_request(body) {
@@ -517,22 +517,29 @@ impl AttemptFilter {
     /// no other. The same Messages body, its model changed, at the Messages path's `/count_tokens`.
     fn count_tokens_request(&mut self, body: &[u8]) -> Action {
         let provider = &self.role.config.provider;
-        if self.client.service(provider.format).is_none() {
+        if self.client.service(provider.format).is_none() || provider.options.vertex.is_some() {
             return self.refuse_request("it cannot count Anthropic tokens");
         }
-        let target = self.as_anthropic_sent(body);
+        let (target, _) = self.as_anthropic_sent(body);
         let path = format!("{}{}", self.role.config.provider.chat_path(&target, false), config::COUNT_TOKENS_SUFFIX);
         abi::set_header(MapType::HttpRequestHeaders, ":path", &path);
         Action::Continue
     }
 
     /// An Anthropic client's request to an Anthropic-format provider: only the model changes in
-    /// the body. Returns the provider's model.
-    fn as_anthropic_sent(&mut self, body: &[u8]) -> String {
+    /// the body (on Vertex AI, it leaves the body for the path). Returns the provider's model
+    /// and whether the client asked for a stream, which Vertex sends to another path.
+    fn as_anthropic_sent(&mut self, body: &[u8]) -> (String, bool) {
         let provider = &self.role.config.provider;
         let requested = chat::requested_model(body).map(|m| m.into_owned()).unwrap_or_default();
         let target = provider.target_model(&requested).to_string();
-        if let Some(rewritten) = chat::with_model(body, &target) {
+        let mut stream = false;
+        if provider.options.vertex.is_some() {
+            if let Some((sent, streamed)) = crate::provider::vertex::anthropic_body(body) {
+                Self::replace_request_body(body.len(), &sent);
+                stream = streamed;
+            }
+        } else if let Some(rewritten) = chat::with_model(body, &target) {
             Self::replace_request_body(body.len(), &rewritten);
         }
         // The provider's `anthropic-version`, not the client's; its `anthropic-beta` stays,
@@ -546,7 +553,7 @@ impl AttemptFilter {
         }
         self.model = Some(target.clone());
         self.requested_model = Some(requested);
-        target
+        (target, stream)
     }
 
     /// Embeddings at this provider's model for the client's alias: OpenAI-compatible and Azure

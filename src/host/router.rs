@@ -307,7 +307,7 @@ impl RouterFilter {
         let mut fitting = Chain { providers: chain.providers.iter().filter(|p| !too_small.contains(&p.as_str())).cloned().collect(), ..chain.clone() };
         if counting {
             self.count_estimate = inbound::anthropic::estimate_input_tokens(body);
-            fitting.providers.retain(|p| config.info(p).is_some_and(|info| self.api.service(info.format).is_some()));
+            fitting.providers.retain(|p| config.info(p).is_some_and(|info| self.api.service(info.format).is_some() && !info.on_vertex));
             if fitting.providers.is_empty() {
                 return self.answer_estimate();
             }

@@ -7,6 +7,7 @@ pub mod bedrock;
 pub mod gemini;
 pub mod ollama;
 pub mod openai;
+pub mod vertex;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -45,11 +46,13 @@ pub struct FormatOptions {
     pub default_max_tokens: u64,
     /// The `anthropic-version` header.
     pub anthropic_version: String,
+    /// Served by Google Vertex AI (`gemini` and `anthropic` formats): Vertex's paths and body.
+    pub vertex: Option<vertex::Vertex>,
 }
 
 impl Default for FormatOptions {
     fn default() -> Self {
-        FormatOptions { default_max_tokens: 4096, anthropic_version: "2023-06-01".into() }
+        FormatOptions { default_max_tokens: 4096, anthropic_version: "2023-06-01".into(), vertex: None }
     }
 }
 
@@ -260,6 +263,9 @@ impl Provider {
     }
 
     pub fn chat_path(&self, model: &str, stream: bool) -> String {
+        if let Some(vertex) = &self.options.vertex {
+            return vertex.chat_path(&self.base_path, self.format, model, stream);
+        }
         match self.format {
             Format::Openai => openai::chat_path(self),
             Format::AzureOpenai => azure::chat_path(self, model),
@@ -278,6 +284,9 @@ impl Provider {
     /// Where this provider serves embeddings for `model`; `None`: it has no embeddings API.
     pub fn embeddings_path(&self, model: &str) -> Option<String> {
         let base = &self.base_path;
+        if self.options.vertex.is_some() {
+            return None;
+        }
         match self.format {
             Format::Openai => Some(format!("{base}/embeddings")),
             Format::AzureOpenai => Some(azure::embeddings_path(self, model)),
@@ -291,6 +300,10 @@ impl Provider {
     /// The client's OpenAI request in this provider's format, for `model`.
     pub fn translate_request(&self, request: &openai::ChatRequest, model: &str) -> Result<Vec<u8>, Unsupported> {
         match self.format {
+            Format::Anthropic if self.options.vertex.is_some() => {
+                let body = anthropic::request(request, model, &self.options)?;
+                vertex::anthropic_body(&body).map(|(body, _)| body).ok_or_else(|| Unsupported("the translated request could not be written".into()))
+            }
             Format::Anthropic => anthropic::request(request, model, &self.options),
             Format::Gemini => gemini::request(request, model, &self.options),
             Format::Ollama => ollama::request(request, model, &self.options),
@@ -305,7 +318,8 @@ impl Provider {
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
         let renewal = self.auth.renewal.as_ref().map(|r| format!("{r:?}")).unwrap_or_default();
         let parts = [self.format.name(), &self.host, &self.base_path, self.api_version.as_deref().unwrap_or(""), &self.auth.key, &renewal];
-        for part in parts.iter().map(|p| p.as_bytes()).chain([format!("{:?}", self.auth.style).as_bytes()]) {
+        let vertex = self.options.vertex.as_ref().map(|v| format!("{}/{}", v.project, v.location)).unwrap_or_default();
+        for part in parts.iter().map(|p| p.as_bytes()).chain([format!("{:?}", self.auth.style).as_bytes(), vertex.as_bytes()]) {
             for byte in part.iter().chain([&0u8]) {
                 hash ^= u64::from(*byte);
                 hash = hash.wrapping_mul(0x0100_0000_01b3);
@@ -317,7 +331,7 @@ impl Provider {
     /// Headers the format requires besides the credential (`anthropic-version`).
     pub fn format_headers(&self) -> Vec<(&'static str, String)> {
         match self.format {
-            Format::Anthropic => vec![(ANTHROPIC_VERSION, self.options.anthropic_version.clone())],
+            Format::Anthropic if self.options.vertex.is_none() => vec![(ANTHROPIC_VERSION, self.options.anthropic_version.clone())],
             _ => Vec::new(),
         }
     }
@@ -325,6 +339,8 @@ impl Provider {
     /// Format headers an earlier attempt at another format may have left in the shared map.
     pub fn stale_format_headers(&self) -> &'static [&'static str] {
         match self.format {
+            // Vertex takes the version in the body; the client's beta features may stay.
+            Format::Anthropic if self.options.vertex.is_some() => &[ANTHROPIC_VERSION],
             Format::Anthropic => &[],
             // A Messages client's beta features mean nothing to another API.
             _ => &[ANTHROPIC_VERSION, ANTHROPIC_BETA],

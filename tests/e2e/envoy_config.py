@@ -67,8 +67,10 @@ class Provider:
 
     def entry(self) -> dict:
         """The provider's entry in the plugin configuration's `providers`."""
-        provider: dict = {"name": self.name, "format": self.format,
-                          "host": self.host or f"{self.name}.provider.test"}
+        provider: dict = {"name": self.name, "format": self.format}
+        # A Vertex AI provider's host defaults to its location's endpoint.
+        if self.host or "vertex" not in self.extra:
+            provider["host"] = self.host or f"{self.name}.provider.test"
         if self.key_env:
             provider["auth"] = {"apiKeyEnv": self.key_env}
             if self.auth_style:

@@ -41,6 +41,8 @@ def refused_with(tmp_path, **kwargs) -> str:
      "field `providers[0].auth.tokenEnv`: environment variable `NOT_IN_THE_VM` is not set in the VM"),
     ({**ROUTER_OK, "providers": [{**A, "auth": {"kind": "oauth2-client-credentials", "tokenUrl": "http://login.example.com/t"}}]},
      "field `providers[0].auth.tokenUrl`: `http://login.example.com/t` must use https"),
+    ({**ROUTER_OK, "providers": [{**A, "format": "gemini", "vertex": {"project": "p", "location": "US Central"}}]},
+     "field `providers[0].vertex.location`: `US Central` is not a Vertex AI location"),
 ])
 @pytest.mark.core
 def test_bad_plugin_config_is_refused_with_the_field(tmp_path, router, field_and_reason):
