@@ -344,6 +344,10 @@ impl RouterConfig {
 /// `vm_config.environment_variables`), so keys never sit in the plugin config.
 pub trait Environment {
     fn var(&self, name: &str) -> Option<String>;
+    /// Set only in Envoy's environment, its value unknown until then (`llm-failover-render`).
+    fn set_at_run_time(&self, _name: &str) -> bool {
+        false
+    }
 }
 
 pub fn parse(json: &[u8], env: &dyn Environment) -> Result<Config, ConfigError> {
@@ -1195,7 +1199,7 @@ struct RawAuth {
 
 impl RawAuth {
     fn read(f: Field) -> Result<RawAuth, ConfigError> {
-        let o = f.object(&["style", "apiKeyEnv", "kind", "tokenUrl", "clientIdEnv", "clientSecretEnv", "scope", "tokenEnv", "headers", "region", "service"])?;
+        let o = f.object(&["style", "apiKeyEnv", "kind", "tokenUrl", "clientIdEnv", "clientSecretEnv", "scope", "tokenEnv", "keyEnv", "headers", "region", "service"])?;
         let renewal = RawRenewal {
             kind: o.opt_string("kind")?.unwrap_or_default(),
             token_url: o.opt_string("tokenUrl")?,
@@ -1203,6 +1207,7 @@ impl RawAuth {
             client_secret_env: o.opt_string("clientSecretEnv")?,
             scope: o.opt_string("scope")?,
             token_env: o.opt_string("tokenEnv")?,
+            key_env: o.opt_string("keyEnv")?,
         };
         Ok(RawAuth {
             style: o.opt_with("style", read_auth_style)?,
@@ -1220,7 +1225,7 @@ impl RawAuth {
         if !matches!(r.kind.as_str(), "" | "static") {
             return Ok(Some(r));
         }
-        let set = [("tokenUrl", &r.token_url), ("clientIdEnv", &r.client_id_env), ("clientSecretEnv", &r.client_secret_env), ("scope", &r.scope), ("tokenEnv", &r.token_env)];
+        let set = [("tokenUrl", &r.token_url), ("clientIdEnv", &r.client_id_env), ("clientSecretEnv", &r.client_secret_env), ("scope", &r.scope), ("tokenEnv", &r.token_env), ("keyEnv", &r.key_env)];
         match set.iter().find(|(_, v)| v.is_some()) {
             Some((field, _)) => Err(invalid(format!("auth.{field}"), "needs `auth.kind` naming how the token is renewed")),
             None => Ok(None),
@@ -1587,7 +1592,13 @@ mod tests {
             self.0.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
         }
     }
-    const ENV: Env = Env(&[("OPENAI_KEY", "sk-test-openai"), ("EMPTY", "  "), ("ADMIN", "a-long-enough-admin-secret"), ("SHORT", "abc")]);
+    const ENV: Env = Env(&[
+        ("OPENAI_KEY", "sk-test-openai"),
+        ("EMPTY", "  "),
+        ("ADMIN", "a-long-enough-admin-secret"),
+        ("SHORT", "abc"),
+        ("GOOGLE_SA", include_str!("../tests/fixtures/google/TEST-ONLY-service-account.json")),
+    ]);
 
     fn deployment(json: &str) -> Result<Deployment, ConfigError> {
         match parse(json.as_bytes(), &ENV)? {
@@ -2014,6 +2025,27 @@ mod tests {
         assert_eq!(attempt(copilot).unwrap().health.cooldowns.auth_failure, Some(Duration::from_secs(30)), "the operator's own");
         let with_headers = copilot.replace(r#""tokenEnv":"OPENAI_KEY""#, r#""tokenEnv":"OPENAI_KEY","headers":{"Copilot-Integration-Id":"vscode-chat"}"#);
         assert_eq!(attempt(&with_headers).unwrap().provider.auth.headers, vec![("copilot-integration-id".to_string(), "vscode-chat".to_string())]);
+    }
+
+    #[test]
+    fn vertex_takes_a_google_service_account_renewed_by_the_filter() {
+        let entry = r#"{"name":"x","format":"gemini","vertex":{"project":"p","location":"us-central1"},"auth":{"kind":"google-service-account","keyEnv":"GOOGLE_SA"}}"#;
+        let a = attempt(entry).unwrap();
+        assert_eq!(a.provider.auth.style, AuthStyle::Bearer);
+        assert_eq!(a.provider.auth.renewal.as_ref().map(|r| (r.kind(), r.url().authority.as_str())), Some(("google-service-account", "oauth2.googleapis.com")));
+        assert_eq!(a.health.cooldowns.auth_failure, Some(Duration::from_secs(5)));
+        assert!(!format!("{a:?}").contains("PRIVATE KEY"));
+        let cases = [
+            (entry.replace("GOOGLE_SA", "NOPE"), "providers[0].auth.keyEnv", "not set"),
+            (entry.replace("GOOGLE_SA", "OPENAI_KEY"), "providers[0].auth.keyEnv", "service-account key: not a key file"),
+            (entry.replace(r#""keyEnv""#, r#""tokenUrl":"https://example.com/token","keyEnv""#), "providers[0].auth.tokenUrl", "token_uri"),
+            (entry.replace(r#""keyEnv""#, r#""style":"api-key","keyEnv""#), "providers[0].auth.style", "bearer"),
+        ];
+        for (json, field, reason) in cases {
+            let err = attempt(&json).expect_err(&json);
+            assert_eq!(err.field, field, "{json}: {err}");
+            assert!(err.reason.contains(reason) && !err.reason.contains("MII") && !err.reason.contains("sk-test"), "{json}: {err}");
+        }
     }
 
     #[test]

@@ -123,6 +123,10 @@ impl Environment for RenderEnvironment<'_> {
         }
         self.from_host.iter().any(|k| k == name).then(|| "(set in Envoy's environment at run time)".to_string())
     }
+
+    fn set_at_run_time(&self, name: &str) -> bool {
+        !self.literal.contains_key(name) && self.from_host.iter().any(|k| k == name)
+    }
 }
 
 fn field(prefix: &str, error: ConfigError) -> ConfigError {
@@ -768,6 +772,27 @@ mod tests {
         let local = yaml.split("- name: llm_token~local").nth(1).unwrap().split("- name: ").next().unwrap();
         assert!(local.contains("port_value: 8099") && !local.contains("transport_socket"), "{local}");
         assert!(!yaml.contains("AZURE_CLIENT_SECRET\n") || yaml.contains("- AZURE_CLIENT_SECRET"), "only the variable's name");
+    }
+
+    #[test]
+    fn a_google_service_account_gets_google_s_token_endpoint_with_tls() {
+        let vertex = r#"{"name": "vertex", "format": "gemini", "vertex": {"project": "p", "location": "us-central1"},
+            "auth": {"kind": "google-service-account", "keyEnv": "GOOGLE_SA"}},
+          {"name": "ollama""#;
+        let input = INPUT.replace(r#"{"name": "ollama""#, vertex).replace(r#""hostEnvKeys": ["OPENAI_API_KEY"]"#, r#""hostEnvKeys": ["OPENAI_API_KEY", "GOOGLE_SA"]"#);
+        // The key is in Envoy's environment only: the render checks all the rest.
+        let yaml = render(input.as_bytes()).unwrap();
+        let token = yaml.split("- name: llm_token~vertex").nth(1).unwrap().split("- name: ").next().unwrap();
+        for expected in ["address: oauth2.googleapis.com", "port_value: 443", "sni: oauth2.googleapis.com", "type: LOGICAL_DNS"] {
+            assert!(token.contains(expected), "missing {expected:?} in:\n{token}");
+        }
+        // A key given in the render's input is checked against `tokenUrl`.
+        let key = serde_json::to_string(include_str!("../tests/fixtures/google/TEST-ONLY-service-account.json")).unwrap();
+        let literal = input.replace(r#""hostEnvKeys": ["OPENAI_API_KEY", "GOOGLE_SA"]"#, &format!(r#""hostEnvKeys": ["OPENAI_API_KEY"], "environment": {{"GOOGLE_SA": {key}}}"#));
+        assert!(render(literal.as_bytes()).is_ok());
+        let elsewhere = literal.replace(r#""keyEnv""#, r#""tokenUrl": "http://127.0.0.1:9/token", "keyEnv""#);
+        let err = render(elsewhere.as_bytes()).unwrap_err();
+        assert!(err.field.ends_with("auth.tokenUrl") && err.reason.contains("token_uri") && !err.reason.contains("MII"), "{err}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! reads the answer; this one keeps each provider's record and decides when to renew.
 
 pub mod exchange;
+pub mod google;
 pub mod oauth2;
 
 use std::fmt;
@@ -104,6 +105,7 @@ impl fmt::Debug for Token {
 pub enum Renewal {
     ClientCredentials(oauth2::ClientCredentials),
     Exchange(exchange::TokenExchange),
+    Google(google::GoogleServiceAccount),
 }
 
 impl fmt::Debug for Renewal {
@@ -117,6 +119,7 @@ impl Renewal {
         match self {
             Renewal::ClientCredentials(_) => oauth2::KIND,
             Renewal::Exchange(_) => exchange::KIND,
+            Renewal::Google(_) => google::KIND,
         }
     }
 
@@ -124,14 +127,16 @@ impl Renewal {
         match self {
             Renewal::ClientCredentials(c) => &c.url,
             Renewal::Exchange(e) => &e.url,
+            Renewal::Google(g) => &g.url,
         }
     }
 
-    pub fn request(&self, now_ms: u64) -> TokenRequest {
-        let _ = now_ms;
+    /// The token request to send now, or why there is none (a reason fit for a log).
+    pub fn request(&self, now_ms: u64) -> Result<TokenRequest, String> {
         match self {
-            Renewal::ClientCredentials(c) => c.request(),
-            Renewal::Exchange(e) => e.request(),
+            Renewal::ClientCredentials(c) => Ok(c.request()),
+            Renewal::Exchange(e) => Ok(e.request()),
+            Renewal::Google(g) => g.request(now_ms),
         }
     }
 
@@ -143,6 +148,7 @@ impl Renewal {
         let token = match self {
             Renewal::ClientCredentials(_) => oauth2::parse(body, now_ms),
             Renewal::Exchange(_) => exchange::parse(body, now_ms),
+            Renewal::Google(_) => google::parse(body, now_ms),
         }?;
         if token.value.is_empty() || token.value.len() > MAX_TOKEN_BYTES || !token.value.bytes().all(|b| b.is_ascii_graphic()) {
             return Err("token endpoint answered a token that is not a header value".into());
@@ -192,6 +198,7 @@ pub struct RawRenewal {
     pub client_secret_env: Option<String>,
     pub scope: Option<String>,
     pub token_env: Option<String>,
+    pub key_env: Option<String>,
 }
 
 /// The field (under `auth.`) and why, for a renewal the config cannot have.
@@ -208,9 +215,19 @@ pub fn secret(env: &dyn Environment, field: &'static str, name: Option<&String>)
 
 impl RawRenewal {
     pub fn check(&self, env: &dyn Environment) -> Result<Renewal, FieldError> {
+        let unused = |field: &'static str, set: bool| if set { Err((field, format!("is not used by kind `{}`", self.kind))) } else { Ok(()) };
+        if self.kind == google::KIND {
+            unused("clientIdEnv", self.client_id_env.is_some())?;
+            unused("clientSecretEnv", self.client_secret_env.is_some())?;
+            unused("tokenEnv", self.token_env.is_some())?;
+            let name = self.key_env.as_deref().ok_or(("keyEnv", "is required for this kind".to_string()))?;
+            let key = if env.set_at_run_time(name) { None } else { Some(secret(env, "keyEnv", self.key_env.as_ref())?) };
+            let google = google::GoogleServiceAccount::new(key.as_deref(), name, self.token_url.as_deref(), self.scope.as_deref())?;
+            return Ok(Renewal::Google(google));
+        }
+        unused("keyEnv", self.key_env.is_some())?;
         let url = self.token_url.as_deref().ok_or(("tokenUrl", "is required for this kind".to_string()))?;
         let url = TokenUrl::parse(url).map_err(|reason| ("tokenUrl", reason))?;
-        let unused = |field: &'static str, set: bool| if set { Err((field, format!("is not used by kind `{}`", self.kind))) } else { Ok(()) };
         match self.kind.as_str() {
             oauth2::KIND => {
                 unused("tokenEnv", self.token_env.is_some())?;
@@ -228,7 +245,7 @@ impl RawRenewal {
                 unused("scope", self.scope.is_some())?;
                 Ok(Renewal::Exchange(exchange::TokenExchange { url, token: secret(env, "tokenEnv", self.token_env.as_ref())?, headers: Vec::new() }))
             }
-            other => Err(("kind", format!("`{other}` is not one of `static`, `{}`, `{}`", oauth2::KIND, exchange::KIND))),
+            other => Err(("kind", format!("`{other}` is not one of `static`, `{}`, `{}`, `{}`", oauth2::KIND, exchange::KIND, google::KIND))),
         }
     }
 }
@@ -497,6 +514,7 @@ mod tests {
             client_secret_env: Some("SECRET".into()),
             scope: Some("https://cognitiveservices.azure.com/.default".into()),
             token_env: None,
+            key_env: None,
         };
         assert_eq!(oauth.check(&env).unwrap().kind(), oauth2::KIND);
         let exchange = RawRenewal { kind: exchange::KIND.into(), token_url: Some("https://api.github.com/copilot_internal/v2/token".into()), token_env: Some("GH".into()), ..RawRenewal::default() };
@@ -511,6 +529,11 @@ mod tests {
             (RawRenewal { token_env: None, ..exchange.clone() }, "tokenEnv"),
             (RawRenewal { scope: Some("x".into()), ..exchange.clone() }, "scope"),
             (RawRenewal { kind: "magic".into(), ..exchange.clone() }, "kind"),
+            (RawRenewal { key_env: Some("GH".into()), ..exchange.clone() }, "keyEnv"),
+            (RawRenewal { kind: google::KIND.into(), key_env: None, ..RawRenewal::default() }, "keyEnv"),
+            (RawRenewal { kind: google::KIND.into(), key_env: Some("MISSING".into()), ..RawRenewal::default() }, "keyEnv"),
+            (RawRenewal { kind: google::KIND.into(), key_env: Some("GH".into()), ..RawRenewal::default() }, "keyEnv"),
+            (RawRenewal { kind: google::KIND.into(), key_env: Some("GH".into()), token_env: Some("GH".into()), ..RawRenewal::default() }, "tokenEnv"),
         ];
         for (raw, field) in cases {
             let (got, reason) = raw.check(&env).unwrap_err();

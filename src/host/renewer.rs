@@ -80,7 +80,13 @@ impl Renewer {
                     continue;
                 }
             }
-            let request = renewable.renewal.request(now);
+            let request = match renewable.renewal.request(now) {
+                Ok(request) => request,
+                Err(reason) => {
+                    fail(renewable, &reason, now);
+                    continue;
+                }
+            };
             let cluster = credentials::token_cluster(&renewable.provider);
             let mut headers = vec![(":method", request.method), (":path", request.path.as_str()), (":authority", request.authority.as_str())];
             headers.extend(request.headers.iter().map(|(name, value)| (name.as_str(), value.as_str())));

@@ -82,3 +82,24 @@ def test_envoy_before_138_refuses_max_request_bytes_over_a_mebibyte(tmp_path):
     output = refused_with(tmp_path, router_config=router)
     assert ("llm-failover: plugin configuration refused: field `maxRequestBytes`: above 1048576 needs Envoy 1.38 "
             "or later") in output
+
+
+USER_CREDENTIAL = {"type": "authorized_user", "client_id": "764086051850-x.apps.googleusercontent.com",
+                   "client_secret": "d-FL95Q19q7MQmFpd7hHD0Ty", "refresh_token": "1//0gREFRESHtokenSECRET"}
+
+
+@pytest.mark.core
+@pytest.mark.parametrize("env, field_and_reason", [
+    ({}, "field `providers[0].auth.keyEnv`: environment variable `GOOGLE_SA` is not set in the VM"),
+    ({"GOOGLE_SA": json.dumps(USER_CREDENTIAL)},
+     "field `providers[0].auth.keyEnv`: environment variable `GOOGLE_SA`: service-account key: `type` is not \"service_account\""),
+    ({"GOOGLE_SA": "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcw\n-----END PRIVATE KEY-----\n"},
+     "field `providers[0].auth.keyEnv`: environment variable `GOOGLE_SA`: service-account key: not a key file JSON object"),
+], ids=["unset", "not-a-service-account", "a-bare-pem"])
+def test_a_bad_google_service_account_key_is_refused_naming_the_variable_never_the_key(tmp_path, env, field_and_reason):
+    vertex = {"name": "a", "format": "gemini", "vertex": {"project": "p", "location": "us-central1"},
+              "auth": {"kind": "google-service-account", "keyEnv": "GOOGLE_SA"}}
+    output = refused_with(tmp_path, router_config={**ROUTER_OK, "providers": [vertex]}, extra_env=env)
+    assert f"llm-failover: plugin configuration refused: {field_and_reason}" in output
+    for secret in ["d-FL95Q19q7MQmFpd7hHD0Ty", "1//0gREFRESH", "MIIEvQIBADAN"]:
+        assert secret not in str(output), "the key reached Envoy's log"

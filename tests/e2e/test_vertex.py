@@ -1,7 +1,8 @@
 """Gemini and Claude on Google Vertex AI, end to end: the official OpenAI SDK is the client, a
 real Envoy runs the filter, and the Vertex fake accepts only access tokens its Google token
-endpoint fake issued for an RS256 assertion signed with the test service account's key. Until
-the filter renews Google tokens itself, the token reaches it as a static bearer key."""
+endpoint fake issued for an RS256 assertion signed with the test service account's key. Here the
+token reaches the filter as a static bearer key (`auth.apiKeyEnv`); the filter's own renewed
+Google token (`google-service-account`) is tested in test_google_renewal.py."""
 
 from __future__ import annotations
 

@@ -102,6 +102,8 @@ class TokenEndpoint:
         self._numbers = itertools.count(1)
         self._lock = threading.Lock()
         self.refused: list[str] = []
+        # Why Vertex refused a bearer token (401s), never the token itself.
+        self.unauthorized: list[str] = []
 
     def assertion_problem(self, assertion: str, now: float | None = None) -> str | None:
         """Why Google would refuse `assertion` (`invalid_grant`'s description), or None."""
@@ -155,6 +157,15 @@ class TokenEndpoint:
         with self._lock:
             return self._issued.get(token)
 
+    def issued(self) -> list[str]:
+        with self._lock:
+            return list(self._issued)
+
+    def revoke_all(self) -> None:
+        """Every token issued so far stops being accepted (a key deleted, tokens revoked)."""
+        with self._lock:
+            self._issued = dict.fromkeys(self._issued, 0.0)
+
     def valid(self, token: str) -> bool:
         with self._lock:
             expiry = self._issued.get(token)
@@ -204,6 +215,7 @@ def _auth_failure(request: Received, tokens: TokenEndpoint) -> dict | None:
                                  "token, login cookie or other valid authentication credential.", "UNAUTHENTICATED")
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not tokens.valid(token):
+        tokens.unauthorized.append("expired" if tokens.expires_at(token) is not None else "unknown token")
         return google_error(401, "Request had invalid authentication credentials. Expected OAuth 2 access token, "
                                  "login cookie or other valid authentication credential.", "UNAUTHENTICATED")
     return None
