@@ -51,7 +51,7 @@ def test_every_alert_says_what_and_where_to_look_in_the_runbook():
         assert rule["labels"]["severity"] in ("warning", "critical")
     assert names == {"LLMFailoverProviderOut", "LLMFailoverAllProvidersUnavailable", "LLMFailoverFailoverRateHigh",
                      "LLMFailoverKeyRejected", "LLMFailoverBudgetSpent", "LLMFailoverSlowFirstByte",
-                     "LLMFailoverVmReloading"}
+                     "LLMFailoverVmReloading", "LLMFailoverCredentialRenewalFailing"}
 
 
 def test_every_alert_has_a_unit_test_that_fires_it_and_one_that_does_not():

@@ -19,6 +19,9 @@ import pytest
 import yaml
 
 import harness
+from test_renewal import Renewed, ask, backup_provider
+from test_renewal import client as renewal_client
+from test_renewal import gateway as renewal_gateway
 from envoy_config import Provider, start_gateway
 from mock_provider import openai_error
 
@@ -188,3 +191,32 @@ def test_an_outage_fires_the_alerts_and_recovery_resolves_them(tmp_path, mock, p
 
     prometheus.wait(lambda: not (set(prometheus.alerts()) & expected), "outage alerts resolved",
                     timeout=60, step=recovery_step)
+
+
+def test_a_token_that_cannot_be_renewed_fires_its_alert_and_never_the_key_alert(tmp_path, mock, prometheus_for):
+    """A renewed provider's 401 heals by itself, so LLMFailoverKeyRejected stays quiet for it;
+    renewals that keep failing fire LLMFailoverCredentialRenewalFailing instead."""
+    renewed = Renewed(mock, "copilot", lifetime=60)
+    _, backup_entry = backup_provider(mock)
+    envoy = renewal_gateway(tmp_path, [renewed.provider, backup_entry], renewed.env)
+    prometheus = prometheus_for(tmp_path, envoy)
+    prometheus.wait(lambda: prometheus.query('llm_failover_provider_credential_renewed{llm_provider="copilot"}'),
+                    "the renewal counters scraped")
+    sdk = renewal_client(envoy)
+    assert ask(sdk, False)[1] == "copilot"
+
+    # The token endpoint goes away and the token in use is revoked: the 401 fails over, and
+    # every renewal after it fails.
+    renewed.endpoint.stop()
+    renewed.issuer.revoke_all()
+    seen = set()
+
+    def step():
+        assert ask(sdk, False)[1] == "backup"
+        seen.update(prometheus.alerts())
+
+    prometheus.wait(lambda: prometheus.alerts().get(("LLMFailoverCredentialRenewalFailing", "copilot")) == "firing",
+                    "renewal alert firing", timeout=60, step=step)
+    assert prometheus.query('sum(llm_failover_provider_failover{llm_provider="copilot",llm_reason="unauthorized"})'), \
+        "the 401 was counted as a failover"
+    assert ("LLMFailoverKeyRejected", "copilot") not in seen | set(prometheus.alerts())
