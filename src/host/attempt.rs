@@ -1211,7 +1211,12 @@ impl AttemptFilter {
                     }
                     // A native Messages answer's error is already in the client's shape.
                     let native = self.client.anthropic_shaped() && !self.answers_through_chat();
-                    let translated = if native { None } else { Some(format.error(self.status, &body)) };
+                    let translated = if native {
+                        None
+                    } else {
+                        let error_type = abi::header_str(MapType::HttpResponseHeaders, "x-amzn-errortype");
+                        Some(format.error(self.status, &body, error_type.as_deref()))
+                    };
                     self.status = status;
                     self.read_error(&body);
                     translated

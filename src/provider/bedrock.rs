@@ -321,7 +321,15 @@ pub fn error_status(status: u16) -> u16 {
     }
 }
 
-pub fn error(status: u16, body: &[u8]) -> Vec<u8> {
+/// The exception's name: `x-amzn-ErrorType` (`ThrottlingException:http://internal.amazon.com/...`)
+/// or else the body's `__type` (`com.amazon.coral.validate#ValidationException`).
+fn exception_name(error_type_header: Option<&str>, body_type: Option<&str>) -> Option<String> {
+    let from_header = error_type_header.and_then(|t| t.split(':').next()).map(str::trim).filter(|n| !n.is_empty());
+    let from_body = || body_type.and_then(|t| t.rsplit('#').next()).map(str::trim).filter(|n| !n.is_empty());
+    from_header.or_else(from_body).map(str::to_string)
+}
+
+pub fn error(status: u16, body: &[u8], error_type_header: Option<&str>) -> Vec<u8> {
     let parsed = serde_json::from_slice::<Value>(body).ok();
     let field = |name: &str| parsed.as_ref().and_then(|v| v.get(name)).and_then(Value::as_str).filter(|m| !m.is_empty());
     let message = match field("message").or_else(|| field("Message")) {
@@ -331,7 +339,7 @@ pub fn error(status: u16, body: &[u8]) -> Vec<u8> {
             format!("Bedrock answered HTTP {status}: {excerpt}")
         }
     };
-    let code = field("__type").map(|t| t.rsplit('#').next().unwrap_or(t).to_string());
+    let code = exception_name(error_type_header, field("__type"));
     let kind = match status {
         403 if message.contains("signature") || message.contains("security token") => "authentication_error",
         _ => openai::error_type_for_status(error_status(status)),
@@ -691,12 +699,20 @@ pub mod tests {
 
     #[test]
     fn errors_keep_bedrock_s_message_and_their_status_s_kind() {
-        let body: Value = serde_json::from_slice(&error(429, br#"{"message":"Too many requests, please wait before trying again."}"#)).unwrap();
+        let throttled = br#"{"message":"Too many requests, please wait before trying again."}"#;
+        let body: Value = serde_json::from_slice(&error(429, throttled, Some("ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/"))).unwrap();
         assert_eq!(body["error"]["type"], "rate_limit_error");
+        assert_eq!(body["error"]["code"], "ThrottlingException");
+        let typed: Value = serde_json::from_slice(&error(400, br#"{"__type":"com.amazon.coral.validate#ValidationException","message":"bad"}"#, None)).unwrap();
+        assert_eq!(typed["error"]["code"], "ValidationException");
+        let both: Value = serde_json::from_slice(&error(400, br#"{"__type":"a#FromBody","message":"bad"}"#, Some("FromHeader"))).unwrap();
+        assert_eq!(both["error"]["code"], "FromHeader");
+        let unnamed: Value = serde_json::from_slice(&error(429, throttled, Some(""))).unwrap();
+        assert!(unnamed["error"]["code"].is_null());
         assert_eq!(body["error"]["message"], "Too many requests, please wait before trying again.");
-        let signature: Value = serde_json::from_slice(&error(403, br#"{"message":"The request signature we calculated does not match the signature you provided."}"#)).unwrap();
+        let signature: Value = serde_json::from_slice(&error(403, br#"{"message":"The request signature we calculated does not match the signature you provided."}"#, None)).unwrap();
         assert_eq!(signature["error"]["type"], "authentication_error");
-        let html: Value = serde_json::from_slice(&error(503, b"<html>down</html>")).unwrap();
+        let html: Value = serde_json::from_slice(&error(503, b"<html>down</html>", None)).unwrap();
         assert_eq!(html["error"]["message"], "Bedrock answered HTTP 503: <html>down</html>");
         assert_eq!(error_status(424), 502);
         assert_eq!(error_status(429), 429);

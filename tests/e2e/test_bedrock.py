@@ -158,6 +158,7 @@ def test_bedrock_errors_reach_the_client_in_openai_shape(tmp_path, mock, monkeyp
     assert refused.value.status_code == 400
     if reads_error_answers():
         assert refused.value.body["message"] == "messages: too long for this model"
+        assert refused.value.body["code"] == "ValidationException", "named after x-amzn-ErrorType"
     assert s.openai.requests == [], "a bad request is not failed over"
 
 
