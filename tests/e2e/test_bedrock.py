@@ -87,6 +87,9 @@ def test_chat_through_bedrock_after_a_rate_limited_primary(tmp_path, mock, monke
     assert request.path == "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse"
     assert request.json["inferenceConfig"] == {"maxTokens": 50, "temperature": 0.3}
     assert request.json["system"] == [{"text": "Be brief."}]
+    # Signed and sent with the translation's exact length, not chunked.
+    assert request.header("transfer-encoding") is None
+    assert request.header("content-length") == str(len(request.body))
     # The signer skipped the OpenAI attempt: it went first, and carries nothing of AWS.
     assert len(s.openai_requests_carry_no_aws_credential()) == 1
     assert s.counter("provider.openai.failover.rate_limited") == 1
