@@ -815,8 +815,10 @@ impl AttemptFilter {
     /// The start of a 2xx stream, held: content releases it as a success; an error event
     /// turns it into the failure it reports, which Envoy retries at the next provider.
     fn peek(&mut self, buffered: &[u8], end_of_stream: bool) -> Option<Action> {
-        let start = error_kind::stream_start(buffered);
-        let complete_event = buffered.windows(2).any(|w| w == b"\n\n" || w == b"\r\n") || buffered.starts_with(b"{") && buffered.contains(&b'\n');
+        let bedrock = self.role.config.provider.format == crate::provider::Format::Bedrock;
+        let start = if bedrock { crate::provider::bedrock::stream_start(buffered) } else { error_kind::stream_start(buffered) };
+        // Bedrock's binary frames decide as soon as one is whole.
+        let complete_event = bedrock || buffered.windows(2).any(|w| w == b"\n\n" || w == b"\r\n") || buffered.starts_with(b"{") && buffered.contains(&b'\n');
         let held_long = now_ms().saturating_sub(self.headers_at_ms) >= PEEK_MAX_HOLD_MS;
         let decided = end_of_stream || buffered.len() >= PEEK_LIMIT_BYTES || (held_long && complete_event);
         match start {
@@ -898,7 +900,9 @@ impl AttemptFilter {
         }
         if reads_errors && !end_of_stream && (200..300).contains(&format.effective_status(status)) {
             let content_type = abi::header_str(MapType::HttpResponseHeaders, "content-type").unwrap_or_default();
-            self.peek_stream = content_type.starts_with("text/event-stream") || content_type.starts_with("application/x-ndjson");
+            self.peek_stream = content_type.starts_with("text/event-stream")
+                || content_type.starts_with("application/x-ndjson")
+                || (format == crate::provider::Format::Bedrock && content_type.starts_with("application/vnd.amazon.eventstream"));
         }
         if self.embeddings.is_some() {
             // A translated embeddings answer is read whole, success or error, and rewritten.

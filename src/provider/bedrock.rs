@@ -8,6 +8,7 @@ use super::openai::{
     FinishReason, Image, Message, Part as ChatPart, Role, ToolCall, ToolCallDelta, ToolChoice, Usage,
 };
 use super::{FormatOptions, Provider, StreamTranslator, Unsupported};
+use crate::error_kind::{ErrorKind, StreamStart};
 use crate::sse;
 
 /// Converse paths start at the host's root: `/model/...`.
@@ -431,6 +432,40 @@ fn read_headers(mut headers: &[u8]) -> Option<Frame> {
     Some(frame)
 }
 
+/// Whether an exception frame came before any content in the start of a converse-stream:
+/// `messageStart` precedes content, any other event is content. A broken frame is the
+/// provider's failure, as a 502 would be.
+pub fn stream_start(mut buffer: &[u8]) -> StreamStart {
+    loop {
+        let (frame, used) = match next_frame(buffer) {
+            Ok(Some(read)) => read,
+            Ok(None) => return StreamStart::Undecided,
+            Err(_) => return StreamStart::Error(ErrorKind::ServerError),
+        };
+        if frame.message_type == "exception" || frame.message_type == "error" {
+            return StreamStart::Error(exception_error_kind(&frame.exception_type));
+        }
+        if frame.event_type != "messageStart" {
+            return StreamStart::Content;
+        }
+        buffer = buffer.get(used..).unwrap_or_default();
+    }
+}
+
+/// What an exception before content means for failover, as its status would.
+fn exception_error_kind(exception: &str) -> ErrorKind {
+    let is = |name: &str| exception.eq_ignore_ascii_case(name);
+    if is("throttlingException") || is("modelNotReadyException") {
+        ErrorKind::RateLimited
+    } else if is("validationException") {
+        ErrorKind::BadRequest
+    } else if is("accessDeniedException") {
+        ErrorKind::Unauthorized
+    } else {
+        ErrorKind::ServerError
+    }
+}
+
 /// The OpenAI error type an exception in a stream means.
 fn exception_kind(exception: &str) -> &'static str {
     match exception {
@@ -760,6 +795,25 @@ pub mod tests {
             assert!(out.contains("Bedrock's stream broke") && out.contains("checksum") || out.contains("impossible length"), "byte {at}: {out}");
             assert!(!out.contains("[DONE]"), "{out}");
         }
+    }
+
+    #[test]
+    fn an_exception_before_content_is_the_failure_it_names_and_content_first_is_the_answer() {
+        let start = event("messageStart", &json!({"role": "assistant"}));
+        let throttled = frame(&[(":exception-type", "throttlingException"), (":content-type", "application/json"), (":message-type", "exception")], br#"{"message":"slow down"}"#);
+        let text = event("contentBlockDelta", &json!({"contentBlockIndex": 0, "delta": {"text": "Hel"}}));
+        assert_eq!(stream_start(&[start.clone(), throttled.clone()].concat()), StreamStart::Error(ErrorKind::RateLimited));
+        assert_eq!(stream_start(&throttled), StreamStart::Error(ErrorKind::RateLimited));
+        assert_eq!(stream_start(&[start.clone(), text.clone(), throttled.clone()].concat()), StreamStart::Content);
+        assert_eq!(stream_start(&start), StreamStart::Undecided);
+        let whole = [start, throttled].concat();
+        assert_eq!(stream_start(&whole[..whole.len() - 1]), StreamStart::Undecided, "a frame cut short decides nothing");
+        let stopped = frame(&[(":exception-type", "modelStreamErrorException"), (":message-type", "exception")], b"{}");
+        assert_eq!(stream_start(&stopped), StreamStart::Error(ErrorKind::ServerError));
+        let mut broken = text;
+        let last = broken.len() - 1;
+        broken[last] ^= 1;
+        assert_eq!(stream_start(&broken), StreamStart::Error(ErrorKind::ServerError));
     }
 
     #[test]

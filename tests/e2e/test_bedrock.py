@@ -179,6 +179,28 @@ def test_a_bedrock_exception_mid_stream_is_an_error_the_client_sees(tmp_path, mo
     assert "The model stopped." in str(failed.value)
 
 
+@pytest.mark.core
+@pytest.mark.reads_error_answers
+def test_a_bedrock_exception_before_any_content_fails_over(tmp_path, mock, monkeypatch):
+    """A 200 converse-stream whose first frames are `messageStart` and an exception has sent the
+    client nothing yet: it fails over as the exception's status would. (With `errorAnswers:
+    pass`, Envoy 1.36, the stream start is not held and the client sees the error instead.)"""
+    s = Setup(tmp_path, mock, monkeypatch, bedrock_first=True)
+    frames = [bedrock.event("messageStart", {"role": "assistant"}),
+              bedrock.exception("throttlingException", "Too many tokens, please wait before trying again.")]
+    s.bedrock.script({"status": 200, "headers": {"content-type": "application/vnd.amazon.eventstream"},
+                      "sse_raw": [{"bytes": c} for c in bedrock.split_oddly(frames)]})
+    status, headers, chunks = s.envoy.stream("/v1/chat/completions", {
+        "model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "stream": True})
+    assert status == 200
+    assert (headers["x-llm-provider"], headers["x-llm-attempts"]) == ("openai", "2")
+    streamed = b"".join(data for _, data in chunks)
+    assert b"[DONE]" in streamed and b"Too many tokens" not in streamed
+    assert len(s.bedrock_requests()) == 1
+    assert len(s.openai_requests_carry_no_aws_credential()) == 1
+    assert s.counter("provider.bedrock.failover.rate_limited") == 1
+
+
 def test_a_messages_client_through_bedrock(tmp_path, mock, monkeypatch):
     s = Setup(tmp_path, mock, monkeypatch, bedrock_first=True)
     client = anthropic.Anthropic(api_key="sk-ant-client", base_url=s.base, max_retries=0, timeout=15)
