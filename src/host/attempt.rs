@@ -232,8 +232,6 @@ pub struct AttemptFilter {
     usage: UsageScanner,
     /// The provider answered 2xx; the success is recorded once the answer is complete.
     success: bool,
-    /// Read the client's model from the body without holding it.
-    peek_model: bool,
     /// Holding a 2xx stream's start (response headers paused) until it shows content.
     peek_stream: bool,
     /// What the error body said, when it decides the failure rather than the status.
@@ -277,7 +275,6 @@ impl AttemptFilter {
             near_limit_until_ms: None,
             usage,
             success: false,
-            peek_model: false,
             peek_stream: false,
             error_kind: None,
             origin: None,
@@ -458,8 +455,15 @@ impl AttemptFilter {
 
     fn replace_request_body(body_size: usize, body: &[u8]) {
         if hostcalls::set_buffer(BufferType::HttpRequestBody, 0, body_size, body).is_ok() {
-            abi::remove_header(MapType::HttpRequestHeaders, "content-length");
+            Self::set_content_length(body.len());
         }
+    }
+
+    /// The exact length of the body this attempt sends, set while its headers are held: an
+    /// earlier attempt's length is still in the shared headers, a stale one truncates the body,
+    /// and without one the provider gets a chunked body, which some refuse (Anthropic on Vertex).
+    fn set_content_length(length: usize) {
+        abi::set_header(MapType::HttpRequestHeaders, "content-length", &length.to_string());
     }
 
     /// An OpenAI-compatible provider: only the model name may change, every other byte stays.
@@ -811,8 +815,10 @@ impl AttemptFilter {
     /// The start of a 2xx stream, held: content releases it as a success; an error event
     /// turns it into the failure it reports, which Envoy retries at the next provider.
     fn peek(&mut self, buffered: &[u8], end_of_stream: bool) -> Option<Action> {
-        let start = error_kind::stream_start(buffered);
-        let complete_event = buffered.windows(2).any(|w| w == b"\n\n" || w == b"\r\n") || buffered.starts_with(b"{") && buffered.contains(&b'\n');
+        let bedrock = self.role.config.provider.format == crate::provider::Format::Bedrock;
+        let start = if bedrock { crate::provider::bedrock::stream_start(buffered) } else { error_kind::stream_start(buffered) };
+        // Bedrock's binary frames decide as soon as one is whole.
+        let complete_event = bedrock || buffered.windows(2).any(|w| w == b"\n\n" || w == b"\r\n") || buffered.starts_with(b"{") && buffered.contains(&b'\n');
         let held_long = now_ms().saturating_sub(self.headers_at_ms) >= PEEK_MAX_HOLD_MS;
         let decided = end_of_stream || buffered.len() >= PEEK_LIMIT_BYTES || (held_long && complete_event);
         match start {
@@ -894,7 +900,9 @@ impl AttemptFilter {
         }
         if reads_errors && !end_of_stream && (200..300).contains(&format.effective_status(status)) {
             let content_type = abi::header_str(MapType::HttpResponseHeaders, "content-type").unwrap_or_default();
-            self.peek_stream = content_type.starts_with("text/event-stream") || content_type.starts_with("application/x-ndjson");
+            self.peek_stream = content_type.starts_with("text/event-stream")
+                || content_type.starts_with("application/x-ndjson")
+                || (format == crate::provider::Format::Bedrock && content_type.starts_with("application/vnd.amazon.eventstream"));
         }
         if self.embeddings.is_some() {
             // A translated embeddings answer is read whole, success or error, and rewritten.
@@ -1043,23 +1051,17 @@ impl HttpContext for AttemptFilter {
             return Action::Continue;
         }
         self.spend(1, 0, self.started_ms);
-        if (provider.needs_body() || whole_body) && !end_of_stream {
+        // Held for the body even where it passes unchanged: its length goes in the headers.
+        if !end_of_stream {
             self.awaiting_body = true;
             return Action::Pause;
         }
         self.set_chat_path("", false, Some(path));
-        self.peek_model = !end_of_stream;
         Action::Continue
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         self.body_size = body_size;
-        if self.peek_model {
-            if !end_of_stream {
-                return Action::Pause;
-            }
-            self.read_model(body_size);
-        }
         if !self.awaiting_body {
             return Action::Continue;
         }
@@ -1071,9 +1073,6 @@ impl HttpContext for AttemptFilter {
 
     /// A body that ends with trailers (Envoy's decompressor adds its byte counts) is whole here.
     fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
-        if self.peek_model {
-            self.read_model(self.body_size);
-        }
         if self.awaiting_body {
             return self.request_complete(self.body_size);
         }
@@ -1110,17 +1109,10 @@ impl HttpContext for AttemptFilter {
 }
 
 impl AttemptFilter {
-    /// The router role sent the body whole; its model keys this model's breaker.
-    fn read_model(&mut self, body_size: usize) {
-        self.peek_model = false;
-        let body = abi::body(BufferType::HttpRequestBody, body_size);
-        self.requested_model = chat::requested_model(&body).map(|m| m.into_owned());
-        self.model = self.requested_model.clone();
-    }
-
     fn request_complete(&mut self, body_size: usize) -> Action {
         self.awaiting_body = false;
         let body = abi::body(BufferType::HttpRequestBody, body_size);
+        Self::set_content_length(body.len());
         match self.client {
             ClientApi::AnthropicMessages => return self.messages_request(&body),
             ClientApi::Embeddings => return self.embeddings_request(&body),
@@ -1223,7 +1215,12 @@ impl AttemptFilter {
                     }
                     // A native Messages answer's error is already in the client's shape.
                     let native = self.client.anthropic_shaped() && !self.answers_through_chat();
-                    let translated = if native { None } else { Some(format.error(self.status, &body)) };
+                    let translated = if native {
+                        None
+                    } else {
+                        let error_type = abi::header_str(MapType::HttpResponseHeaders, "x-amzn-errortype");
+                        Some(format.error(self.status, &body, error_type.as_deref()))
+                    };
                     self.status = status;
                     self.read_error(&body);
                     translated

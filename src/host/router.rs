@@ -829,7 +829,8 @@ impl HttpContext for RouterFilter {
                 return Action::Pause;
             }
             let body = abi::body(BufferType::HttpResponseBody, body_size);
-            if let Some(translated) = inbound::client_error(self.api, format, self.answer_status, &body) {
+            let error_type = abi::header_str(MapType::HttpResponseHeaders, "x-amzn-errortype");
+            if let Some(translated) = inbound::client_error(self.api, format, self.answer_status, &body, error_type.as_deref()) {
                 let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &translated);
             }
         }

@@ -127,11 +127,12 @@ impl ClientApi {
 
 /// A provider's error answer in the client's API, for an answer the attempt passed on unread
 /// (`errorAnswers: pass`); `None` when the provider already speaks the client's API.
-pub fn client_error(api: ClientApi, format: Format, status: u16, body: &[u8]) -> Option<Vec<u8>> {
+/// `error_type`: Bedrock's `x-amzn-ErrorType` header.
+pub fn client_error(api: ClientApi, format: Format, status: u16, body: &[u8], error_type: Option<&str>) -> Option<Vec<u8>> {
     match api.service(format)? {
         Service::Native => None,
-        Service::Translated if api.anthropic_shaped() => Some(anthropic::error_from_openai(status, &format.error(status, body))),
-        Service::Translated => Some(format.error(status, body)),
+        Service::Translated if api.anthropic_shaped() => Some(anthropic::error_from_openai(status, &format.error(status, body, error_type))),
+        Service::Translated => Some(format.error(status, body, error_type)),
     }
 }
 
@@ -209,21 +210,21 @@ mod tests {
         let openai = br#"{"error":{"message":"bad tool","type":"invalid_request_error"}}"#;
         let claude = br#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long"}}"#;
         let gemini = br#"{"error":{"code":400,"message":"text too long","status":"INVALID_ARGUMENT"}}"#;
-        assert_eq!(client_error(ClientApi::ChatCompletions, Format::Openai, 400, openai), None);
-        assert_eq!(client_error(ClientApi::AnthropicMessages, Format::Anthropic, 400, claude), None);
-        let for_messages: serde_json::Value = serde_json::from_slice(&client_error(ClientApi::AnthropicMessages, Format::Openai, 400, openai).unwrap()).unwrap();
+        assert_eq!(client_error(ClientApi::ChatCompletions, Format::Openai, 400, openai, None), None);
+        assert_eq!(client_error(ClientApi::AnthropicMessages, Format::Anthropic, 400, claude, None), None);
+        let for_messages: serde_json::Value = serde_json::from_slice(&client_error(ClientApi::AnthropicMessages, Format::Openai, 400, openai, None).unwrap()).unwrap();
         assert_eq!(for_messages["type"], "error");
         assert_eq!(for_messages["error"]["type"], "invalid_request_error");
         assert_eq!(for_messages["error"]["message"], "bad tool");
-        let from_gemini: serde_json::Value = serde_json::from_slice(&client_error(ClientApi::AnthropicMessages, Format::Gemini, 400, gemini).unwrap()).unwrap();
+        let from_gemini: serde_json::Value = serde_json::from_slice(&client_error(ClientApi::AnthropicMessages, Format::Gemini, 400, gemini, None).unwrap()).unwrap();
         assert_eq!(from_gemini["error"]["message"], "text too long");
         for api in [ClientApi::ChatCompletions, ClientApi::Embeddings] {
-            let for_chat: serde_json::Value = serde_json::from_slice(&client_error(api, Format::Gemini, 400, gemini).unwrap()).unwrap();
+            let for_chat: serde_json::Value = serde_json::from_slice(&client_error(api, Format::Gemini, 400, gemini, None).unwrap()).unwrap();
             assert!(for_chat["error"]["message"].as_str().unwrap().contains("text too long"));
         }
-        let for_chat: serde_json::Value = serde_json::from_slice(&client_error(ClientApi::ChatCompletions, Format::Anthropic, 400, claude).unwrap()).unwrap();
+        let for_chat: serde_json::Value = serde_json::from_slice(&client_error(ClientApi::ChatCompletions, Format::Anthropic, 400, claude, None).unwrap()).unwrap();
         assert_eq!(for_chat["error"]["type"], "invalid_request_error");
-        assert_eq!(client_error(ClientApi::Embeddings, Format::Anthropic, 400, claude), None, "never asked");
+        assert_eq!(client_error(ClientApi::Embeddings, Format::Anthropic, 400, claude, None), None, "never asked");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use super::openai::{
     FinishReason, Image, Message, Part as ChatPart, Role, ToolCall, ToolCallDelta, ToolChoice, Usage,
 };
 use super::{FormatOptions, Provider, StreamTranslator, Unsupported};
+use crate::error_kind::{ErrorKind, StreamStart};
 use crate::sse;
 
 /// Converse paths start at the host's root: `/model/...`.
@@ -321,7 +322,15 @@ pub fn error_status(status: u16) -> u16 {
     }
 }
 
-pub fn error(status: u16, body: &[u8]) -> Vec<u8> {
+/// The exception's name: `x-amzn-ErrorType` (`ThrottlingException:http://internal.amazon.com/...`)
+/// or else the body's `__type` (`com.amazon.coral.validate#ValidationException`).
+fn exception_name(error_type_header: Option<&str>, body_type: Option<&str>) -> Option<String> {
+    let from_header = error_type_header.and_then(|t| t.split(':').next()).map(str::trim).filter(|n| !n.is_empty());
+    let from_body = || body_type.and_then(|t| t.rsplit('#').next()).map(str::trim).filter(|n| !n.is_empty());
+    from_header.or_else(from_body).map(str::to_string)
+}
+
+pub fn error(status: u16, body: &[u8], error_type_header: Option<&str>) -> Vec<u8> {
     let parsed = serde_json::from_slice::<Value>(body).ok();
     let field = |name: &str| parsed.as_ref().and_then(|v| v.get(name)).and_then(Value::as_str).filter(|m| !m.is_empty());
     let message = match field("message").or_else(|| field("Message")) {
@@ -331,7 +340,7 @@ pub fn error(status: u16, body: &[u8]) -> Vec<u8> {
             format!("Bedrock answered HTTP {status}: {excerpt}")
         }
     };
-    let code = field("__type").map(|t| t.rsplit('#').next().unwrap_or(t).to_string());
+    let code = exception_name(error_type_header, field("__type"));
     let kind = match status {
         403 if message.contains("signature") || message.contains("security token") => "authentication_error",
         _ => openai::error_type_for_status(error_status(status)),
@@ -421,6 +430,40 @@ fn read_headers(mut headers: &[u8]) -> Option<Frame> {
         headers = rest;
     }
     Some(frame)
+}
+
+/// Whether an exception frame came before any content in the start of a converse-stream:
+/// `messageStart` precedes content, any other event is content. A broken frame is the
+/// provider's failure, as a 502 would be.
+pub fn stream_start(mut buffer: &[u8]) -> StreamStart {
+    loop {
+        let (frame, used) = match next_frame(buffer) {
+            Ok(Some(read)) => read,
+            Ok(None) => return StreamStart::Undecided,
+            Err(_) => return StreamStart::Error(ErrorKind::ServerError),
+        };
+        if frame.message_type == "exception" || frame.message_type == "error" {
+            return StreamStart::Error(exception_error_kind(&frame.exception_type));
+        }
+        if frame.event_type != "messageStart" {
+            return StreamStart::Content;
+        }
+        buffer = buffer.get(used..).unwrap_or_default();
+    }
+}
+
+/// What an exception before content means for failover, as its status would.
+fn exception_error_kind(exception: &str) -> ErrorKind {
+    let is = |name: &str| exception.eq_ignore_ascii_case(name);
+    if is("throttlingException") || is("modelNotReadyException") {
+        ErrorKind::RateLimited
+    } else if is("validationException") {
+        ErrorKind::BadRequest
+    } else if is("accessDeniedException") {
+        ErrorKind::Unauthorized
+    } else {
+        ErrorKind::ServerError
+    }
 }
 
 /// The OpenAI error type an exception in a stream means.
@@ -691,12 +734,20 @@ pub mod tests {
 
     #[test]
     fn errors_keep_bedrock_s_message_and_their_status_s_kind() {
-        let body: Value = serde_json::from_slice(&error(429, br#"{"message":"Too many requests, please wait before trying again."}"#)).unwrap();
+        let throttled = br#"{"message":"Too many requests, please wait before trying again."}"#;
+        let body: Value = serde_json::from_slice(&error(429, throttled, Some("ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/"))).unwrap();
         assert_eq!(body["error"]["type"], "rate_limit_error");
+        assert_eq!(body["error"]["code"], "ThrottlingException");
+        let typed: Value = serde_json::from_slice(&error(400, br#"{"__type":"com.amazon.coral.validate#ValidationException","message":"bad"}"#, None)).unwrap();
+        assert_eq!(typed["error"]["code"], "ValidationException");
+        let both: Value = serde_json::from_slice(&error(400, br#"{"__type":"a#FromBody","message":"bad"}"#, Some("FromHeader"))).unwrap();
+        assert_eq!(both["error"]["code"], "FromHeader");
+        let unnamed: Value = serde_json::from_slice(&error(429, throttled, Some(""))).unwrap();
+        assert!(unnamed["error"]["code"].is_null());
         assert_eq!(body["error"]["message"], "Too many requests, please wait before trying again.");
-        let signature: Value = serde_json::from_slice(&error(403, br#"{"message":"The request signature we calculated does not match the signature you provided."}"#)).unwrap();
+        let signature: Value = serde_json::from_slice(&error(403, br#"{"message":"The request signature we calculated does not match the signature you provided."}"#, None)).unwrap();
         assert_eq!(signature["error"]["type"], "authentication_error");
-        let html: Value = serde_json::from_slice(&error(503, b"<html>down</html>")).unwrap();
+        let html: Value = serde_json::from_slice(&error(503, b"<html>down</html>", None)).unwrap();
         assert_eq!(html["error"]["message"], "Bedrock answered HTTP 503: <html>down</html>");
         assert_eq!(error_status(424), 502);
         assert_eq!(error_status(429), 429);
@@ -744,6 +795,25 @@ pub mod tests {
             assert!(out.contains("Bedrock's stream broke") && out.contains("checksum") || out.contains("impossible length"), "byte {at}: {out}");
             assert!(!out.contains("[DONE]"), "{out}");
         }
+    }
+
+    #[test]
+    fn an_exception_before_content_is_the_failure_it_names_and_content_first_is_the_answer() {
+        let start = event("messageStart", &json!({"role": "assistant"}));
+        let throttled = frame(&[(":exception-type", "throttlingException"), (":content-type", "application/json"), (":message-type", "exception")], br#"{"message":"slow down"}"#);
+        let text = event("contentBlockDelta", &json!({"contentBlockIndex": 0, "delta": {"text": "Hel"}}));
+        assert_eq!(stream_start(&[start.clone(), throttled.clone()].concat()), StreamStart::Error(ErrorKind::RateLimited));
+        assert_eq!(stream_start(&throttled), StreamStart::Error(ErrorKind::RateLimited));
+        assert_eq!(stream_start(&[start.clone(), text.clone(), throttled.clone()].concat()), StreamStart::Content);
+        assert_eq!(stream_start(&start), StreamStart::Undecided);
+        let whole = [start, throttled].concat();
+        assert_eq!(stream_start(&whole[..whole.len() - 1]), StreamStart::Undecided, "a frame cut short decides nothing");
+        let stopped = frame(&[(":exception-type", "modelStreamErrorException"), (":message-type", "exception")], b"{}");
+        assert_eq!(stream_start(&stopped), StreamStart::Error(ErrorKind::ServerError));
+        let mut broken = text;
+        let last = broken.len() - 1;
+        broken[last] ^= 1;
+        assert_eq!(stream_start(&broken), StreamStart::Error(ErrorKind::ServerError));
     }
 
     #[test]

@@ -193,13 +193,14 @@ impl Format {
         }
     }
 
-    /// A provider's error body as an OpenAI error body.
-    pub fn error(self, status: u16, body: &[u8]) -> Vec<u8> {
+    /// A provider's error body as an OpenAI error body. `error_type`: Bedrock's
+    /// `x-amzn-ErrorType` header, which names the exception.
+    pub fn error(self, status: u16, body: &[u8], error_type: Option<&str>) -> Vec<u8> {
         match self {
             Format::Anthropic => anthropic::error(status, body),
             Format::Gemini => gemini::error(status, body),
             Format::Ollama => ollama::error(status, body),
-            Format::Bedrock => bedrock::error(status, body),
+            Format::Bedrock => bedrock::error(status, body, error_type),
             Format::Openai | Format::AzureOpenai => body.to_vec(),
         }
     }

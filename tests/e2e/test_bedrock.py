@@ -87,6 +87,9 @@ def test_chat_through_bedrock_after_a_rate_limited_primary(tmp_path, mock, monke
     assert request.path == "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse"
     assert request.json["inferenceConfig"] == {"maxTokens": 50, "temperature": 0.3}
     assert request.json["system"] == [{"text": "Be brief."}]
+    # Signed and sent with the translation's exact length, not chunked.
+    assert request.header("transfer-encoding") is None
+    assert request.header("content-length") == str(len(request.body))
     # The signer skipped the OpenAI attempt: it went first, and carries nothing of AWS.
     assert len(s.openai_requests_carry_no_aws_credential()) == 1
     assert s.counter("provider.openai.failover.rate_limited") == 1
@@ -158,6 +161,7 @@ def test_bedrock_errors_reach_the_client_in_openai_shape(tmp_path, mock, monkeyp
     assert refused.value.status_code == 400
     if reads_error_answers():
         assert refused.value.body["message"] == "messages: too long for this model"
+        assert refused.value.body["code"] == "ValidationException", "named after x-amzn-ErrorType"
     assert s.openai.requests == [], "a bad request is not failed over"
 
 
@@ -173,6 +177,28 @@ def test_a_bedrock_exception_mid_stream_is_an_error_the_client_sees(tmp_path, mo
         for _ in stream:
             pass
     assert "The model stopped." in str(failed.value)
+
+
+@pytest.mark.core
+@pytest.mark.reads_error_answers
+def test_a_bedrock_exception_before_any_content_fails_over(tmp_path, mock, monkeypatch):
+    """A 200 converse-stream whose first frames are `messageStart` and an exception has sent the
+    client nothing yet: it fails over as the exception's status would. (With `errorAnswers:
+    pass`, Envoy 1.36, the stream start is not held and the client sees the error instead.)"""
+    s = Setup(tmp_path, mock, monkeypatch, bedrock_first=True)
+    frames = [bedrock.event("messageStart", {"role": "assistant"}),
+              bedrock.exception("throttlingException", "Too many tokens, please wait before trying again.")]
+    s.bedrock.script({"status": 200, "headers": {"content-type": "application/vnd.amazon.eventstream"},
+                      "sse_raw": [{"bytes": c} for c in bedrock.split_oddly(frames)]})
+    status, headers, chunks = s.envoy.stream("/v1/chat/completions", {
+        "model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "stream": True})
+    assert status == 200
+    assert (headers["x-llm-provider"], headers["x-llm-attempts"]) == ("openai", "2")
+    streamed = b"".join(data for _, data in chunks)
+    assert b"[DONE]" in streamed and b"Too many tokens" not in streamed
+    assert len(s.bedrock_requests()) == 1
+    assert len(s.openai_requests_carry_no_aws_credential()) == 1
+    assert s.counter("provider.bedrock.failover.rate_limited") == 1
 
 
 def test_a_messages_client_through_bedrock(tmp_path, mock, monkeypatch):

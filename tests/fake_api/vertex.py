@@ -274,7 +274,20 @@ def _as_gemini(request: Received, route: dict) -> Received | dict:
     return dataclasses.replace(request, path=path, headers=_inner_headers(request, {"x-goog-api-key": "vertex-inner-key"}))
 
 
+def _chunked_refusal(request: Received) -> dict | None:
+    """Claude on Vertex answers a chunked request body (no content-length) with a 400 that says
+    nothing useful (envoyproxy/ai-gateway issue #721)."""
+    chunked = "chunked" in (request.header("transfer-encoding") or "").lower()
+    length = request.header("content-length")
+    if chunked or length is None or length.strip() != str(len(request.body)):
+        return google_error(400, "Prediction on deployed model failed with error: \"Bad Request\".", "INVALID_ARGUMENT")
+    return None
+
+
 def _as_anthropic(request: Received, route: dict) -> Received | dict:
+    refused = _chunked_refusal(request)
+    if refused:
+        return refused
     body = request.json
 
     def refuse(message: str) -> dict:
@@ -338,6 +351,7 @@ def _self_check() -> None:
 
     def received(path: str, body: Any, headers: dict, raw: bytes | None = None) -> Received:
         data = raw if raw is not None else json.dumps(body).encode()
+        headers = {"content-length": str(len(data)), **headers}
         return Received(method="POST", path=path, query="", headers=headers, body=data,
                         json=body if raw is None else None, at=time.monotonic())
 
@@ -401,6 +415,10 @@ def _self_check() -> None:
                 "messages": [{"role": "user", "content": "hi"}]}
     ok = claude(received(f"{base}/anthropic/models/claude-sonnet-4-5@20250929:rawPredict", messages, host))
     assert ok["status"] == 200 and ok["body"]["model"] == "claude-sonnet-4-5@20250929", ok
+    chunked = received(f"{base}/anthropic/models/c:rawPredict", messages, host)
+    chunked.headers.pop("content-length")
+    chunked.headers["transfer-encoding"] = "chunked"
+    assert claude(chunked)["status"] == 400, "Vertex refuses a chunked body to Claude"
     with_model = {**messages, "model": "claude"}
     assert claude(received(f"{base}/anthropic/models/c:rawPredict", with_model, host))["status"] == 400
     no_version = {k: v for k, v in messages.items() if k != "anthropic_version"}
