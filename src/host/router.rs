@@ -128,6 +128,9 @@ pub struct RouterFilter {
     /// The format of the provider whose error answer passes unread (`errorAnswers: pass`) and
     /// is put in the client's shape here, once whole.
     unread_error: Option<Format>,
+    /// Bedrock's `x-amzn-ErrorType` of that answer, read with its headers: the body callback
+    /// no longer sees them once they went on (measured on 1.36).
+    unread_error_type: Option<String>,
     /// A token count's estimate, answered when no provider that counts can.
     count_estimate: u64,
 }
@@ -162,6 +165,7 @@ impl RouterFilter {
             body_size: 0,
             api: ClientApi::ChatCompletions,
             unread_error: None,
+            unread_error_type: None,
             count_estimate: 0,
         }
     }
@@ -817,6 +821,7 @@ impl HttpContext for RouterFilter {
         } else if status >= 400 {
             self.unread_error = self.unread_error_format();
             if self.unread_error.is_some() {
+                self.unread_error_type = abi::header_str(MapType::HttpResponseHeaders, "x-amzn-errortype");
                 abi::remove_header(MapType::HttpResponseHeaders, "content-length");
             }
         }
@@ -829,8 +834,7 @@ impl HttpContext for RouterFilter {
                 return Action::Pause;
             }
             let body = abi::body(BufferType::HttpResponseBody, body_size);
-            let error_type = abi::header_str(MapType::HttpResponseHeaders, "x-amzn-errortype");
-            if let Some(translated) = inbound::client_error(self.api, format, self.answer_status, &body, error_type.as_deref()) {
+            if let Some(translated) = inbound::client_error(self.api, format, self.answer_status, &body, self.unread_error_type.as_deref()) {
                 let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &translated);
             }
         }
