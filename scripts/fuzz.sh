@@ -11,7 +11,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 SECONDS_EACH="${FUZZ_SECONDS:-20}"
-TARGETS="${FUZZ_TARGETS:-config render chat_request answer stream sse health_table classifier}"
+TARGETS="${FUZZ_TARGETS:-config render chat_request answer stream sse health_table classifier credentials}"
 RUNS="${FUZZ_RUNS:-}"
 SANITIZER="${FUZZ_SANITIZER:-address}"
 CARGO_FUZZ_VERSION=0.13.2
@@ -50,13 +50,34 @@ elif target in ("chat_request", "classifier"):
     for path in fixtures.glob("*/*.openai.json"):
         put((b"\x10" if target == "classifier" else b"") + path.read_bytes())
 elif target == "answer":
-    for fmt, pick in (("anthropic", 2), ("gemini", 3), ("ollama", 4)):
+    for fmt, pick in (("anthropic", 2), ("gemini", 3), ("ollama", 4), ("bedrock", 5)):
         for path in fixtures.glob(f"{fmt}/answer_*.{fmt}.json"):
             put(bytes([pick]) + path.read_bytes())
 elif target in ("stream", "sse"):
     for pattern, pick in (("anthropic/stream_*.anthropic.sse", 0), ("gemini/stream_*.sse", 1), ("ollama/stream_*.ndjson", 2)):
         for path in fixtures.glob(pattern):
             put(bytes([pick]) + path.read_bytes())
+    if target == "stream":
+        # Bedrock's binary event stream, framed as tests/fake_api/bedrock.py frames it.
+        sys.path.insert(0, str(root / "tests"))
+        from fake_api import bedrock
+        for path in fixtures.glob("bedrock/stream_*.events.json"):
+            put(bytes([3]) + b"".join(bedrock.event(kind, payload) for kind, payload in json.loads(path.read_text())))
+elif target == "credentials":
+    import base64
+    now = 1_700_000_000
+    for answer in ({"token_type": "Bearer", "expires_in": 3599, "access_token": "eyJ0eXAi.x"},
+                   {"token": "tid=1;exp=2", "expires_at": now + 1800, "refresh_in": 1500},
+                   {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}):
+        put(b"\x00" + json.dumps(answer).encode())
+    for path in (root / "tests/fixtures/google").glob("TEST-ONLY-service-account.json"):
+        put(b"\x01" + path.read_bytes())
+        pem = json.loads(path.read_text())["private_key"]
+        der = base64.b64decode("".join(l for l in pem.splitlines() if l and not l.startswith("-----")))
+        put(b"\x02" + der)
+    for url in ("https://login.microsoftonline.com/t/oauth2/v2.0/token", "http://127.0.0.1:8080/token",
+                "https://oauth2.googleapis.com/token"):
+        put(b"\x03" + url.encode())
 PY
 }
 

@@ -7,7 +7,7 @@ use llm_failover::provider::openai::AnswerContext;
 use llm_failover::provider::Format;
 use llm_failover::provider::translate_in_pieces;
 
-const FORMATS: [Format; 3] = [Format::Anthropic, Format::Gemini, Format::Ollama];
+const FORMATS: [Format; 4] = [Format::Anthropic, Format::Gemini, Format::Ollama, Format::Bedrock];
 
 fuzz_target!(|data: &[u8]| {
     let Some((&pick, stream)) = data.split_first() else { return };
@@ -17,5 +17,8 @@ fuzz_target!(|data: &[u8]| {
     let mut at_once = whole.feed(stream);
     at_once.extend(whole.finish());
     let chunked = translate_in_pieces(pieces.as_mut(), stream, u64::from(pick));
+    if format == Format::Bedrock {
+        let _ = llm_failover::provider::bedrock::stream_start(stream);
+    }
     assert_eq!(at_once, chunked, "{format:?}: the chunking changed the translation");
 });
