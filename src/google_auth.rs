@@ -129,46 +129,6 @@ impl std::fmt::Debug for TokenRequest {
     }
 }
 
-/// An access token and the time it stops being valid, in milliseconds since the epoch.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AccessToken {
-    pub token: String,
-    pub expires_at_ms: u64,
-}
-
-impl std::fmt::Debug for AccessToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "AccessToken(redacted, expires_at_ms {})", self.expires_at_ms)
-    }
-}
-
-/// The token endpoint's answer, received at `now_ms`. Errors quote only Google's error code.
-pub fn parse_token_response(status: u16, body: &[u8], now_ms: u64) -> Result<AccessToken, String> {
-    let answer: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-    let field = |name: &str| answer.get(name).and_then(serde_json::Value::as_str);
-    if status != 200 {
-        let code: String = field("error")
-            .unwrap_or_default()
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .take(40)
-            .collect();
-        return Err(format!("token endpoint answered {status} {code}").trim_end().to_string());
-    }
-    if field("token_type").is_some_and(|kind| !kind.eq_ignore_ascii_case("bearer")) {
-        return Err("token endpoint answer: `token_type` is not Bearer".into());
-    }
-    let token = field("access_token")
-        .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic()))
-        .ok_or("token endpoint answer: no usable `access_token`")?
-        .to_string();
-    let expires_in = answer
-        .get("expires_in")
-        .and_then(serde_json::Value::as_u64)
-        .ok_or("token endpoint answer: no `expires_in`")?;
-    Ok(AccessToken { token, expires_at_ms: now_ms.saturating_add(expires_in.saturating_mul(1000)) })
-}
-
 fn parse_private_key_pem(pem: &str) -> Result<RsaKey, String> {
     let block = |label: &str| {
         let begin = format!("-----BEGIN {label}-----");
@@ -272,24 +232,6 @@ mod tests {
         assert_eq!(broken.sign_sha256(b"x").unwrap_err().0, "inconsistent RSA key");
         let account = ServiceAccount::from_json(TEST_KEY).unwrap();
         assert!(!format!("{account:?}").contains("MII"));
-    }
-
-    #[test]
-    fn token_answers() {
-        let ok = br#"{"access_token":"ya29.token","expires_in":3599,"token_type":"Bearer"}"#;
-        assert_eq!(
-            parse_token_response(200, ok, 1_000).unwrap(),
-            AccessToken { token: "ya29.token".into(), expires_at_ms: 1_000 + 3_599_000 }
-        );
-        let refused = br#"{"error":"invalid_grant","error_description":"Invalid JWT Signature."}"#;
-        assert_eq!(parse_token_response(400, refused, 0).unwrap_err(), "token endpoint answered 400 invalid_grant");
-        assert_eq!(parse_token_response(503, b"busy", 0).unwrap_err(), "token endpoint answered 503");
-        assert_eq!(parse_token_response(200, b"{}", 0).unwrap_err(), "token endpoint answer: no usable `access_token`");
-        let no_expiry = br#"{"access_token":"t","token_type":"Bearer"}"#;
-        assert_eq!(parse_token_response(200, no_expiry, 0).unwrap_err(), "token endpoint answer: no `expires_in`");
-        let mac = br#"{"access_token":"t","expires_in":1,"token_type":"MAC"}"#;
-        assert!(parse_token_response(200, mac, 0).is_err());
-        assert!(!format!("{:?}", parse_token_response(200, ok, 0).unwrap()).contains("ya29"));
     }
 
     #[test]

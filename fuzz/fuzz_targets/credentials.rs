@@ -15,7 +15,6 @@ fuzz_target!(|data: &[u8]| {
             let _ = oauth2::parse(rest, NOW_MS);
             let _ = exchange::parse(rest, NOW_MS);
             let _ = google::parse(rest, NOW_MS);
-            let _ = google_auth::parse_token_response(u16::from(pick) + 100, rest, NOW_MS);
         }
         1 => {
             let Ok(text) = std::str::from_utf8(rest) else { return };

@@ -101,6 +101,23 @@ mod tests {
     }
 
     #[test]
+    fn google_s_token_answers_are_read_as_oauth2_ones() {
+        let key = key_with("http://127.0.0.1:8123/token");
+        let renewal = Renewal::Google(GoogleServiceAccount::new(Some(&key), "KEY", Some("http://127.0.0.1:8123/token"), None).unwrap());
+        let ok = br#"{"access_token":"ya29.token","expires_in":3599,"token_type":"Bearer"}"#;
+        let token = renewal.parse(200, ok, 1_000).unwrap();
+        assert_eq!((token.value.as_str(), token.expires_at_ms), ("ya29.token", 1_000 + 3_599_000));
+        assert!(!format!("{token:?}").contains("ya29"));
+        let refused = br#"{"error":"invalid_grant","error_description":"Invalid JWT Signature."}"#;
+        assert_eq!(renewal.parse(400, refused, 0).unwrap_err(), "token endpoint answered 400 (invalid_grant)");
+        assert_eq!(renewal.parse(503, b"busy", 0).unwrap_err(), "token endpoint answered 503");
+        assert!(renewal.parse(200, b"{}", 0).unwrap_err().contains("access_token"));
+        assert!(renewal.parse(200, br#"{"access_token":"t","token_type":"Bearer"}"#, 0).unwrap_err().contains("expires_in"));
+        assert!(renewal.parse(200, br#"{"access_token":"t","expires_in":100,"token_type":"MAC"}"#, 0).is_err());
+        assert!(renewal.parse(200, br#"{"access_token":"a\r\nb","expires_in":100}"#, 0).is_err(), "not a header value");
+    }
+
+    #[test]
     fn signs_an_assertion_for_the_key_s_token_uri_at_request_time() {
         let key = key_with("http://127.0.0.1:8123/token");
         let google = GoogleServiceAccount::new(Some(&key), "KEY", Some("http://127.0.0.1:8123/token"), None).unwrap();

@@ -166,10 +166,12 @@ pub fn annotate(report: &mut serde_json::Value, now: u64) {
         return;
     };
     for entry in providers {
-        let Some(kind) = entry.get("name").and_then(|n| n.as_str()).and_then(renewed_kind) else {
+        let Some(name) = entry.get("name").and_then(|n| n.as_str()).map(str::to_string) else {
             continue;
         };
-        let name = entry.get("name").and_then(|n| n.as_str()).unwrap_or_default().to_string();
+        let Some(kind) = renewed_kind(&name) else {
+            continue;
+        };
         if let Some(object) = entry.as_object_mut() {
             object.insert("credential".into(), credentials::report(&credentials::read(&HostStore, &name), kind, now));
         }
