@@ -6,7 +6,10 @@
 //! Envoy's wasm filter state is read-only once written), and the router role gathers them when
 //! the answer ends. No entry holds a key, a header or a body.
 
-use serde_json::{json, Map, Value};
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
 /// Filter state key (Envoy prefixes `wasm.`) of the whole line, set once by the router role.
 pub const AUDIT_PROPERTY: &str = "llm_failover.audit";
@@ -51,6 +54,7 @@ pub struct AttemptEntry<'a> {
 }
 
 impl AttemptEntry<'_> {
+    /// Keys in alphabetical order, as every line of this log has them.
     pub fn to_json(&self) -> String {
         let (outcome, reason) = match &self.outcome {
             AttemptOutcome::Served => ("served", None),
@@ -58,22 +62,95 @@ impl AttemptEntry<'_> {
             AttemptOutcome::Answered => ("answered", None),
             AttemptOutcome::Unanswered => ("unanswered", None),
         };
-        let mut entry = Map::new();
-        entry.insert("attempt".into(), json!(self.attempt));
-        entry.insert("provider".into(), json!(self.provider));
-        entry.insert("model".into(), json!(self.model));
-        entry.insert("status".into(), json!(self.status));
-        entry.insert("outcome".into(), json!(outcome));
-        if let Some(reason) = reason {
-            entry.insert("reason".into(), json!(reason));
+        let mut out = Object::new();
+        out.number("attempt", Some(u64::from(self.attempt)));
+        out.string("model", self.model);
+        out.string("outcome", Some(outcome));
+        out.string("provider", Some(self.provider));
+        if reason.is_some() {
+            out.string("reason", reason);
         }
-        Value::Object(entry).to_string()
+        out.number("status", self.status.map(u64::from));
+        out.end()
     }
+}
+
+/// A JSON object written field by field: the audit line is built for every request, and a
+/// `serde_json::Value` tree of it cost more than the rest of the router role (measured).
+struct Object(String);
+
+impl Object {
+    fn new() -> Object {
+        Object(String::from("{"))
+    }
+
+    fn key(&mut self, key: &str) {
+        if self.0.len() > 1 {
+            self.0.push(',');
+        }
+        self.0.push('"');
+        self.0.push_str(key);
+        self.0.push_str("\":");
+    }
+
+    fn raw(&mut self, key: &str, json: Option<&str>) {
+        self.key(key);
+        self.0.push_str(json.unwrap_or("null"));
+    }
+
+    fn string(&mut self, key: &str, value: Option<&str>) {
+        self.key(key);
+        push_string(&mut self.0, value);
+    }
+
+    fn number(&mut self, key: &str, value: Option<u64>) {
+        self.key(key);
+        match value {
+            Some(n) => self.0.push_str(&n.to_string()),
+            None => self.0.push_str("null"),
+        }
+    }
+
+    fn strings(&mut self, key: &str, values: &[&str]) {
+        self.key(key);
+        self.0.push('[');
+        for (i, value) in values.iter().enumerate() {
+            if i > 0 {
+                self.0.push(',');
+            }
+            push_string(&mut self.0, Some(value));
+        }
+        self.0.push(']');
+    }
+
+    fn end(mut self) -> String {
+        self.0.push('}');
+        self.0
+    }
+}
+
+fn push_string(out: &mut String, value: Option<&str>) {
+    match value.and_then(|v| serde_json::to_string(v).ok()) {
+        Some(quoted) => out.push_str(&quoted),
+        None => out.push_str("null"),
+    }
+}
+
+/// What the router role reads of an attempt's entry.
+#[derive(Deserialize)]
+struct EntryView<'a> {
+    #[serde(borrow)]
+    provider: Cow<'a, str>,
+    outcome: &'a str,
 }
 
 /// Token counts of the serving attempt; `cost_micro_usd` is `None` without a price.
 pub fn usage_json(prompt_tokens: u64, completion_tokens: u64, cost_micro_usd: Option<u64>) -> String {
-    json!({ "promptTokens": prompt_tokens, "completionTokens": completion_tokens, "costMicroUsd": cost_micro_usd }).to_string()
+    let mut out = Object::new();
+    out.number("completionTokens", Some(completion_tokens));
+    out.number("costMicroUsd", cost_micro_usd);
+    out.number("promptTokens", Some(prompt_tokens));
+    out.end()
 }
 
 /// How the request ended, as the router role saw it.
@@ -111,44 +188,55 @@ pub struct AuditLine<'a> {
 
 impl AuditLine<'_> {
     pub fn to_json(&self, outcome: &RequestOutcome) -> String {
-        let attempts: Vec<Value> = self.attempts.iter().filter_map(|bytes| serde_json::from_slice::<Value>(bytes).ok()).collect();
-        let served_by = attempts
+        // Entries are kept as written; one that does not read as an entry is left out.
+        let attempts: Vec<(&str, EntryView)> = self
+            .attempts
             .iter()
-            .rev()
-            .find(|a| a.get("outcome").and_then(Value::as_str) == Some("served"))
-            .and_then(|a| a.get("provider").cloned())
-            .unwrap_or(Value::Null);
-        let usage = self.usage.as_deref().and_then(|bytes| serde_json::from_slice::<Value>(bytes).ok()).unwrap_or(Value::Null);
+            .filter_map(|bytes| {
+                let text = std::str::from_utf8(bytes).ok()?;
+                Some((text, serde_json::from_str::<EntryView>(text).ok()?))
+            })
+            .collect();
+        let served_by = attempts.iter().rev().find(|(_, view)| view.outcome == "served").map(|(_, view)| view.provider.as_ref());
+        let usage = self.usage.as_deref().and_then(|bytes| std::str::from_utf8(bytes).ok()).filter(|text| serde_json::from_str::<&RawValue>(text).is_ok());
         let (outcome, reason) = match outcome {
             RequestOutcome::Answered => ("answered", None),
             RequestOutcome::AllProvidersUnavailable => ("all_providers_unavailable", None),
             RequestOutcome::Rejected(reason) => ("rejected", Some(*reason)),
             RequestOutcome::Estimated => ("estimated", None),
         };
-        json!({
-            "llmFailover": 1,
-            "timeMs": self.time_ms,
-            "requestId": self.request_id,
-            "api": self.api,
-            "model": self.model,
-            "profile": self.profile,
-            "chain": self.chain,
-            "planned": self.planned,
-            "skipped": self.skipped,
-            "attempts": attempts,
-            "servedBy": served_by,
-            "status": self.status,
-            "outcome": outcome,
-            "reason": reason,
-            "usage": usage,
-        })
-        .to_string()
+        let mut out = Object::new();
+        out.string("api", self.api);
+        out.key("attempts");
+        out.0.push('[');
+        for (i, (text, _)) in attempts.iter().enumerate() {
+            if i > 0 {
+                out.0.push(',');
+            }
+            out.0.push_str(text.trim());
+        }
+        out.0.push(']');
+        out.string("chain", self.chain);
+        out.number("llmFailover", Some(1));
+        out.string("model", self.model);
+        out.string("outcome", Some(outcome));
+        out.strings("planned", &self.planned);
+        out.string("profile", self.profile);
+        out.string("reason", reason);
+        out.string("requestId", self.request_id);
+        out.string("servedBy", served_by);
+        out.strings("skipped", &self.skipped);
+        out.number("status", Some(u64::from(self.status)));
+        out.number("timeMs", Some(self.time_ms));
+        out.raw("usage", usage);
+        out.end()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
 
     fn parse(text: &str) -> Value {
         serde_json::from_str(text).unwrap()
@@ -193,6 +281,33 @@ mod tests {
         assert_eq!(line["outcome"], "answered");
         assert_eq!(line["reason"], Value::Null);
         assert_eq!(line["api"], "chat-completions");
+    }
+
+    #[test]
+    fn a_line_is_written_with_its_keys_in_order_and_its_strings_escaped() {
+        let entry = AttemptEntry { attempt: 1, provider: "a", model: Some("m\"1"), status: Some(200), outcome: AttemptOutcome::Served };
+        let line = AuditLine {
+            time_ms: 7,
+            request_id: Some("r\\1"),
+            api: Some("chat-completions"),
+            model: Some("m\"1"),
+            profile: None,
+            chain: Some("c"),
+            planned: vec!["a", "b"],
+            skipped: vec![],
+            attempts: vec![entry.to_json().into_bytes()],
+            usage: Some(usage_json(5, 3, None).into_bytes()),
+            status: 200,
+        };
+        assert_eq!(
+            line.to_json(&RequestOutcome::Answered),
+            concat!(
+                r#"{"api":"chat-completions","attempts":[{"attempt":1,"model":"m\"1","outcome":"served","provider":"a","status":200}],"#,
+                r#""chain":"c","llmFailover":1,"model":"m\"1","outcome":"answered","planned":["a","b"],"profile":null,"reason":null,"#,
+                r#""requestId":"r\\1","servedBy":"a","skipped":[],"status":200,"timeMs":7,"#,
+                r#""usage":{"completionTokens":3,"costMicroUsd":null,"promptTokens":5}}"#
+            )
+        );
     }
 
     #[test]

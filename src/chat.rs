@@ -209,6 +209,24 @@ pub fn requested_model(body: &[u8]) -> Option<Cow<'_, str>> {
 /// body already names that model (or names none).
 pub fn with_model(body: &[u8], model: &str) -> Option<Vec<u8>> {
     let (range, current) = model_value(body)?;
+    replaced(body, range, &current, model)
+}
+
+/// The model the body names (empty if none), the one `target` maps it to, and the body naming
+/// that one when it differs: one read of the body where `requested_model` and `with_model`
+/// would take two.
+pub fn retarget(body: &[u8], target: impl FnOnce(&str) -> String) -> (String, String, Option<Vec<u8>>) {
+    match model_value(body) {
+        Some((range, requested)) => {
+            let target = target(&requested);
+            let rewritten = replaced(body, range, &requested, &target);
+            (requested.into_owned(), target, rewritten)
+        }
+        None => (String::new(), target(""), None),
+    }
+}
+
+fn replaced(body: &[u8], range: Range<usize>, current: &str, model: &str) -> Option<Vec<u8>> {
     if current == model {
         return None;
     }
@@ -299,6 +317,17 @@ mod tests {
             String::from_utf8(out).unwrap(),
             r#"{ "temperature": 1.50, "model" : "gpt-4o", "messages":[{"role":"user","content":"model \"smart\""}] }"#
         );
+    }
+
+    #[test]
+    fn retarget_reads_once_what_requested_model_and_with_model_read() {
+        let body = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
+        let (requested, target, rewritten) = retarget(body, |m| format!("{m}-mini"));
+        assert_eq!((requested.as_str(), target.as_str()), ("gpt-4o", "gpt-4o-mini"));
+        assert_eq!(rewritten, with_model(body, "gpt-4o-mini"));
+        assert_eq!(retarget(body, str::to_string), ("gpt-4o".into(), "gpt-4o".into(), None));
+        let none = br#"{"messages":[]}"#;
+        assert_eq!(retarget(none, |m| format!("[{m}]")), (String::new(), "[]".into(), None));
     }
 
     #[test]

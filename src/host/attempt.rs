@@ -468,9 +468,8 @@ impl AttemptFilter {
 
     /// An OpenAI-compatible provider: only the model name may change, every other byte stays.
     fn forward(&mut self, body: &[u8]) {
-        let requested = chat::requested_model(body).map(|m| m.into_owned()).unwrap_or_default();
-        let target = self.role.config.provider.target_model(&requested).to_string();
-        if let Some(rewritten) = chat::with_model(body, &target) {
+        let (requested, target, rewritten) = chat::retarget(body, |m| self.role.config.provider.target_model(m).to_string());
+        if let Some(rewritten) = rewritten {
             Self::replace_request_body(body.len(), &rewritten);
         }
         self.set_chat_path(&target, false, None);
@@ -535,15 +534,14 @@ impl AttemptFilter {
     /// and whether the client asked for a stream, which Vertex sends to another path.
     fn as_anthropic_sent(&mut self, body: &[u8]) -> (String, bool) {
         let provider = &self.role.config.provider;
-        let requested = chat::requested_model(body).map(|m| m.into_owned()).unwrap_or_default();
-        let target = provider.target_model(&requested).to_string();
+        let (requested, target, rewritten) = chat::retarget(body, |m| provider.target_model(m).to_string());
         let mut stream = false;
         if provider.options.vertex.is_some() {
             if let Some((sent, streamed)) = crate::provider::vertex::anthropic_body(body) {
                 Self::replace_request_body(body.len(), &sent);
                 stream = streamed;
             }
-        } else if let Some(rewritten) = chat::with_model(body, &target) {
+        } else if let Some(rewritten) = rewritten {
             Self::replace_request_body(body.len(), &rewritten);
         }
         // The provider's `anthropic-version`, not the client's; its `anthropic-beta` stays,
@@ -610,9 +608,8 @@ impl AttemptFilter {
     fn responses_request(&mut self, body: &[u8]) -> Action {
         let provider = &self.role.config.provider;
         if let Some(path) = provider.responses_path() {
-            let requested = chat::requested_model(body).map(|m| m.into_owned()).unwrap_or_default();
-            let target = provider.target_model(&requested).to_string();
-            if let Some(rewritten) = chat::with_model(body, &target) {
+            let (requested, target, rewritten) = chat::retarget(body, |m| provider.target_model(m).to_string());
+            if let Some(rewritten) = rewritten {
                 Self::replace_request_body(body.len(), &rewritten);
             }
             abi::set_header(MapType::HttpRequestHeaders, ":path", &path);
@@ -638,9 +635,8 @@ impl AttemptFilter {
         if provider.format.translates() {
             return self.translate(&chat_body, original_size);
         }
-        let requested = chat::requested_model(&chat_body).map(|m| m.into_owned()).unwrap_or_default();
-        let target = provider.target_model(&requested).to_string();
-        let chat_body = chat::with_model(&chat_body, &target).unwrap_or(chat_body);
+        let (requested, target, rewritten) = chat::retarget(&chat_body, |m| provider.target_model(m).to_string());
+        let chat_body = rewritten.unwrap_or(chat_body);
         Self::replace_request_body(original_size, &chat_body);
         abi::set_header(MapType::HttpRequestHeaders, "content-type", "application/json");
         // The answer is translated: it must come uncompressed.
@@ -1051,7 +1047,18 @@ impl HttpContext for AttemptFilter {
             return Action::Continue;
         }
         self.spend(1, 0, self.started_ms);
-        // Held for the body even where it passes unchanged: its length goes in the headers.
+        if self.client == ClientApi::ChatCompletions && !provider.needs_body() {
+            // The body goes as it is: the router role's note gives its length (an earlier
+            // attempt's may be in the shared headers) and its model.
+            if let Some((length, model)) = abi::filter_state(inbound::CHAT_REQUEST_PROPERTY).and_then(|v| inbound::read_chat_request_note(&v)) {
+                Self::set_content_length(length);
+                self.set_chat_path(&model, false, Some(path));
+                self.model = Some(model.clone());
+                self.requested_model = Some(model);
+                return Action::Continue;
+            }
+        }
+        // Held for the body, whose length goes in the headers.
         if !end_of_stream {
             self.awaiting_body = true;
             return Action::Pause;

@@ -333,6 +333,10 @@ impl RouterFilter {
         skipped.extend(plan.skipped.iter().map(|p| p.to_string()));
         plan.order = orders::served(&plan.order, &chain.providers);
         self.set_timeouts(profile);
+        if self.api == ClientApi::ChatCompletions {
+            // Written once: an internal replay, which finds it set, has the same body.
+            abi::set_filter_state(inbound::CHAT_REQUEST_PROPERTY, inbound::chat_request_note(body.len(), &request.model).as_bytes());
+        }
         let chosen = format!("{}; by={}", chain.name, source.name());
         self.hand_over(chain_index, chain, &plan, skipped, request.model.into_owned(), chosen)
     }

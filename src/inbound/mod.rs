@@ -21,6 +21,26 @@ pub const PASSTHROUGH_PATH_PROPERTY: &str = "llm_failover.passthrough_path";
 /// headers between attempts.
 pub const ANTHROPIC_BETA_PROPERTY: &str = "llm_failover.anthropic_beta";
 
+/// A chat completion request's body length and model, as the router role read them: an attempt
+/// at a provider that takes the body as it is sends it on without holding it (holding the
+/// headers for the body cost an attempt more than the rest of its request work, measured).
+pub const CHAT_REQUEST_PROPERTY: &str = "llm_failover.chat_request";
+
+/// The value of `CHAT_REQUEST_PROPERTY`: `<length>` and the model, on two lines.
+pub fn chat_request_note(length: usize, model: &str) -> String {
+    format!("{length}\n{model}")
+}
+
+/// Reads `chat_request_note`'s value; `None` for anything else.
+pub fn read_chat_request_note(value: &[u8]) -> Option<(usize, String)> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (length, model) = text.split_once('\n')?;
+    if length.is_empty() || !length.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((length.parse().ok()?, model.to_string()))
+}
+
 /// An API a client speaks to the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientApi {
@@ -174,6 +194,15 @@ impl StreamTranslator for ThroughChat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chat_request_note_reads_back_and_nothing_else_does() {
+        let note = chat_request_note(1024, "gpt-4o\nmini");
+        assert_eq!(read_chat_request_note(note.as_bytes()), Some((1024, "gpt-4o\nmini".to_string())));
+        for bad in [&b"gpt-4o"[..], b"\ngpt-4o", b"-1\ngpt-4o", b"12a\nm", b"\xff\nm", b"99999999999999999999999\nm"] {
+            assert_eq!(read_chat_request_note(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn names_round_trip_and_unknown_names_are_none() {
