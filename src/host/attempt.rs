@@ -744,7 +744,9 @@ impl AttemptFilter {
             // Recorded when the answer is complete (`on_done`), with its total time and tokens.
             self.success = true;
             let policy = &self.role.config.rate_limit;
-            let limits = RateLimitHeaders::read(|name| abi::header_str(MapType::HttpResponseHeaders, name), now);
+            // One host call for all of them: most are absent, and each lookup crosses into Envoy.
+            let response = abi::headers(MapType::HttpResponseHeaders);
+            let limits = RateLimitHeaders::read(|name| response.get_str(name).map(str::to_string), now);
             if limits.nearly_spent(policy.min_remaining_requests, policy.min_remaining_tokens) {
                 let reset = limits.reset_in_ms.unwrap_or(health::duration_ms(policy.default_reset));
                 self.near_limit_until_ms = Some(now.saturating_add(reset.max(1)));
