@@ -7,6 +7,7 @@
 //! the answer ends. No entry holds a key, a header or a body.
 
 use std::borrow::Cow;
+use std::fmt::Write;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -81,14 +82,13 @@ struct Object(String);
 
 impl Object {
     fn new() -> Object {
-        Object(String::from("{"))
+        let mut text = String::with_capacity(512);
+        text.push('{');
+        Object(text)
     }
 
     fn key(&mut self, key: &str) {
-        if self.0.len() > 1 {
-            self.0.push(',');
-        }
-        self.0.push('"');
+        self.0.push_str(if self.0.len() > 1 { ",\"" } else { "\"" });
         self.0.push_str(key);
         self.0.push_str("\":");
     }
@@ -106,7 +106,9 @@ impl Object {
     fn number(&mut self, key: &str, value: Option<u64>) {
         self.key(key);
         match value {
-            Some(n) => self.0.push_str(&n.to_string()),
+            Some(n) => {
+                let _ = write!(self.0, "{n}");
+            }
             None => self.0.push_str("null"),
         }
     }
@@ -130,8 +132,14 @@ impl Object {
 }
 
 fn push_string(out: &mut String, value: Option<&str>) {
-    match value.and_then(|v| serde_json::to_string(v).ok()) {
-        Some(quoted) => out.push_str(&quoted),
+    match value {
+        // Names and ids rarely need escaping: those are copied as they are.
+        Some(text) if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') => {
+            out.push('"');
+            out.push_str(text);
+            out.push('"');
+        }
+        Some(text) => out.push_str(&serde_json::to_string(text).unwrap_or_else(|_| "null".into())),
         None => out.push_str("null"),
     }
 }
