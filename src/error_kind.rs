@@ -417,10 +417,18 @@ pub fn stream_start(first_bytes: &[u8]) -> StreamStart {
             }
         }
     } else {
-        for event in EventReader::default().feed(bytes) {
-            if let Some(start) = event_start(event.name.as_deref(), event.data.as_bytes()) {
-                return start;
+        // Line by line, to stop at the event that decides: a whole stream can be in the buffer.
+        let mut reader = EventReader::default();
+        let mut from = 0;
+        while from < bytes.len() {
+            let rest = bytes.get(from..).unwrap_or_default();
+            let end = rest.iter().position(|&b| b == b'\n').map_or(rest.len(), |i| i + 1);
+            for event in reader.feed(rest.get(..end).unwrap_or_default()) {
+                if let Some(start) = event_start(event.name.as_deref(), event.data.as_bytes()) {
+                    return start;
+                }
             }
+            from += end;
         }
     }
     StreamStart::Undecided
