@@ -4,7 +4,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test bench setup build unit lint e2e e2e-versions clean envoy-configs deploy-wasm fuzz fuzz-smoke soak observability-tools rules-test
+.PHONY: run test bench bench-instructions setup build unit lint e2e e2e-versions clean envoy-configs deploy-wasm fuzz fuzz-smoke soak observability-tools rules-test
 
 # Each shipped Envoy config is rendered from the .json beside it (its comment header is kept); a
 # unit test fails when one is stale.
@@ -85,6 +85,12 @@ soak: build
 bench: build
 	@scripts/toolchain.sh build-floor
 	$(PYTHON) bench/run.py
+	$(PYTHON) bench/instructions.py
+
+# Only the instruction counts (callgrind): about 7 minutes, and the machine's load does not move them.
+bench-instructions: build
+	@scripts/toolchain.sh build-floor
+	$(PYTHON) bench/instructions.py
 
 clean:
 	cargo clean

@@ -619,19 +619,24 @@ def wrk_version() -> str:
 
 
 def ensure_wrk(allow_install: bool) -> None:
-    if shutil.which("wrk"):
+    ensure_tool("wrk", "wrk", allow_install)
+
+
+def ensure_tool(command: str, package: str, allow_install: bool) -> None:
+    """`command` on PATH, from Debian's `package` if it is missing (as root, unless told not to)."""
+    if shutil.which(command):
         return
     if not allow_install or os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise BenchError("wrk is not installed; install it with `apt-get install -y wrk` (Debian/Ubuntu)")
-    say("wrk not found: apt-get install -y wrk")
-    install = ["apt-get", "install", "-y", "wrk"]
+        raise BenchError(f"{command} is not installed; install it with `apt-get install -y {package}` (Debian/Ubuntu)")
+    say(f"{command} not found: apt-get install -y {package}")
+    install = ["apt-get", "install", "-y", package]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     if subprocess.run(install, env=env, timeout=INSTALL_TIMEOUT_S).returncode != 0:
         say("install failed; apt-get update, then again")
         subprocess.run(["apt-get", "update"], env=env, timeout=INSTALL_TIMEOUT_S)
         subprocess.run(install, env=env, timeout=INSTALL_TIMEOUT_S)
-    if not shutil.which("wrk"):
-        raise BenchError("could not install wrk; install it with `apt-get install -y wrk`")
+    if not shutil.which(command):
+        raise BenchError(f"could not install {command}; install it with `apt-get install -y {package}`")
 
 
 # ---------------------------------------------------------------- measuring

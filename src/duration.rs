@@ -15,7 +15,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .ok_or_else(|| format!("`{text}` has no unit (use ms, s, m, h or d)"))?;
-    let (number, unit) = text.split_at(split);
+    let (number, unit) = (text.get(..split).unwrap_or_default(), text.get(split..).unwrap_or_default());
     let value: u64 = number
         .parse()
         .map_err(|_| format!("`{text}` does not start with a whole number"))?;

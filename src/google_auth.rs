@@ -106,7 +106,7 @@ impl TokenEndpoint {
             ("http", rest) => (false, rest),
             _ => return None,
         };
-        let (authority, path) = rest.find('/').map_or((rest, "/"), |slash| rest.split_at(slash));
+        let (authority, path) = rest.find('/').map_or((rest, "/"), |slash| (rest.get(..slash).unwrap_or(rest), rest.get(slash..).unwrap_or("/")));
         if authority.is_empty() || authority.contains(['@', ' ', '?', '#']) || path.contains([' ', '#']) {
             return None;
         }

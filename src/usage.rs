@@ -171,7 +171,7 @@ fn parse_rfc3339_ms(text: &str) -> Option<u64> {
         (t, 0)
     } else {
         let split = time.rfind(['+', '-'])?;
-        let (t, offset) = time.split_at(split);
+        let (t, offset) = (time.get(..split)?, time.get(split..)?);
         let sign = if offset.starts_with('-') { -1 } else { 1 };
         let (h, m) = offset.get(1..)?.split_once(':')?;
         (t, sign * (h.parse::<i64>().ok()? * 3600 + m.parse::<i64>().ok()? * 60))

@@ -51,7 +51,7 @@ impl TokenUrl {
             Some(("http", rest)) => (false, rest),
             _ => return Err(format!("`{text}` must be an https:// URL")),
         };
-        let (authority, path) = rest.find('/').map_or((rest, "/"), |i| rest.split_at(i));
+        let (authority, path) = rest.find('/').map_or((rest, "/"), |i| (rest.get(..i).unwrap_or(rest), rest.get(i..).unwrap_or("/")));
         let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
         let loopback = host == "localhost" || host.starts_with("127.") || host == "[::1]";
         if authority.is_empty() || authority.contains(['@', ' ']) || path.contains(['#', ' ']) {
