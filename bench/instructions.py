@@ -77,12 +77,13 @@ def count(scenario: bench.Scenario, config: str, requests: int, warmup: int) -> 
     }[config]
     (workdir / "proxy.yaml").write_text(yaml_text)
     out = workdir / "callgrind.out"
+    valgrind_log = open(workdir / "valgrind.out", "w")
     proxy = subprocess.Popen(
         ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--smc-check=all-non-file",
          f"--callgrind-out-file={out}", envoy_binary(), "-c", str(workdir / "proxy.yaml"),
          "--concurrency", "1", "--base-id", str(ports.filter_admin), "--log-level", "warning",
          "--log-path", str(workdir / "proxy.log")],
-        stdout=open(workdir / "valgrind.out", "w"), stderr=subprocess.STDOUT)
+        stdout=valgrind_log, stderr=subprocess.STDOUT)
     try:
         conn = None
         deadline = time.monotonic() + 300     # V8 compiles the module under valgrind first
@@ -115,6 +116,7 @@ def count(scenario: bench.Scenario, config: str, requests: int, warmup: int) -> 
             proxy.wait(timeout=60)
         except subprocess.TimeoutExpired:
             proxy.kill()
+        valgrind_log.close()
         upstream.stop()
     total = callgrind_total(out)
     if total == 0:

